@@ -1,0 +1,67 @@
+/**
+ * Everything needed to start one QEMU process, with every path already resolved.
+ * The agent turns a VM spec (API) into this; `buildQemuArgv` turns this into argv.
+ */
+export type Accelerator = 'kvm' | 'tcg';
+
+export interface DiskConfig {
+  /** qdev id and blockdev node-name prefix; the format node is named exactly `nodeName`. */
+  nodeName: string;
+  path: string;
+  format: 'qcow2' | 'raw';
+  readOnly?: boolean;
+  /** virtio-blk (default) or an IDE CD-ROM for ISO images. */
+  media?: 'disk' | 'cdrom';
+  /** Boot order index (bootindex=) for disk/cdrom boots. */
+  bootIndex?: number;
+  serial?: string;
+}
+
+export interface HostForward {
+  protocol: 'tcp' | 'udp';
+  /** Always a loopback address until real networks land. */
+  hostAddress: string;
+  hostPort: number;
+  guestPort: number;
+}
+
+export interface NicConfig {
+  id: string;
+  mac: string;
+  /** QEMU user-mode networking (slirp) until the networks issue adds bridges and taps. */
+  mode: 'user';
+  hostForwards: HostForward[];
+}
+
+export type BootConfig =
+  | { kind: 'kernel'; kernel: string; initrd?: string; cmdline: string }
+  | { kind: 'disk' }
+  | { kind: 'cdrom' };
+
+export interface QemuLaunchConfig {
+  /** VM name, shown in `-name` and the process list. */
+  name: string;
+  uuid: string;
+  accel: Accelerator;
+  cpus: number;
+  memoryMiB: number;
+  /** `-cpu` model, e.g. `qemu64`, `max`; `host` only with KVM. */
+  cpuModel: string;
+  machine?: string;
+  disks: DiskConfig[];
+  nics: NicConfig[];
+  boot: BootConfig;
+  /** Unix socket paths; QEMU creates them (server=on,wait=off). */
+  qmpSocket: string;
+  serialSocket: string;
+  /** File that receives everything written to the serial port, client or not. */
+  serialLog: string;
+  vncSocket?: string;
+  pidFile: string;
+  /** Start with CPUs stopped (`-S`). */
+  startPaused?: boolean;
+  /** `-incoming defer`, for restore and migration destinations. */
+  incomingDefer?: boolean;
+  /** Full seccomp lockdown; safe because QEMU never spawns nor changes uid in our set-up. */
+  sandbox?: boolean;
+}
