@@ -1,0 +1,111 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { pino, type Logger } from 'pino';
+import type { HostFacts } from '@drover/api';
+import { ensureQemuAccount } from './account.js';
+import { chooseAccelerator, qemuVersion } from './accel-choice.js';
+import type { AgentConfig } from './config.js';
+import { PoolRegistry } from './pools.js';
+import { buildAgentServer } from './server.js';
+import { VmService } from './vm-service.js';
+
+export const agentVersion = '0.1.0';
+
+export interface RunningAgent {
+  url: string;
+  token: string;
+  app: Awaited<ReturnType<typeof buildAgentServer>>;
+  vms: VmService;
+  pools: PoolRegistry;
+  /** Stops serving and detaches from QEMU; VMs keep running. */
+  close(): Promise<void>;
+}
+
+async function loadOrCreateToken(stateDir: string, configured?: string): Promise<string> {
+  if (configured) return configured;
+  const file = path.join(stateDir, 'agent-token');
+  try {
+    return (await readFile(file, 'utf8')).trim();
+  } catch {
+    const token = randomBytes(24).toString('base64url');
+    await writeFile(file, `${token}\n`, { mode: 0o600 });
+    return token;
+  }
+}
+
+async function bootTime(): Promise<string> {
+  const statText = await readFile('/proc/stat', 'utf8');
+  const btime = Number(/^btime (\d+)/m.exec(statText)?.[1] ?? 0);
+  return new Date(btime * 1000).toISOString();
+}
+
+/** Starts a host agent: state directory, QEMU account, pools, reattach, HTTP API. */
+export async function startAgent(config: AgentConfig, options: { logger?: Logger } = {}): Promise<RunningAgent> {
+  const logger = options.logger ?? pino({ name: 'drover:agent', level: config.logLevel });
+  await mkdir(config.stateDir, { recursive: true });
+  const account = await ensureQemuAccount(config.qemuUser);
+  await chown(config.stateDir, 0, account.gid);
+  await chmod(config.stateDir, 0o750);
+  const token = await loadOrCreateToken(config.stateDir, config.token);
+  const { accel, reason } = await chooseAccelerator({
+    mode: config.accel,
+    cacheFile: config.probeCacheFile,
+    applianceCacheDir: config.applianceCacheDir,
+    qemuBinary: config.qemuBinary,
+  });
+  logger.info({ accel, reason }, 'accelerator chosen');
+  const qemu = await qemuVersion(config.qemuBinary);
+
+  // eslint-disable-next-line prefer-const -- the registry and the service refer to each other
+  let vms: VmService;
+  const pools = new PoolRegistry(config.stateDir, config.pools, account, (pool, volume) => vms.usersOf(pool, volume));
+  await pools.init();
+  vms = new VmService({
+    stateDir: config.stateDir,
+    account,
+    pools,
+    accel,
+    capacity: config.capacity,
+    cpuAllocationRatio: config.cpuAllocationRatio,
+    cpuModels: config.cpuModels,
+    defaultCpuModel: config.defaultCpuModel,
+    stopTimeoutMs: config.stopTimeoutMs,
+    qmpTimeoutMs: config.qmpTimeoutMs,
+    qemuBinary: config.qemuBinary,
+    logger: logger.child({ module: 'vms' }),
+  });
+  const { reattached, cleaned } = await vms.reattach();
+  logger.info({ reattached, cleaned }, 'reattached to running VMs');
+  const boot = await bootTime();
+
+  const facts = async (): Promise<HostFacts> => ({
+    hostname: config.hostName,
+    agentVersion,
+    qemuVersion: qemu,
+    accel,
+    accelReason: reason,
+    capacity: config.capacity,
+    allocated: vms.allocated(),
+    cpuModels: config.cpuModels,
+    pools: await pools.list(),
+    bootTime: boot,
+  });
+
+  const app = await buildAgentServer({ token, vms, pools, facts, logger: logger.child({ module: 'http' }) });
+  const [host, port] = config.listen.split(':') as [string, string];
+  await app.listen({ host, port: Number(port) });
+  const address = app.server.address();
+  const actualPort = typeof address === 'object' && address ? address.port : Number(port);
+  return {
+    url: `http://${host}:${actualPort}`,
+    token,
+    app,
+    vms,
+    pools,
+    async close() {
+      await app.close();
+      await vms.detachAll();
+    },
+  };
+}

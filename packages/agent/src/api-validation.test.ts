@@ -1,0 +1,143 @@
+import { execFileSync } from 'node:child_process';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { importAppliance, startTestAgent, tempDir, type ImportedAppliance, type TestAgent } from './testing/harness.js';
+
+let t: TestAgent;
+let app: ImportedAppliance;
+let scratch: string;
+
+beforeAll(async () => {
+  t = await startTestAgent({ capacity: { cpus: 2, memoryMiB: 2048 } });
+  app = await importAppliance(t.client, 'counter');
+  scratch = tempDir('validation');
+});
+
+afterAll(async () => {
+  await t?.dispose();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+});
+
+function goodSpec(name = 'ok-vm'): Record<string, unknown> {
+  return {
+    name,
+    cpus: 1,
+    memoryMiB: 128,
+    disks: [{ pool: 'default', volume: app.root }],
+    boot: { kind: 'kernel', kernel: { pool: 'default', volume: app.kernel }, initrd: { pool: 'default', volume: app.initrd } },
+  };
+}
+
+/** Everything the agent stores about VMs: nothing may change on a refused request. */
+function snapshotState(): string {
+  return JSON.stringify({ vms: readdirSync(path.join(t.stateDir, 'vms')).sort(), volumes: readdirSync(path.join(t.stateDir, 'pools', 'default')).sort() });
+}
+
+describe('bad input to the agent API', () => {
+  const cases: Array<[string, (spec: Record<string, unknown>) => unknown, number, RegExp]> = [
+    ['negative memory', (s) => ({ ...s, memoryMiB: -128 }), 400, /memoryMiB/],
+    ['10,000 vCPUs', (s) => ({ ...s, cpus: 10_000 }), 400, /cpus/],
+    ['more vCPUs than the host has', (s) => ({ ...s, cpus: 3 }), 400, /3 vCPUs; this host offers at most 2/],
+    ['a disk path outside the pool', (s) => ({ ...s, disks: [{ pool: 'default', volume: '../../../etc/shadow' }] }), 400, /volume/],
+    ['an absolute disk path', (s) => ({ ...s, disks: [{ pool: 'default', volume: '/etc/shadow' }] }), 400, /volume/],
+    ['a disk in an unknown pool', (s) => ({ ...s, disks: [{ pool: 'nope', volume: 'x.qcow2' }] }), 404, /Pool "nope"/],
+    ['a missing volume', (s) => ({ ...s, disks: [{ pool: 'default', volume: 'missing.qcow2' }] }), 400, /"default\/missing.qcow2" does not exist/],
+    ['unknown fields', (s) => ({ ...s, colour: 'blue' }), 400, /colour/],
+    ['a 10 MB name', (s) => ({ ...s, name: 'x'.repeat(10 * 1024 * 1024) }), 413, /larger than/],
+    ['a long name', (s) => ({ ...s, name: 'x'.repeat(200) }), 400, /name/],
+    ['a name with shell characters', (s) => ({ ...s, name: 'a;rm -rf /' }), 400, /name/],
+    ['a string where a number goes', (s) => ({ ...s, cpus: '2' }), 400, /cpus/],
+    ['an unoffered CPU model', (s) => ({ ...s, cpuModel: 'EPYC-Rome' }), 400, /not offered/],
+    ['a kernel command line with a newline', (s) => ({ ...s, boot: { kind: 'kernel', kernel: { pool: 'default', volume: app.kernel }, cmdline: 'a\nb' } }), 400, /cmdline/],
+    ['a duplicated MAC', (s) => ({ ...s, nics: [{ mac: '52:54:00:00:00:01' }, { mac: '52:54:00:00:00:01' }] }), 400, /used twice/],
+  ];
+  for (const [what, mutate, status, message] of cases) {
+    it(`refuses ${what} with ${status} and creates nothing`, async () => {
+      const before = snapshotState();
+      const answer = await t.client.request<{ error: { code: string; message: string } }>('POST', '/v1/vms', mutate(goodSpec()));
+      expect(answer.status).toBe(status);
+      expect(answer.body.error.message).toMatch(message);
+      expect(typeof answer.body.error.code).toBe('string');
+      expect(snapshotState()).toBe(before);
+    });
+  }
+
+  it('refuses bad JSON with 400', async () => {
+    const answer = await t.client.request<{ error: { code: string } }>('POST', '/v1/vms', '{"name": ', { 'content-type': 'application/json' });
+    expect(answer.status).toBe(400);
+    expect(answer.body.error.code).toBe('invalid');
+  });
+
+  it('answers 404 for unknown VMs and routes', async () => {
+    expect((await t.client.request('GET', '/v1/vms/no-such-vm')).status).toBe(404);
+    expect((await t.client.request('POST', '/v1/vms/no-such-vm/start', {})).status).toBe(404);
+    expect((await t.client.request('GET', '/v1/nothing-here')).status).toBe(404);
+  });
+
+  it('refuses a second VM with the same name, and a disk attached read-write twice', async () => {
+    const first = await t.client.request<{ id: string }>('POST', '/v1/vms', goodSpec('dup'));
+    expect(first.status).toBe(201);
+    const before = snapshotState();
+    expect((await t.client.request('POST', '/v1/vms', goodSpec('dup'))).status).toBe(409);
+    expect((await t.client.request('POST', '/v1/vms', goodSpec('other'))).status).toBe(409);
+    expect(snapshotState()).toBe(before);
+    expect((await t.client.request('DELETE', `/v1/vms/${first.body.id}`)).status).toBe(204);
+  });
+});
+
+describe('storage', () => {
+  it('makes a thin clone of a 1 GiB base that uses a few hundred KiB at most', async () => {
+    await t.client.createVolume('default', { name: 'base-1g.qcow2', sizeBytes: 1024 ** 3 });
+    const clone = await t.client.createVolume('default', { name: 'clone-1g.qcow2', cloneOf: 'base-1g.qcow2' });
+    expect(clone.virtualBytes).toBe(1024 ** 3);
+    expect(clone.backing).toBe('base-1g.qcow2');
+    expect(clone.allocatedBytes).toBeLessThanOrEqual(512 * 1024);
+    // The base of a clone cannot go while the clone exists.
+    expect((await t.client.request('DELETE', '/v1/pools/default/volumes/base-1g.qcow2')).status).toBe(409);
+    const grown = await t.client.ok<{ virtualBytes: number }>('POST', '/v1/pools/default/volumes/clone-1g.qcow2/resize', { sizeBytes: 2 * 1024 ** 3 });
+    expect(grown.virtualBytes).toBe(2 * 1024 ** 3);
+    expect((await t.client.request('POST', '/v1/pools/default/volumes/clone-1g.qcow2/resize', { sizeBytes: 1024 ** 2 })).status).toBe(400);
+    expect((await t.client.request('DELETE', '/v1/pools/default/volumes/clone-1g.qcow2')).status).toBe(204);
+    expect((await t.client.request('DELETE', '/v1/pools/default/volumes/base-1g.qcow2')).status).toBe(204);
+    const pool = await t.client.ok<{ volumes: number; capacityBytes: number }>('GET', '/v1/pools/default');
+    expect(pool.capacityBytes).toBeGreaterThan(0);
+  });
+
+  it('refuses to import a qcow2 whose backing file points at /etc/shadow, and imports nothing', async () => {
+    const evil = path.join(scratch, 'evil.qcow2');
+    execFileSync('qemu-img', ['create', '-f', 'qcow2', '-F', 'raw', '-b', '/etc/shadow', evil, '1M'], { stdio: 'ignore' });
+    const before = snapshotState();
+    const answer = await t.client.request<{ error: { message: string } }>('POST', '/v1/pools/default/volumes', { name: 'evil.qcow2', importFrom: evil, format: 'qcow2' });
+    expect(answer.status).toBe(400);
+    expect(answer.body.error.message).toMatch(/backing/i);
+    expect(snapshotState()).toBe(before);
+  });
+
+  it('refuses a garbage file declared as qcow2', async () => {
+    const junk = path.join(scratch, 'junk.qcow2');
+    writeFileSync(junk, 'this is not an image'.repeat(100));
+    const answer = await t.client.request('POST', '/v1/pools/default/volumes', { name: 'junk.qcow2', importFrom: junk, format: 'qcow2' });
+    expect(answer.status).toBe(400);
+  });
+
+  it('defines and removes pools, refusing overlaps', async () => {
+    const dir = path.join(scratch, 'pool2');
+    expect((await t.client.request('POST', '/v1/pools', { name: 'second', path: dir, shared: true })).status).toBe(201);
+    expect((await t.client.request('POST', '/v1/pools', { name: 'third', path: path.join(dir, 'sub') })).status).toBe(409);
+    expect((await t.client.request('DELETE', '/v1/pools/second')).status).toBe(204);
+    expect((await t.client.request('DELETE', '/v1/pools/default')).status).toBe(409);
+  });
+});
+
+describe('host facts', () => {
+  it('reports capacity, accelerator and CPU models', async () => {
+    const facts = await t.client.ok<{ capacity: { cpus: number }; accel: string; cpuModels: string[]; qemuVersion: string }>('GET', '/v1/host');
+    expect(facts.capacity.cpus).toBe(2);
+    expect(['tcg', 'kvm']).toContain(facts.accel);
+    expect(facts.cpuModels.length).toBeGreaterThan(0);
+    expect(facts.qemuVersion).toMatch(/^\d+\.\d+/);
+    const metrics = await t.client.request<string>('GET', '/metrics');
+    expect(metrics.body).toContain('drover_agent_vms');
+  });
+});

@@ -1,0 +1,122 @@
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Type, type Static } from 'typebox';
+import { Compile } from 'typebox/compile';
+import { parse as parseYaml } from 'yaml';
+import { errors } from '@drover/core';
+import { StringEnum } from '@drover/api';
+
+export const AgentConfigSchema = Type.Object(
+  {
+    /** host:port for the HTTP API. */
+    listen: Type.String({ pattern: '^[^:\\s]+:\\d{1,5}$' }),
+    stateDir: Type.String({ pattern: '^/' }),
+    /** Bearer token; when absent one is generated into `<stateDir>/agent-token`. */
+    token: Type.Optional(Type.String({ minLength: 16 })),
+    hostName: Type.String({ minLength: 1, maxLength: 63 }),
+    /** The unprivileged account QEMU runs as; created when missing. */
+    qemuUser: Type.String({ pattern: '^[a-z_][a-z0-9_-]*$' }),
+    capacity: Type.Object(
+      { cpus: Type.Integer({ minimum: 1 }), memoryMiB: Type.Integer({ minimum: 64 }) },
+      { additionalProperties: false },
+    ),
+    /** vCPUs the host may hand out per physical CPU (like OpenStack's cpu_allocation_ratio); memory is never overcommitted. */
+    cpuAllocationRatio: Type.Number({ minimum: 1, maximum: 64 }),
+    cpuModels: Type.Array(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' }), { minItems: 1 }),
+    defaultCpuModel: Type.String(),
+    accel: Type.Union([Type.Literal('auto'), Type.Literal('kvm'), Type.Literal('tcg')]),
+    stopTimeoutMs: Type.Integer({ minimum: 0 }),
+    qmpTimeoutMs: Type.Integer({ minimum: 100 }),
+    applianceCacheDir: Type.String({ pattern: '^/' }),
+    /** Where the acceleration probe's verdict is kept, per machine boot. */
+    probeCacheFile: Type.String({ pattern: '^/' }),
+    pools: Type.Array(
+      Type.Object(
+        { name: Type.String(), path: Type.String({ pattern: '^/' }), shared: Type.Optional(Type.Boolean()) },
+        { additionalProperties: false },
+      ),
+    ),
+    qemuBinary: Type.String(),
+    logLevel: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  },
+  { additionalProperties: false },
+);
+export type AgentConfig = Static<typeof AgentConfigSchema>;
+
+const check = Compile(AgentConfigSchema);
+
+export function defaultAgentConfig(stateDir = '/var/lib/drover/agent'): AgentConfig {
+  return {
+    listen: '127.0.0.1:8301',
+    stateDir,
+    hostName: os.hostname().split('.')[0] ?? 'host',
+    qemuUser: 'drover',
+    capacity: { cpus: os.cpus().length, memoryMiB: Math.floor(os.totalmem() / 1024 / 1024) },
+    cpuAllocationRatio: 4,
+    cpuModels: ['qemu64', 'max'],
+    defaultCpuModel: 'qemu64',
+    accel: 'auto',
+    stopTimeoutMs: 60_000,
+    qmpTimeoutMs: 10_000,
+    applianceCacheDir: process.env.DROVER_APPLIANCE_CACHE ?? '/var/cache/drover/appliances',
+    probeCacheFile: process.env.DROVER_PROBE_CACHE ?? '/var/cache/drover/accel-probe.json',
+    pools: [{ name: 'default', path: path.join(stateDir, 'pools', 'default'), shared: false }],
+    qemuBinary: 'qemu-system-x86_64',
+    logLevel: 'warn',
+  };
+}
+
+/** Environment overrides: DROVER_AGENT_<KEY> for top-level scalar keys, e.g. DROVER_AGENT_LISTEN. */
+const envKeys: Record<string, keyof AgentConfig> = {
+  LISTEN: 'listen',
+  STATE_DIR: 'stateDir',
+  TOKEN: 'token',
+  HOST_NAME: 'hostName',
+  QEMU_USER: 'qemuUser',
+  ACCEL: 'accel',
+  LOG_LEVEL: 'logLevel',
+  QEMU_BINARY: 'qemuBinary',
+};
+
+/**
+ * Loads the agent configuration: defaults, then the YAML file, then the
+ * environment. Any bad key fails the start with a message naming it.
+ */
+export function loadAgentConfig(
+  options: { file?: string; env?: NodeJS.ProcessEnv; overrides?: Partial<AgentConfig> } = {},
+): AgentConfig {
+  const env = options.env ?? process.env;
+  let fromFile: Record<string, unknown> = {};
+  if (options.file) {
+    let text: string;
+    try {
+      text = readFileSync(options.file, 'utf8');
+    } catch (cause) {
+      throw errors.invalid(`Cannot read agent configuration "${options.file}": ${(cause as Error).message}`);
+    }
+    const parsed: unknown = parseYaml(text);
+    if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) {
+      throw errors.invalid(`Agent configuration "${options.file}" must be a YAML mapping`);
+    }
+    fromFile = (parsed ?? {}) as Record<string, unknown>;
+  }
+  const fromEnv: Record<string, unknown> = {};
+  for (const [suffix, key] of Object.entries(envKeys)) {
+    const value = env[`DROVER_AGENT_${suffix}`];
+    if (value !== undefined) fromEnv[key] = value;
+  }
+  const stateDir = (options.overrides?.stateDir ?? fromEnv.stateDir ?? fromFile.stateDir) as string | undefined;
+  const merged: Record<string, unknown> = {
+    ...defaultAgentConfig(typeof stateDir === 'string' ? stateDir : undefined),
+    ...fromFile,
+    ...fromEnv,
+    ...options.overrides,
+  };
+  if (!check.Check(merged)) {
+    const first = check.Errors(merged)[0];
+    const key = first?.instancePath ? first.instancePath.slice(1).replaceAll('/', '.') : first?.params && 'additionalProperties' in first.params ? String((first.params as { additionalProperties: string[] }).additionalProperties[0]) : '(root)';
+    throw errors.invalid(`Invalid agent configuration: key "${key}" ${first?.message ?? 'is invalid'}`, { key });
+  }
+  return merged as AgentConfig;
+}

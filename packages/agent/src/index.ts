@@ -1,0 +1,5 @@
+export { startAgent, agentVersion, type RunningAgent } from './agent.js';
+export { loadAgentConfig, defaultAgentConfig, type AgentConfig } from './config.js';
+export { buildAgentServer } from './server.js';
+export { VmService } from './vm-service.js';
+export { PoolRegistry, volumeFormat } from './pools.js';

@@ -1,0 +1,240 @@
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { errors } from '@drover/core';
+import type { PoolInfo, PoolSpec, VolumeCreate, VolumeInfo } from '@drover/api';
+import { QemuImg } from '@drover/qemu';
+import type { Account } from './account.js';
+
+export type VolumeFormat = 'raw' | 'qcow2';
+
+export interface Pool {
+  name: string;
+  path: string;
+  shared: boolean;
+  /** Pools from the configuration file cannot be removed through the API. */
+  fromConfig: boolean;
+}
+
+/** The extension decides the format, so a volume's format never depends on sniffing its content. */
+export function volumeFormat(volume: string): VolumeFormat {
+  return volume.endsWith('.qcow2') ? 'qcow2' : 'raw';
+}
+
+const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/**
+ * Storage pools: directories holding volumes. A pool marked shared is the same
+ * directory (or LUN) on several hosts; that matters to migration, not here.
+ */
+export class PoolRegistry {
+  private readonly pools = new Map<string, Pool>();
+  private readonly file: string;
+
+  constructor(
+    private readonly stateDir: string,
+    private readonly configPools: Array<{ name: string; path: string; shared?: boolean }>,
+    private readonly account: Account,
+    private readonly usedBy: (pool: string, volume: string) => string[],
+  ) {
+    this.file = path.join(stateDir, 'pools.json');
+  }
+
+  async init(): Promise<void> {
+    for (const p of this.configPools) this.pools.set(p.name, { name: p.name, path: path.resolve(p.path), shared: p.shared ?? false, fromConfig: true });
+    let saved: Pool[] = [];
+    try {
+      saved = JSON.parse(await readFile(this.file, 'utf8')) as Pool[];
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code !== 'ENOENT') throw cause;
+    }
+    for (const p of saved) if (!this.pools.has(p.name)) this.pools.set(p.name, { ...p, fromConfig: false });
+    for (const pool of this.pools.values()) await this.prepareDirectory(pool.path);
+  }
+
+  /** root:<qemu group> 0750: QEMU may traverse and read what the agent gives it, nobody else may look. */
+  private async prepareDirectory(dir: string): Promise<void> {
+    await mkdir(dir, { recursive: true });
+    await chown(dir, 0, this.account.gid);
+    await chmod(dir, 0o750);
+  }
+
+  private async persist(): Promise<void> {
+    const own = [...this.pools.values()].filter((p) => !p.fromConfig);
+    const tmp = `${this.file}.tmp`;
+    await writeFile(tmp, JSON.stringify(own, null, 2));
+    await rename(tmp, this.file);
+  }
+
+  get(name: string): Pool {
+    const pool = this.pools.get(name);
+    if (!pool) throw errors.notFound('Pool', name);
+    return pool;
+  }
+
+  names(): string[] {
+    return [...this.pools.keys()];
+  }
+
+  async define(spec: PoolSpec): Promise<PoolInfo> {
+    if (this.pools.has(spec.name)) throw errors.conflict(`Pool "${spec.name}" already exists`);
+    const resolved = path.resolve(spec.path);
+    for (const other of this.pools.values()) {
+      if (resolved === other.path || resolved.startsWith(other.path + path.sep) || other.path.startsWith(resolved + path.sep)) {
+        throw errors.conflict(`Pool path "${spec.path}" overlaps pool "${other.name}" at "${other.path}"`);
+      }
+    }
+    const pool: Pool = { name: spec.name, path: resolved, shared: spec.shared ?? false, fromConfig: false };
+    await this.prepareDirectory(pool.path);
+    this.pools.set(pool.name, pool);
+    await this.persist();
+    return this.describe(pool.name);
+  }
+
+  async remove(name: string): Promise<void> {
+    const pool = this.get(name);
+    if (pool.fromConfig) throw errors.conflict(`Pool "${name}" comes from the agent configuration and cannot be removed through the API`);
+    const volumes = await this.volumeNames(name);
+    if (volumes.length > 0) throw errors.conflict(`Pool "${name}" still holds ${volumes.length} volume(s)`, { volumes });
+    this.pools.delete(name);
+    await this.persist();
+  }
+
+  async describe(name: string): Promise<PoolInfo> {
+    const pool = this.get(name);
+    const fs = await statfs(pool.path);
+    const volumes = await this.volumeNames(name);
+    let allocated = 0;
+    for (const v of volumes) allocated += (await stat(path.join(pool.path, v))).blocks * 512;
+    return {
+      name: pool.name,
+      path: pool.path,
+      shared: pool.shared,
+      capacityBytes: fs.blocks * fs.bsize,
+      availableBytes: fs.bavail * fs.bsize,
+      allocatedBytes: allocated,
+      volumes: volumes.length,
+    };
+  }
+
+  async list(): Promise<PoolInfo[]> {
+    return Promise.all(this.names().map((n) => this.describe(n)));
+  }
+
+  /**
+   * The path of a volume, refusing anything that would leave the pool
+   * directory (`..`, separators, absolute names).
+   */
+  volumePath(poolName: string, volume: string): string {
+    const pool = this.get(poolName);
+    if (!volumeNamePattern.test(volume)) {
+      throw errors.invalid(`Volume name "${volume.slice(0, 80)}" is not allowed: use letters, digits, ".", "_" and "-" and start with a letter or digit`);
+    }
+    const full = path.resolve(pool.path, volume);
+    if (path.dirname(full) !== pool.path) throw errors.invalid(`Volume "${volume}" is outside pool "${poolName}"`);
+    return full;
+  }
+
+  async exists(poolName: string, volume: string): Promise<boolean> {
+    try {
+      return (await stat(this.volumePath(poolName, volume))).isFile();
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw cause;
+    }
+  }
+
+  async requireVolume(poolName: string, volume: string): Promise<string> {
+    const file = this.volumePath(poolName, volume);
+    if (!(await this.exists(poolName, volume))) throw errors.notFound('Volume', `${poolName}/${volume}`);
+    return file;
+  }
+
+  private async volumeNames(poolName: string): Promise<string[]> {
+    const pool = this.get(poolName);
+    const entries = await readdir(pool.path, { withFileTypes: true });
+    return entries.filter((e) => e.isFile() && volumeNamePattern.test(e.name) && !e.name.endsWith('.partial')).map((e) => e.name).sort();
+  }
+
+  async listVolumes(poolName: string): Promise<VolumeInfo[]> {
+    const names = await this.volumeNames(poolName);
+    return Promise.all(names.map((n) => this.describeVolume(poolName, n)));
+  }
+
+  async describeVolume(poolName: string, volume: string): Promise<VolumeInfo> {
+    const file = await this.requireVolume(poolName, volume);
+    const format = volumeFormat(volume);
+    const info = await QemuImg.info(file, format);
+    return {
+      pool: poolName,
+      name: volume,
+      format,
+      virtualBytes: info.virtualSize,
+      allocatedBytes: (await stat(file)).blocks * 512,
+      ...(info.backingFilename ? { backing: info.backingFilename } : {}),
+      usedBy: this.usedBy(poolName, volume),
+    };
+  }
+
+  /** QEMU runs as the unprivileged account and must open its volumes; nobody else may. */
+  private async handToQemu(file: string): Promise<void> {
+    await chown(file, this.account.uid, this.account.gid);
+    await chmod(file, 0o600);
+  }
+
+  async createVolume(poolName: string, request: VolumeCreate): Promise<VolumeInfo> {
+    const file = this.volumePath(poolName, request.name);
+    if (await this.exists(poolName, request.name)) throw errors.conflict(`Volume "${poolName}/${request.name}" already exists`);
+    const format = volumeFormat(request.name);
+    // Build under a temporary name so a failure never leaves a half volume behind.
+    const partial = `${file}.partial`;
+    await rm(partial, { force: true });
+    try {
+      if ('cloneOf' in request) {
+        if (format !== 'qcow2') throw errors.invalid(`A thin clone must be a qcow2 volume; "${request.name}" does not end in .qcow2`);
+        const base = await this.requireVolume(poolName, request.cloneOf);
+        await QemuImg.createThinClone(base, volumeFormat(request.cloneOf), partial, {
+          relativeBacking: true,
+          ...(request.sizeBytes === undefined ? {} : { sizeBytes: request.sizeBytes }),
+        });
+      } else if ('importFrom' in request) {
+        const source = path.resolve(request.importFrom);
+        await QemuImg.inspectUntrusted(source, request.format);
+        await QemuImg.convert(source, request.format, partial, format);
+      } else {
+        await QemuImg.create(partial, format, request.sizeBytes);
+      }
+      await this.handToQemu(partial);
+      await rename(partial, file);
+    } catch (cause) {
+      await rm(partial, { force: true });
+      throw cause;
+    }
+    return this.describeVolume(poolName, request.name);
+  }
+
+  async resizeVolume(poolName: string, volume: string, sizeBytes: number): Promise<VolumeInfo> {
+    const file = await this.requireVolume(poolName, volume);
+    const users = this.usedBy(poolName, volume);
+    if (users.length > 0) throw errors.conflict(`Volume "${poolName}/${volume}" is in use by ${users.join(', ')}; stop the VM first`, { usedBy: users });
+    const info = await QemuImg.info(file, volumeFormat(volume));
+    if (sizeBytes < info.virtualSize) {
+      throw errors.invalid(`Refusing to shrink volume "${poolName}/${volume}" from ${info.virtualSize} to ${sizeBytes} bytes: data would be lost`);
+    }
+    await QemuImg.resize(file, volumeFormat(volume), sizeBytes);
+    return this.describeVolume(poolName, volume);
+  }
+
+  async deleteVolume(poolName: string, volume: string): Promise<void> {
+    const file = await this.requireVolume(poolName, volume);
+    const users = this.usedBy(poolName, volume);
+    if (users.length > 0) throw errors.conflict(`Volume "${poolName}/${volume}" is in use by ${users.join(', ')}`, { usedBy: users });
+    for (const other of await this.volumeNames(poolName)) {
+      if (other === volume || volumeFormat(other) !== 'qcow2') continue;
+      const info = await QemuImg.info(path.join(this.get(poolName).path, other), 'qcow2');
+      if (info.backingFilename && path.resolve(this.get(poolName).path, info.backingFilename) === file) {
+        throw errors.conflict(`Volume "${poolName}/${volume}" is the base of thin clone "${other}"`, { clone: other });
+      }
+    }
+    await rm(file);
+  }
+}

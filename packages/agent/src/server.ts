@@ -1,0 +1,257 @@
+import { timingSafeEqual } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import net from 'node:net';
+import Fastify, { type FastifyError, type FastifyRequest } from 'fastify';
+import websocket from '@fastify/websocket';
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import type { Logger } from 'pino';
+import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
+import { DroverError, errors, httpStatusOf, isDroverError } from '@drover/core';
+import {
+  ErrorBody,
+  HostFacts,
+  Name,
+  PoolInfo,
+  PoolSpec,
+  SnapshotRequest,
+  StopRequest,
+  VmInfo,
+  VmSpec,
+  VolumeCreate,
+  VolumeInfo,
+  VolumeName,
+  VolumeResize,
+} from '@drover/api';
+import type { PoolRegistry } from './pools.js';
+import type { VmService } from './vm-service.js';
+
+export interface AgentServerOptions {
+  token: string;
+  vms: VmService;
+  pools: PoolRegistry;
+  facts: () => Promise<HostFacts>;
+  logger: Logger;
+  /** Largest accepted request body; bigger ones get 413. */
+  bodyLimit?: number;
+}
+
+const VmParams = Type.Object({ vm: Type.String({ minLength: 1, maxLength: 128 }) });
+const SnapshotParams = Type.Object({ vm: Type.String({ minLength: 1, maxLength: 128 }), snapshot: Name });
+const PoolParams = Type.Object({ pool: Name });
+const VolumeParams = Type.Object({ pool: Name, volume: VolumeName });
+const LogQuery = Type.Object({ offset: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false });
+const errorResponses = { 204: Type.Null(), 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody };
+
+function sameToken(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Turns Fastify's validation errors into one readable sentence. */
+function validationMessage(error: FastifyError): string {
+  const first = error.validation?.[0] as { instancePath?: string; message?: string; params?: Record<string, unknown> } | undefined;
+  const where = `${error.validationContext ?? 'request'}${first?.instancePath ? first.instancePath.replaceAll('/', '.') : ''}`;
+  const extra = first?.params && 'additionalProperties' in first.params ? ` (${String(first.params.additionalProperties)})` : '';
+  return `Invalid ${where}: ${first?.message ?? error.message}${extra}`;
+}
+
+/**
+ * The agent's HTTP API. Routes are thin: they validate (TypeBox schemas from
+ * @drover/api, unknown fields refused) and call the VM service or the pool
+ * registry, which hold the logic. Every route but /healthz needs the bearer
+ * token; the control plane will put mutual TLS in front of this.
+ */
+export async function buildAgentServer(o: AgentServerOptions) {
+  const app = Fastify({
+    loggerInstance: o.logger,
+    bodyLimit: o.bodyLimit ?? 1024 * 1024,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setValidatorCompiler(TypeBoxValidatorCompiler);
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'drover_agent_' });
+  const vmGauge = new Gauge({
+    name: 'drover_agent_vms',
+    help: 'VMs on this host by state',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const vm of o.vms.list()) this.inc({ state: vm.state });
+    },
+  });
+  void vmGauge;
+  const actions = new Counter({ name: 'drover_agent_requests_total', help: 'API requests by route and status', labelNames: ['route', 'status'], registers: [registry] });
+
+  await app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
+
+  app.setErrorHandler((error: FastifyError | DroverError, request, reply) => {
+    let body: { code: string; message: string; details: Record<string, unknown> };
+    let status: number;
+    if (isDroverError(error)) {
+      status = httpStatusOf(error.code);
+      body = error.toJSON();
+    } else if ((error as FastifyError).validation) {
+      status = 400;
+      body = { code: 'invalid', message: validationMessage(error as FastifyError), details: { errors: (error as FastifyError).validation } };
+    } else if ((error as FastifyError).statusCode === 413) {
+      status = 413;
+      body = { code: 'too_large', message: `Request body is larger than ${o.bodyLimit ?? 1024 * 1024} bytes`, details: {} };
+    } else if ((error as FastifyError).statusCode && (error as FastifyError).statusCode! < 500) {
+      status = (error as FastifyError).statusCode!;
+      body = { code: status === 404 ? 'not_found' : 'invalid', message: error.message, details: {} };
+    } else {
+      status = 500;
+      request.log.error({ err: error }, 'unexpected error');
+      body = { code: 'internal', message: 'Internal error; see the agent log', details: {} };
+    }
+    if (status >= 500 && status !== 500) request.log.warn({ err: error }, 'request failed');
+    void reply.status(status).send({ error: body });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.status(404).send({ error: { code: 'not_found', message: `No route ${request.method} ${request.url}`, details: {} } });
+  });
+
+  app.addHook('onRequest', async (request: FastifyRequest) => {
+    if (request.url === '/healthz') return;
+    const header = request.headers.authorization ?? '';
+    const token = header.startsWith('Bearer ') ? header.slice(7) : '';
+    if (!token || !sameToken(token, o.token)) throw errors.unauthenticated('A valid bearer token is required');
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    actions.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+  });
+
+  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/metrics', async (_request, reply) => {
+    void reply.header('content-type', registry.contentType);
+    return registry.metrics();
+  });
+
+  app.get('/v1/host', { schema: { response: { 200: HostFacts } } }, async () => o.facts());
+
+  // ---------------------------------------------------------------- VMs
+  app.get('/v1/vms', { schema: { response: { 200: Type.Array(VmInfo) } } }, async () => o.vms.list());
+  app.post('/v1/vms', { schema: { body: VmSpec, response: { 201: VmInfo, ...errorResponses } } }, async (request, reply) => {
+    const vm = await o.vms.define(request.body);
+    return reply.status(201).send(vm);
+  });
+  app.get('/v1/vms/:vm', { schema: { params: VmParams, response: { 200: VmInfo, ...errorResponses } } }, async (request) => o.vms.get(request.params.vm));
+  app.put('/v1/vms/:vm', { schema: { params: VmParams, body: VmSpec, response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
+    o.vms.update(request.params.vm, request.body),
+  );
+  app.delete('/v1/vms/:vm', { schema: { params: VmParams, response: { ...errorResponses } } }, async (request, reply) => {
+    await o.vms.remove(request.params.vm);
+    return reply.status(204).send(null);
+  });
+
+  const EmptyBody = Type.Optional(Type.Object({}, { additionalProperties: false }));
+  const simple: Array<[string, (vm: string) => Promise<VmInfo>]> = [
+    ['start', (vm) => o.vms.start(vm)],
+    ['pause', (vm) => o.vms.pause(vm)],
+    ['resume', (vm) => o.vms.resume(vm)],
+    ['reset', (vm) => o.vms.reset(vm)],
+    ['force-off', (vm) => o.vms.stop(vm, { force: true })],
+    ['save', (vm) => o.vms.save(vm)],
+    ['restore', (vm) => o.vms.restore(vm)],
+    ['discard-saved-state', (vm) => o.vms.discardSavedState(vm)],
+  ];
+  for (const [action, run] of simple) {
+    app.post(`/v1/vms/:vm/${action}`, { schema: { params: VmParams, body: EmptyBody, response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
+      run(request.params.vm),
+    );
+  }
+  app.post('/v1/vms/:vm/stop', { schema: { params: VmParams, body: Type.Optional(StopRequest), response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
+    o.vms.stop(request.params.vm, request.body ?? {}),
+  );
+
+  app.post('/v1/vms/:vm/snapshots', { schema: { params: VmParams, body: SnapshotRequest, response: { 201: VmInfo, ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(await o.vms.createSnapshot(request.params.vm, request.body)),
+  );
+  app.get('/v1/vms/:vm/snapshots', { schema: { params: VmParams } }, async (request) => (await o.vms.get(request.params.vm)).snapshots);
+  app.post('/v1/vms/:vm/snapshots/:snapshot/revert', { schema: { params: SnapshotParams, body: EmptyBody, response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
+    o.vms.revertSnapshot(request.params.vm, request.params.snapshot),
+  );
+  app.delete('/v1/vms/:vm/snapshots/:snapshot', { schema: { params: SnapshotParams, response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
+    o.vms.deleteSnapshot(request.params.vm, request.params.snapshot),
+  );
+
+  // ---------------------------------------------------------------- consoles
+  /** The serial log from a byte offset: history that no live stream can replay. */
+  app.get('/v1/vms/:vm/console/serial/log', { schema: { params: VmParams, querystring: LogQuery } }, async (request, reply) => {
+    const file = o.vms.serialLogPath(request.params.vm);
+    const size = await stat(file).then((s) => s.size).catch(() => 0);
+    const offset = Math.min(request.query.offset ?? 0, size);
+    void reply.header('content-type', 'text/plain; charset=utf-8').header('x-log-size', String(size));
+    if (size === offset) return reply.send('');
+    return reply.send(createReadStream(file, { start: offset, end: size - 1 }));
+  });
+
+  app.get('/v1/vms/:vm/console/serial', { websocket: true, schema: { params: VmParams } }, (socket, request) => {
+    let hub;
+    try {
+      hub = o.vms.serialHub((request.params as { vm: string }).vm);
+    } catch (cause) {
+      socket.close(1011, (cause as Error).message.slice(0, 120));
+      return;
+    }
+    const onData = (chunk: Buffer) => socket.send(chunk);
+    const onEnd = () => socket.close(1000, 'VM stopped');
+    hub.on('data', onData);
+    hub.once('end', onEnd);
+    socket.on('message', (data: Buffer) => hub.write(data));
+    socket.on('close', () => {
+      hub.off('data', onData);
+      hub.off('end', onEnd);
+    });
+  });
+
+  app.get('/v1/vms/:vm/console/vnc', { websocket: true, schema: { params: VmParams } }, (socket, request) => {
+    let path: string;
+    try {
+      path = o.vms.vncSocket((request.params as { vm: string }).vm);
+    } catch (cause) {
+      socket.close(1011, (cause as Error).message.slice(0, 120));
+      return;
+    }
+    // One VNC connection per viewer: QEMU's VNC server shares the screen between clients.
+    const vnc = net.connect(path);
+    vnc.on('data', (chunk) => socket.send(chunk));
+    vnc.on('close', () => socket.close(1000, 'VNC closed'));
+    vnc.on('error', () => socket.close(1011, 'VNC unavailable'));
+    socket.on('message', (data: Buffer) => vnc.write(data));
+    socket.on('close', () => vnc.destroy());
+  });
+
+  // ---------------------------------------------------------------- storage
+  app.get('/v1/pools', { schema: { response: { 200: Type.Array(PoolInfo) } } }, async () => o.pools.list());
+  app.post('/v1/pools', { schema: { body: PoolSpec, response: { 201: PoolInfo, ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(await o.pools.define(request.body)),
+  );
+  app.get('/v1/pools/:pool', { schema: { params: PoolParams, response: { 200: PoolInfo, ...errorResponses } } }, async (request) => o.pools.describe(request.params.pool));
+  app.delete('/v1/pools/:pool', { schema: { params: PoolParams, response: { ...errorResponses } } }, async (request, reply) => {
+    await o.pools.remove(request.params.pool);
+    return reply.status(204).send(null);
+  });
+  app.get('/v1/pools/:pool/volumes', { schema: { params: PoolParams, response: { 200: Type.Array(VolumeInfo), ...errorResponses } } }, async (request) =>
+    o.pools.listVolumes(request.params.pool),
+  );
+  app.post('/v1/pools/:pool/volumes', { schema: { params: PoolParams, body: VolumeCreate, response: { 201: VolumeInfo, ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(await o.pools.createVolume(request.params.pool, request.body)),
+  );
+  app.get('/v1/pools/:pool/volumes/:volume', { schema: { params: VolumeParams, response: { 200: VolumeInfo, ...errorResponses } } }, async (request) =>
+    o.pools.describeVolume(request.params.pool, request.params.volume),
+  );
+  app.post('/v1/pools/:pool/volumes/:volume/resize', { schema: { params: VolumeParams, body: VolumeResize, response: { 200: VolumeInfo, ...errorResponses } } }, async (request) =>
+    o.pools.resizeVolume(request.params.pool, request.params.volume, request.body.sizeBytes),
+  );
+  app.delete('/v1/pools/:pool/volumes/:volume', { schema: { params: VolumeParams, response: { ...errorResponses } } }, async (request, reply) => {
+    await o.pools.deleteVolume(request.params.pool, request.params.volume);
+    return reply.status(204).send(null);
+  });
+
+  return app;
+}

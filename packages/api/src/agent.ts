@@ -1,0 +1,176 @@
+import { Type, type Static } from 'typebox';
+import { MacAddress, Name, StringEnum, VolumeName, VolumeRef } from './common.js';
+
+/**
+ * The host agent's HTTP API (`/v1/...`). The manager is its only client in a
+ * cluster; `drover up` and the tests use it directly on a single host.
+ */
+
+export const VmDisk = Type.Object(
+  {
+    pool: Name,
+    volume: VolumeName,
+    readOnly: Type.Optional(Type.Boolean()),
+    media: Type.Optional(Type.Union([Type.Literal('disk'), Type.Literal('cdrom')])),
+  },
+  { additionalProperties: false },
+);
+
+export const PortForward = Type.Object(
+  {
+    protocol: Type.Optional(Type.Union([Type.Literal('tcp'), Type.Literal('udp')])),
+    hostPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+    guestPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+  },
+  { additionalProperties: false },
+);
+
+export const VmNic = Type.Object(
+  {
+    mac: Type.Optional(MacAddress),
+    /** Until virtual networks exist: QEMU user networking, forwards bound to 127.0.0.1. */
+    mode: Type.Optional(Type.Literal('user')),
+    forwards: Type.Optional(Type.Array(PortForward, { maxItems: 32 })),
+  },
+  { additionalProperties: false },
+);
+
+export const KernelCmdline = Type.String({ maxLength: 4096, pattern: '^[^\\n\\r\\x00]*$' });
+
+export const VmBoot = Type.Union([
+  Type.Object(
+    { kind: Type.Literal('kernel'), kernel: VolumeRef, initrd: Type.Optional(VolumeRef), cmdline: Type.Optional(KernelCmdline) },
+    { additionalProperties: false },
+  ),
+  Type.Object({ kind: Type.Literal('disk') }, { additionalProperties: false }),
+  Type.Object({ kind: Type.Literal('cdrom') }, { additionalProperties: false }),
+]);
+
+export const VmSpec = Type.Object(
+  {
+    name: Name,
+    id: Type.Optional(Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' })),
+    cpus: Type.Integer({ minimum: 1, maximum: 255 }),
+    memoryMiB: Type.Integer({ minimum: 16, maximum: 4 * 1024 * 1024 }),
+    cpuModel: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' })),
+    disks: Type.Array(VmDisk, { maxItems: 16 }),
+    nics: Type.Optional(Type.Array(VmNic, { maxItems: 8 })),
+    boot: VmBoot,
+    vnc: Type.Optional(Type.Boolean({ description: 'Give the VM a VGA screen served over VNC (default true)' })),
+  },
+  { additionalProperties: false },
+);
+export type VmSpec = Static<typeof VmSpec>;
+
+export const vmStates = ['stopped', 'starting', 'running', 'paused', 'saving', 'saved', 'restoring', 'stopping', 'error'] as const;
+export const VmState = StringEnum(vmStates);
+export type VmState = (typeof vmStates)[number];
+
+export const SnapshotInfo = Type.Object({
+  name: Name,
+  createdAt: Type.String(),
+  withMemory: Type.Boolean(),
+});
+export type SnapshotInfo = Static<typeof SnapshotInfo>;
+
+export const VmInfo = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  state: VmState,
+  spec: VmSpec,
+  pid: Type.Optional(Type.Integer()),
+  accel: Type.Optional(Type.String()),
+  qemuStatus: Type.Optional(Type.String()),
+  busy: Type.Optional(Type.String({ description: 'The action in progress, if any' })),
+  savedState: Type.Optional(Type.Object({ file: Type.String(), bytes: Type.Integer(), savedAt: Type.String() })),
+  snapshots: Type.Array(SnapshotInfo),
+  lastError: Type.Optional(Type.String()),
+});
+export type VmInfo = Static<typeof VmInfo>;
+
+export const StopRequest = Type.Object(
+  {
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000, description: 'Grace period for the ACPI shutdown; then the VM is forced off' })),
+    force: Type.Optional(Type.Boolean({ description: 'Skip ACPI and force the VM off at once' })),
+  },
+  { additionalProperties: false },
+);
+export type StopRequest = Static<typeof StopRequest>;
+
+export const SnapshotRequest = Type.Object(
+  { name: Name, withMemory: Type.Optional(Type.Boolean({ description: 'Include RAM and device state (running VMs; default true)' })) },
+  { additionalProperties: false },
+);
+export type SnapshotRequest = Static<typeof SnapshotRequest>;
+
+export const PoolSpec = Type.Object(
+  {
+    name: Name,
+    path: Type.String({ minLength: 1, maxLength: 1024, pattern: '^/[^\\n\\r\\x00]*$' }),
+    shared: Type.Optional(Type.Boolean({ description: 'The same directory (or LUN) is visible to several hosts' })),
+  },
+  { additionalProperties: false },
+);
+export type PoolSpec = Static<typeof PoolSpec>;
+
+export const PoolInfo = Type.Object({
+  name: Type.String(),
+  path: Type.String(),
+  shared: Type.Boolean(),
+  capacityBytes: Type.Integer(),
+  availableBytes: Type.Integer(),
+  allocatedBytes: Type.Integer(),
+  volumes: Type.Integer(),
+});
+export type PoolInfo = Static<typeof PoolInfo>;
+
+export const VolumeCreate = Type.Union([
+  Type.Object(
+    { name: VolumeName, sizeBytes: Type.Integer({ minimum: 1024 * 1024, maximum: 64 * 1024 ** 4 }) },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { name: VolumeName, cloneOf: VolumeName, sizeBytes: Type.Optional(Type.Integer({ minimum: 1024 * 1024, maximum: 64 * 1024 ** 4 })) },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      name: VolumeName,
+      importFrom: Type.String({ minLength: 1, maxLength: 1024, pattern: '^/[^\\n\\r\\x00]*$' }),
+      format: Type.Union([Type.Literal('raw'), Type.Literal('qcow2')]),
+    },
+    { additionalProperties: false },
+  ),
+]);
+export type VolumeCreate = Static<typeof VolumeCreate>;
+
+export const VolumeResize = Type.Object(
+  { sizeBytes: Type.Integer({ minimum: 1024 * 1024, maximum: 64 * 1024 ** 4 }) },
+  { additionalProperties: false },
+);
+
+export const VolumeInfo = Type.Object({
+  pool: Type.String(),
+  name: Type.String(),
+  format: Type.Union([Type.Literal('raw'), Type.Literal('qcow2')]),
+  virtualBytes: Type.Integer(),
+  allocatedBytes: Type.Integer(),
+  backing: Type.Optional(Type.String()),
+  usedBy: Type.Array(Type.String()),
+});
+export type VolumeInfo = Static<typeof VolumeInfo>;
+
+export const HostFacts = Type.Object({
+  hostname: Type.String(),
+  agentVersion: Type.String(),
+  qemuVersion: Type.String(),
+  accel: Type.String(),
+  accelReason: Type.String(),
+  capacity: Type.Object({ cpus: Type.Integer(), memoryMiB: Type.Integer() }),
+  allocated: Type.Object({ cpus: Type.Integer(), memoryMiB: Type.Integer(), vms: Type.Integer() }),
+  cpuModels: Type.Array(Type.String()),
+  pools: Type.Array(PoolInfo),
+  bootTime: Type.String(),
+});
+export type HostFacts = Static<typeof HostFacts>;
+

@@ -1,0 +1,42 @@
+import { Type, type Static } from 'typebox';
+
+/** Names of VMs, pools, volumes and snapshots: safe in paths, argv and nft alike. */
+export const Name = Type.String({
+  minLength: 1,
+  maxLength: 63,
+  pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$',
+  description: 'Letters, digits, ".", "_" and "-"; starts with a letter or digit; at most 63 characters',
+});
+
+/** Volume file names: like Name but longer, and never "." / ".." tricks (pattern forbids a leading dot). */
+export const VolumeName = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$',
+  description: 'File name inside the pool; the extension decides the format (.qcow2 → qcow2, anything else → raw)',
+});
+
+export const ErrorBody = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.String(),
+      message: Type.String(),
+      details: Type.Record(Type.String(), Type.Unknown()),
+    }),
+  },
+  { description: 'Every error answer has this shape' },
+);
+export type ErrorBody = Static<typeof ErrorBody>;
+
+export const VolumeRef = Type.Object(
+  { pool: Name, volume: VolumeName },
+  { additionalProperties: false, description: 'A volume inside a storage pool' },
+);
+export type VolumeRef = Static<typeof VolumeRef>;
+
+export const MacAddress = Type.String({ pattern: '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$', description: 'Lower-case MAC, e.g. 52:54:00:12:34:56' });
+
+/** A string that is one of `values`, as a plain JSON-schema enum (readable in OpenAPI). */
+export function StringEnum<const T extends readonly string[]>(values: T, options: { description?: string } = {}) {
+  return Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...options });
+}

@@ -1,0 +1,1 @@
+export { up, down, defaultDataDir, type UpInfo, type UpOptions } from './up.js';
