@@ -72,6 +72,7 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
     defaultCpuModel: config.defaultCpuModel,
     stopTimeoutMs: config.stopTimeoutMs,
     qmpTimeoutMs: config.qmpTimeoutMs,
+    durableSaves: config.durableSaves,
     qemuBinary: config.qemuBinary,
     logger: logger.child({ module: 'vms' }),
   });

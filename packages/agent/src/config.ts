@@ -28,6 +28,8 @@ export const AgentConfigSchema = Type.Object(
     accel: Type.Union([Type.Literal('auto'), Type.Literal('kvm'), Type.Literal('tcg')]),
     stopTimeoutMs: Type.Integer({ minimum: 0 }),
     qmpTimeoutMs: Type.Integer({ minimum: 100 }),
+    /** Flush a saved VM state to disk before reporting it saved (libvirt's iohelper does the same). */
+    durableSaves: Type.Boolean(),
     applianceCacheDir: Type.String({ pattern: '^/' }),
     /** Where the acceleration probe's verdict is kept, per machine boot. */
     probeCacheFile: Type.String({ pattern: '^/' }),
@@ -59,6 +61,7 @@ export function defaultAgentConfig(stateDir = '/var/lib/drover/agent'): AgentCon
     accel: 'auto',
     stopTimeoutMs: 60_000,
     qmpTimeoutMs: 10_000,
+    durableSaves: true,
     applianceCacheDir: process.env.DROVER_APPLIANCE_CACHE ?? '/var/cache/drover/appliances',
     probeCacheFile: process.env.DROVER_PROBE_CACHE ?? '/var/cache/drover/accel-probe.json',
     pools: [{ name: 'default', path: path.join(stateDir, 'pools', 'default'), shared: false }],

@@ -1,62 +1,71 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { chown, rm, open } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { chown, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
-import { pipeline } from 'node:stream/promises';
 import { errors } from '@drover/core';
 
 /**
  * QEMU runs under a strict seccomp filter that forbids spawning, so `exec:`
  * migration URIs are out, and Node cannot pass file descriptors over QMP
- * (no SCM_RIGHTS). Instead the agent relays the migration stream between a
- * unix socket and the state file: QEMU connects to us to save, and listens
- * for us to restore.
+ * (no SCM_RIGHTS). Instead QEMU streams its state over a unix socket and the
+ * agent hands the socket itself to `dd`, which moves the bytes between socket
+ * and file: no copy through JavaScript, and `conv=fdatasync` makes a save
+ * durable before QEMU is told to quit.
+ */
+function runDd(args: string[], stdio: ['ignore' | net.Socket, 'ignore' | net.Socket], what: string, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('dd', [...args, 'bs=4M', 'status=none'], { stdio: [stdio[0], stdio[1], 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(errors.timeout(`${what} did not finish within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      reject(errors.unavailable(`${what} failed: ${error.message}`));
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve();
+      else reject(errors.unavailable(`${what} failed (${signal ?? `exit ${code}`}): ${stderr.trim()}`));
+    });
+  });
+}
+
+export interface StateReceiver {
+  /** Resolves with the file's size once every byte is on disk. */
+  done: Promise<number>;
+  abort(): void;
+}
+
+/**
+ * Listens on `socketPath` (owned by the QEMU account) for one save stream and
+ * writes it to `file`; with `durable` the data is on disk before `done` resolves.
  */
 export async function receiveStateToFile(
   socketPath: string,
   file: string,
-  owner: { uid: number; gid: number },
-): Promise<{ ready: Promise<void>; done: Promise<number>; abort: () => void }> {
+  options: { owner: { uid: number; gid: number }; timeoutMs: number; durable: boolean },
+): Promise<StateReceiver> {
+  const { owner, timeoutMs } = options;
   await rm(socketPath, { force: true });
-  const server = net.createServer();
-  let accepted = false;
+  const server = net.createServer({ pauseOnConnect: true });
   const done = new Promise<number>((resolve, reject) => {
-    server.on('connection', (socket) => {
-      if (accepted) {
-        socket.destroy();
-        return;
-      }
-      accepted = true;
+    server.once('connection', (socket) => {
       server.close();
-      const out = createWriteStream(file, { mode: 0o600 });
-      pipeline(socket, out)
-        .then(async () => {
-          // The file must be durable before QEMU is told to quit.
-          const handle = await open(file, 'r');
-          try {
-            await handle.sync();
-            resolve((await handle.stat()).size);
-          } finally {
-            await handle.close();
-          }
-        })
-        .catch(reject);
+      const copy = runDd([`of=${file}`, ...(options.durable ? ['conv=fdatasync'] : [])], [socket, 'ignore'], `Writing the saved state to "${file}"`, timeoutMs);
+      // dd holds its own copy of the descriptor; ours must not read a byte.
+      socket.destroy();
+      copy.then(async () => resolve((await stat(file)).size), reject);
     });
-    server.on('error', reject);
+    server.once('error', reject);
   });
-  const ready = new Promise<void>((resolve, reject) => {
+  await new Promise<void>((resolve, reject) => {
     server.listen(socketPath, () => resolve());
     server.once('error', reject);
   });
-  await ready;
-  // QEMU connects as the unprivileged account.
   await chown(socketPath, owner.uid, owner.gid);
-  return {
-    ready,
-    done,
-    abort: () => {
-      server.close();
-    },
-  };
+  return { done, abort: () => server.close() };
 }
 
 /** Connects to QEMU's incoming-migration socket and streams the state file into it. */
@@ -72,8 +81,11 @@ export async function sendFileToState(socketPath: string, file: string, timeoutM
       });
     } catch (cause) {
       if (Date.now() > deadline) throw errors.timeout(`QEMU did not open its restore socket "${socketPath}" in time`, { cause: String(cause) });
-      await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 5));
     }
   }
-  await pipeline(createReadStream(file), socket);
+  socket.pause();
+  const copy = runDd([`if=${file}`], ['ignore', socket], `Reading the saved state from "${file}"`, timeoutMs);
+  socket.destroy();
+  await copy;
 }

@@ -55,6 +55,8 @@ export interface VmServiceOptions {
   defaultCpuModel: string;
   stopTimeoutMs: number;
   qmpTimeoutMs: number;
+  /** fdatasync a saved state before QEMU quits (default); off trades durability on power loss for speed. */
+  durableSaves: boolean;
   qemuBinary: string;
   logger: Logger;
   onChange?: (vm: VmInfo) => void;
@@ -373,7 +375,8 @@ export class VmService {
     await Promise.all([f.qmp, f.serial, f.vnc, f.pid, f.saveSocket].map((p) => rm(p, { force: true })));
     const config = await this.launchConfig(record, extra);
     const argv = buildQemuArgv(config);
-    const { pid, startTime } = await spawnQemu(argv, {
+    const { pid, startTime, qmp } = await spawnQemu(argv, {
+      keepQmp: true,
       uid: this.o.account.uid,
       gid: this.o.account.gid,
       logFile: f.qemuLog,
@@ -384,7 +387,7 @@ export class VmService {
     delete record.lastError;
     await this.persist(record);
     try {
-      return await this.attach(record);
+      return await this.attach(record, qmp);
     } catch (cause) {
       await this.killAndForget(record);
       throw cause;
@@ -392,9 +395,9 @@ export class VmService {
   }
 
   /** Connects QMP and the serial hub to a QEMU that is (still) running. */
-  private async attach(record: VmRecord): Promise<Live> {
+  private async attach(record: VmRecord, connected?: QmpClient): Promise<Live> {
     const f = this.files(record.id);
-    const qmp = await connectWhenReady(f.qmp, record.runtime!.pid, this.o.qmpTimeoutMs);
+    const qmp = connected ?? (await connectWhenReady(f.qmp, record.runtime!.pid, this.o.qmpTimeoutMs));
     const live: Live = { qmp, serial: new SerialHub(f.serial), qemuStatus: 'unknown', expectingExit: false };
     live.qemuStatus = (await qmp.queryStatus()).status;
     qmp.on('event', (event: { event: string; data?: Record<string, unknown> }) => {
@@ -575,7 +578,7 @@ export class VmService {
       const f = this.files(record.id);
       const wasRunning = live.qemuStatus === 'running';
       const partial = `${f.savedState}.partial`;
-      const receiver = await receiveStateToFile(f.saveSocket, partial, this.o.account);
+      const receiver = await receiveStateToFile(f.saveSocket, partial, { owner: this.o.account, timeoutMs: this.o.qmpTimeoutMs * 30, durable: this.o.durableSaves });
       try {
         if (wasRunning) await live.qmp.stop();
         await live.qmp.migrateSetCapabilities([{ capability: 'events', state: true }]);
@@ -616,7 +619,7 @@ export class VmService {
         await live.qmp.migrateSetCapabilities([{ capability: 'events', state: true }]);
         const completed = waitForMigration(live.qmp, this.o.qmpTimeoutMs * 30);
         await live.qmp.migrateIncoming(`unix:${f.saveSocket}`);
-        await sendFileToState(f.saveSocket, saved.file, this.o.qmpTimeoutMs);
+        await sendFileToState(f.saveSocket, saved.file, this.o.qmpTimeoutMs * 30);
         await completed;
         if (saved.wasRunning) await live.qmp.cont();
         live.qemuStatus = (await live.qmp.queryStatus()).status;

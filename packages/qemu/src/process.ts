@@ -7,7 +7,8 @@ import { QmpClient } from './qmp-client.js';
 
 const log = moduleLogger('drover:qemu:process');
 
-const pollIntervalMs = 25;
+// Short: QEMU answers QMP ~80 ms after spawn, and every poll step adds to start latency.
+const pollIntervalMs = 5;
 const defaultReadyTimeoutMs = 30_000;
 const defaultSettleMs = 300;
 const logTailBytes = 4096;
@@ -31,12 +32,16 @@ export interface SpawnQemuOptions {
   readySocket?: string;
   /** How long start-up may take before QEMU is killed and the spawn fails (30 s). */
   readyTimeoutMs?: number;
+  /** Return the QMP connection that proved readiness (saves a reconnect on the start path). */
+  keepQmp?: boolean;
   /** Without a QMP socket: how long the process must stay up to count as started (300 ms). */
   settleMs?: number;
 }
 
 export interface SpawnedQemu {
   pid: number;
+  /** The QMP connection that proved QEMU ready, when `keepQmp` was asked for. */
+  qmp?: QmpClient;
   /** Field 22 of /proc/PID/stat: with the pid, identifies this process across PID reuse. */
   startTime: number;
 }
@@ -85,13 +90,11 @@ async function logTail(logFile: string, offset: number): Promise<string> {
  * monitor accepts and greets from its own I/O thread while the main thread is still
  * creating devices, but commands run on the main loop, which starts after all of that.
  */
-async function qmpAnswers(path: string, timeoutMs: number): Promise<boolean> {
+async function qmpAnswers(path: string, timeoutMs: number): Promise<QmpClient | undefined> {
   try {
-    const client = await QmpClient.connect(path, { connectTimeoutMs: timeoutMs });
-    await client.close();
-    return true;
+    return await QmpClient.connect(path, { connectTimeoutMs: timeoutMs });
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -158,15 +161,22 @@ export async function spawnQemu(argv: readonly string[], options: SpawnQemuOptio
     if (outcome.status !== undefined) return fail(outcome.status);
     const pid = child.pid;
     if (pid === undefined) continue;
-    const ready =
-      readySocket === undefined
-        ? Date.now() - started >= (options.settleMs ?? defaultSettleMs)
-        : await qmpAnswers(readySocket, 1_000);
-    if (outcome.status !== undefined) return fail(outcome.status);
+    const qmp = readySocket === undefined ? undefined : await qmpAnswers(readySocket, 1_000);
+    const ready = readySocket === undefined ? Date.now() - started >= (options.settleMs ?? defaultSettleMs) : qmp !== undefined;
+    if (outcome.status !== undefined) {
+      await qmp?.close();
+      return fail(outcome.status);
+    }
     if (ready) {
       const info = await readProcessInfo(pid);
-      if (info === undefined || !info.alive) return fail(await exited);
+      if (info === undefined || !info.alive) {
+        await qmp?.close();
+        return fail(await exited);
+      }
       log.debug({ pid, binary: file }, 'QEMU started');
+      // QEMU serves one QMP client at a time: hand over the connection instead of reconnecting.
+      if (qmp && options.keepQmp) return { pid, startTime: info.startTime, qmp };
+      await qmp?.close();
       return { pid, startTime: info.startTime };
     }
     if (Date.now() - started > readyTimeoutMs) {

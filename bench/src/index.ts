@@ -1,0 +1,2 @@
+export { runAgentBench } from './agent-bench.js';
+export { median, percentile, report, timed, now, type Comparison } from './stats.js';

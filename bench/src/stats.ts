@@ -1,0 +1,45 @@
+/** Small helpers shared by the benchmarks: timing, medians and the report lines. */
+
+export function now(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+export async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
+  const start = now();
+  const value = await fn();
+  return { ms: now() - start, value };
+}
+
+export function median(values: number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+export interface Comparison {
+  name: string;
+  figure: number;
+  baseline: number;
+  baselineName: string;
+  unit: string;
+  /** The issue's target for figure/baseline; undefined when the figure is only reported. */
+  maxRatio?: number;
+}
+
+/** Prints one comparison line and returns whether its target is met. */
+export function report(c: Comparison): boolean {
+  const ratio = c.figure / c.baseline;
+  const met = c.maxRatio === undefined ? true : ratio <= c.maxRatio;
+  const target = c.maxRatio === undefined ? 'no target' : `target ≤ ${c.maxRatio}× → ${met ? 'MET' : 'NOT MET'}`;
+  process.stdout.write(
+    `${c.name.padEnd(34)} ${c.figure.toFixed(1).padStart(9)} ${c.unit}  vs ${c.baselineName} ${c.baseline.toFixed(1)} ${c.unit}  ratio ${ratio.toFixed(2)}×  ${target}\n`,
+  );
+  return met;
+}

@@ -1,0 +1,56 @@
+// Runs the suites one after the other and sums them into the closing line
+// CI reads: "N passed, N failed". Exit code is non-zero on any failure.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const work = path.join(root, '.drover', 'test-run');
+rmSync(work, { recursive: true, force: true });
+mkdirSync(work, { recursive: true });
+
+// Appliances and the acceleration probe are cached across runs: they depend
+// only on their inputs (content-hashed) and on the machine's boot.
+const env = {
+  ...process.env,
+  DROVER_APPLIANCE_CACHE: process.env.DROVER_APPLIANCE_CACHE ?? path.join(root, '.drover', 'cache', 'appliances'),
+  DROVER_PROBE_CACHE: process.env.DROVER_PROBE_CACHE ?? path.join(root, '.drover', 'cache', 'accel-probe.json'),
+};
+
+const args = process.argv.slice(2);
+const results = [];
+
+function suite(name, command, commandArgs, count) {
+  const started = Date.now();
+  process.stdout.write(`\n=== ${name}\n`);
+  const run = spawnSync(command, commandArgs, { cwd: root, env, stdio: 'inherit' });
+  const counted = count(run.status ?? 1);
+  results.push({ name, ...counted, seconds: Math.round((Date.now() - started) / 1000) });
+}
+
+const vitestJson = path.join(work, 'vitest.json');
+suite('vitest', 'npx', ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${vitestJson}`, ...args], (status) => {
+  try {
+    const report = JSON.parse(readFileSync(vitestJson, 'utf8'));
+    let failed = report.numFailedTests;
+    // A file that fails to load has no tests but is a failure all the same.
+    for (const file of report.testResults ?? []) if (file.status === 'failed' && (file.assertionResults ?? []).length === 0) failed += 1;
+    if (status !== 0 && failed === 0) failed = 1;
+    return { passed: report.numPassedTests, failed };
+  } catch {
+    return { passed: 0, failed: 1 };
+  }
+});
+
+if (args.length === 0) {
+  suite('eslint', 'npx', ['eslint', '.'], (status) => (status === 0 ? { passed: 1, failed: 0 } : { passed: 0, failed: 1 }));
+  suite('bench smoke', 'node', ['bench/dist/run-all.js', '--smoke'], (status) => (status === 0 ? { passed: 1, failed: 0 } : { passed: 0, failed: 1 }));
+}
+
+process.stdout.write('\n');
+for (const r of results) process.stdout.write(`${r.name}: ${r.passed} passed, ${r.failed} failed (${r.seconds} s)\n`);
+const passed = results.reduce((n, r) => n + r.passed, 0);
+const failed = results.reduce((n, r) => n + r.failed, 0);
+process.stdout.write(`${passed} passed, ${failed} failed\n`);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs whatever Drover needs on a Debian 12 machine and builds it.
+# Idempotent and quiet when nothing is missing; run by ./drover and ./test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# Debian packages the product and its tests drive for real.
+DEBIAN_PACKAGES=(
+  qemu-system-x86 qemu-utils qemu-block-extra   # hypervisor, qemu-img, iSCSI/NBD block drivers
+  linux-image-cloud-amd64 busybox-static        # guest kernel and userland for the appliances
+  e2fsprogs cpio gcc libc6-dev                  # mke2fs -d, initramfs checks, the static counter binary
+  util-linux procps iproute2                    # prlimit, setsid, ps, ip netns
+  ca-certificates
+)
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  [[ "$pkg" == \#* ]] && continue
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    log "missing Debian packages: ${missing[*]} (run as root to install them)"
+    exit 1
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v node >/dev/null || [[ $(node -p 'process.versions.node.split(".")[0]') -lt 20 ]]; then
+  log "Node.js 20 or newer is required"
+  exit 1
+fi
+
+# npm dependencies: reinstall only when the lockfile changed since the last install.
+stamp=node_modules/.drover-lock-stamp
+if [[ ! -f "$stamp" ]] || ! cmp -s package-lock.json "$stamp"; then
+  log "installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  cp package-lock.json "$stamp"
+fi
+
+log "building (tsc -b)"
+npx tsc -b
