@@ -59,7 +59,10 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
 
   // eslint-disable-next-line prefer-const -- the registry and the service refer to each other
   let vms: VmService;
-  const pools = new PoolRegistry(config.stateDir, config.pools, account, (pool, volume) => vms.usersOf(pool, volume));
+  const pools = new PoolRegistry(config.stateDir, config.pools, account, (pool, volume) => vms.usersOf(pool, volume), [
+    config.applianceCacheDir,
+    ...config.importDirs,
+  ]);
   await pools.init();
   vms = new VmService({
     stateDir: config.stateDir,

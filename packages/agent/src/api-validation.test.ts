@@ -69,6 +69,15 @@ describe('bad input to the agent API', () => {
     expect(answer.body.error.code).toBe('invalid');
   });
 
+  it('accepts an action without a body', async () => {
+    const vm = await t.client.request<{ id: string }>('POST', '/v1/vms', goodSpec('bodyless'));
+    const response = await fetch(`${t.client.url}/v1/vms/${vm.body.id}/pause`, { method: 'POST', headers: { authorization: `Bearer ${t.client.token}` } });
+    // Not "must be object": the VM is simply not running.
+    expect(response.status).toBe(409);
+    expect((await t.client.request('DELETE', `/v1/vms/${vm.body.id}`)).status).toBe(204);
+    expect((await fetch(`${t.client.url}/healthz?probe=1`)).status).toBe(200);
+  });
+
   it('answers 404 for unknown VMs and routes', async () => {
     expect((await t.client.request('GET', '/v1/vms/no-such-vm')).status).toBe(404);
     expect((await t.client.request('POST', '/v1/vms/no-such-vm/start', {})).status).toBe(404);
@@ -119,6 +128,20 @@ describe('storage', () => {
     writeFileSync(junk, 'this is not an image'.repeat(100));
     const answer = await t.client.request('POST', '/v1/pools/default/volumes', { name: 'junk.qcow2', importFrom: junk, format: 'qcow2' });
     expect(answer.status).toBe(400);
+  });
+
+  it('never imports from outside the allowed directories, nor takes over a non-empty directory as a pool', async () => {
+    const answer = await t.client.request<{ error: { code: string } }>('POST', '/v1/pools/default/volumes', { name: 'shadow.img', importFrom: '/etc/shadow', format: 'raw' });
+    expect(answer.status).toBe(403);
+    const etc = await t.client.request<{ error: { message: string } }>('POST', '/v1/pools', { name: 'etc', path: '/etc' });
+    expect(etc.status).toBe(409);
+    expect(etc.body.error.message).toMatch(/not empty/);
+  });
+
+  it('reads volumes of a pool while nothing holds them, and names unknown fields', async () => {
+    const answer = await t.client.request<{ error: { message: string } }>('POST', '/v1/pools', { name: 'x', path: '/tmp/x', colour: 'red' });
+    expect(answer.status).toBe(400);
+    expect(answer.body.error.message).toMatch(/unknown field "colour"/);
   });
 
   it('defines and removes pools, refusing overlaps', async () => {

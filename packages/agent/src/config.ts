@@ -31,11 +31,13 @@ export const AgentConfigSchema = Type.Object(
     /** Flush a saved VM state to disk before reporting it saved (libvirt's iohelper does the same). */
     durableSaves: Type.Boolean(),
     applianceCacheDir: Type.String({ pattern: '^/' }),
+    /** Directories that volume imports (`importFrom`) may read; the appliance cache is always allowed. */
+    importDirs: Type.Array(Type.String({ pattern: '^/' })),
     /** Where the acceleration probe's verdict is kept, per machine boot. */
     probeCacheFile: Type.String({ pattern: '^/' }),
     pools: Type.Array(
       Type.Object(
-        { name: Type.String(), path: Type.String({ pattern: '^/' }), shared: Type.Optional(Type.Boolean()) },
+        { name: Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' }), path: Type.String({ pattern: '^/' }), shared: Type.Optional(Type.Boolean()) },
         { additionalProperties: false },
       ),
     ),
@@ -63,6 +65,7 @@ export function defaultAgentConfig(stateDir = '/var/lib/drover/agent'): AgentCon
     qmpTimeoutMs: 10_000,
     durableSaves: true,
     applianceCacheDir: process.env.DROVER_APPLIANCE_CACHE ?? '/var/cache/drover/appliances',
+    importDirs: [path.join(stateDir, 'import')],
     probeCacheFile: process.env.DROVER_PROBE_CACHE ?? '/var/cache/drover/accel-probe.json',
     pools: [{ name: 'default', path: path.join(stateDir, 'pools', 'default'), shared: false }],
     qemuBinary: 'qemu-system-x86_64',
@@ -121,5 +124,9 @@ export function loadAgentConfig(
     const key = first?.instancePath ? first.instancePath.slice(1).replaceAll('/', '.') : first?.params && 'additionalProperties' in first.params ? String((first.params as { additionalProperties: string[] }).additionalProperties[0]) : '(root)';
     throw errors.invalid(`Invalid agent configuration: key "${key}" ${first?.message ?? 'is invalid'}`, { key });
   }
-  return merged as AgentConfig;
+  const config = merged as AgentConfig;
+  if (!config.cpuModels.includes(config.defaultCpuModel)) {
+    throw errors.invalid(`Invalid agent configuration: key "defaultCpuModel" is "${config.defaultCpuModel}", which is not in cpuModels (${config.cpuModels.join(', ')})`, { key: 'defaultCpuModel' });
+  }
+  return config;
 }

@@ -45,7 +45,7 @@ async function main(): Promise<void> {
   });
   const agent = await startAgent(config);
   if (values['ready-file']) {
-    await writeFile(values['ready-file'], JSON.stringify({ url: agent.url, token: agent.token, pid: process.pid }));
+    await writeFile(values['ready-file'], JSON.stringify({ url: agent.url, token: agent.token, pid: process.pid }), { mode: 0o600 });
   }
   process.stderr.write(`drover-agent listening on ${agent.url}\n`);
   const stop = () => {

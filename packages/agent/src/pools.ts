@@ -21,6 +21,8 @@ export function volumeFormat(volume: string): VolumeFormat {
 }
 
 const volumeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/** Marks a directory as a Drover pool (starts with a dot, so it can never be a volume name). */
+const poolMarker = '.drover-pool';
 
 /**
  * Storage pools: directories holding volumes. A pool marked shared is the same
@@ -34,7 +36,9 @@ export class PoolRegistry {
     private readonly stateDir: string,
     private readonly configPools: Array<{ name: string; path: string; shared?: boolean }>,
     private readonly account: Account,
-    private readonly usedBy: (pool: string, volume: string) => string[],
+    private readonly usedBy: (pool: string, volume: string) => Array<{ name: string; running: boolean }>,
+    /** Directories `importFrom` may read (the agent runs as root: it must not import /etc/shadow). */
+    private readonly importDirs: string[] = [],
   ) {
     this.file = path.join(stateDir, 'pools.json');
   }
@@ -84,7 +88,16 @@ export class PoolRegistry {
       }
     }
     const pool: Pool = { name: spec.name, path: resolved, shared: spec.shared ?? false, fromConfig: false };
+    // Never take over an existing directory (its owner and mode would change): new, empty, or a Drover pool already.
+    const entries = await readdir(resolved).catch((cause: NodeJS.ErrnoException) => {
+      if (cause.code === 'ENOENT') return [] as string[];
+      throw errors.invalid(`Pool path "${spec.path}" cannot be used: ${cause.message}`);
+    });
+    if (entries.length > 0 && !entries.includes(poolMarker)) {
+      throw errors.conflict(`Pool path "${spec.path}" is a directory that is not empty and not a Drover pool; use a new or empty directory`);
+    }
     await this.prepareDirectory(pool.path);
+    await writeFile(path.join(pool.path, poolMarker), `${spec.name}\n`);
     this.pools.set(pool.name, pool);
     await this.persist();
     return this.describe(pool.name);
@@ -163,7 +176,8 @@ export class PoolRegistry {
   async describeVolume(poolName: string, volume: string): Promise<VolumeInfo> {
     const file = await this.requireVolume(poolName, volume);
     const format = volumeFormat(volume);
-    const info = await QemuImg.info(file, format);
+    // -U: a running VM holds its volumes locked; reading metadata must not need the lock.
+    const info = await QemuImg.info(file, format, { forceShare: true });
     return {
       pool: poolName,
       name: volume,
@@ -171,7 +185,7 @@ export class PoolRegistry {
       virtualBytes: info.virtualSize,
       allocatedBytes: (await stat(file)).blocks * 512,
       ...(info.backingFilename ? { backing: info.backingFilename } : {}),
-      usedBy: this.usedBy(poolName, volume),
+      usedBy: this.usedBy(poolName, volume).map((u) => u.name),
     };
   }
 
@@ -198,6 +212,9 @@ export class PoolRegistry {
         });
       } else if ('importFrom' in request) {
         const source = path.resolve(request.importFrom);
+        if (!this.importDirs.some((dir) => source.startsWith(path.resolve(dir) + path.sep))) {
+          throw errors.forbidden(`Importing "${request.importFrom}" is not allowed: imports are read only from ${this.importDirs.join(', ') || '(no directory configured)'}`);
+        }
         await QemuImg.inspectUntrusted(source, request.format);
         await QemuImg.convert(source, request.format, partial, format);
       } else {
@@ -214,8 +231,8 @@ export class PoolRegistry {
 
   async resizeVolume(poolName: string, volume: string, sizeBytes: number): Promise<VolumeInfo> {
     const file = await this.requireVolume(poolName, volume);
-    const users = this.usedBy(poolName, volume);
-    if (users.length > 0) throw errors.conflict(`Volume "${poolName}/${volume}" is in use by ${users.join(', ')}; stop the VM first`, { usedBy: users });
+    const running = this.usedBy(poolName, volume).filter((u) => u.running).map((u) => u.name);
+    if (running.length > 0) throw errors.conflict(`Volume "${poolName}/${volume}" is in use by running VM ${running.join(', ')}; stop it first`, { usedBy: running });
     const info = await QemuImg.info(file, volumeFormat(volume));
     if (sizeBytes < info.virtualSize) {
       throw errors.invalid(`Refusing to shrink volume "${poolName}/${volume}" from ${info.virtualSize} to ${sizeBytes} bytes: data would be lost`);
@@ -226,11 +243,11 @@ export class PoolRegistry {
 
   async deleteVolume(poolName: string, volume: string): Promise<void> {
     const file = await this.requireVolume(poolName, volume);
-    const users = this.usedBy(poolName, volume);
-    if (users.length > 0) throw errors.conflict(`Volume "${poolName}/${volume}" is in use by ${users.join(', ')}`, { usedBy: users });
+    const users = this.usedBy(poolName, volume).map((u) => u.name);
+    if (users.length > 0) throw errors.conflict(`Volume "${poolName}/${volume}" is attached to VM ${users.join(', ')}; detach it or delete the VM first`, { usedBy: users });
     for (const other of await this.volumeNames(poolName)) {
       if (other === volume || volumeFormat(other) !== 'qcow2') continue;
-      const info = await QemuImg.info(path.join(this.get(poolName).path, other), 'qcow2');
+      const info = await QemuImg.info(path.join(this.get(poolName).path, other), 'qcow2', { forceShare: true });
       if (info.backingFilename && path.resolve(this.get(poolName).path, info.backingFilename) === file) {
         throw errors.conflict(`Volume "${poolName}/${volume}" is the base of thin clone "${other}"`, { clone: other });
       }

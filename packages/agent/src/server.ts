@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import net from 'node:net';
 import Fastify, { type FastifyError, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
@@ -52,10 +52,23 @@ function sameToken(given: string, expected: string): boolean {
 
 /** Turns Fastify's validation errors into one readable sentence. */
 function validationMessage(error: FastifyError): string {
-  const first = error.validation?.[0] as { instancePath?: string; message?: string; params?: Record<string, unknown> } | undefined;
+  type Issue = { instancePath?: string; schemaPath?: string; message?: string; keyword?: string; params?: Record<string, unknown> };
+  const issues = [...((error.validation ?? []) as Issue[])];
+  const depth = (i: Issue) => (i.instancePath ?? '').split('/').length;
+  // Union schemas report every branch: the deepest, most specific complaint is the useful one.
+  const generic = new Set(['boolean', 'additionalProperties', 'anyOf', 'oneOf', 'required']);
+  issues.sort((a, b) => depth(b) - depth(a) || Number(generic.has(a.keyword ?? '')) - Number(generic.has(b.keyword ?? '')));
+  const first = issues[0];
   const where = `${error.validationContext ?? 'request'}${first?.instancePath ? first.instancePath.replaceAll('/', '.') : ''}`;
-  const extra = first?.params && 'additionalProperties' in first.params ? ` (${String(first.params.additionalProperties)})` : '';
-  return `Invalid ${where}: ${first?.message ?? error.message}${extra}`;
+  if (first?.keyword === 'boolean' && (first.schemaPath ?? '').endsWith('additionalProperties')) {
+    const field = (first.instancePath ?? '').split('/').at(-1) ?? '';
+    return `Invalid ${where}: unknown field "${field}"`;
+  }
+  if (first?.keyword === 'additionalProperties') {
+    const field = String((first.params?.additionalProperties as string[] | undefined)?.[0] ?? '');
+    return `Invalid ${where}: unknown field "${field}"`;
+  }
+  return `Invalid ${where}: ${first?.message ?? error.message}`;
 }
 
 /**
@@ -116,10 +129,14 @@ export async function buildAgentServer(o: AgentServerOptions) {
   });
 
   app.addHook('onRequest', async (request: FastifyRequest) => {
-    if (request.url === '/healthz') return;
+    if (request.url.split('?')[0] === '/healthz') return;
     const header = request.headers.authorization ?? '';
     const token = header.startsWith('Bearer ') ? header.slice(7) : '';
     if (!token || !sameToken(token, o.token)) throw errors.unauthenticated('A valid bearer token is required');
+  });
+  // Actions take an optional JSON body: a bare POST means "no options".
+  app.addHook('preValidation', async (request) => {
+    if (request.method === 'POST' && request.body === undefined) request.body = {};
   });
   app.addHook('onResponse', async (request, reply) => {
     actions.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
@@ -183,11 +200,16 @@ export async function buildAgentServer(o: AgentServerOptions) {
   /** The serial log from a byte offset: history that no live stream can replay. */
   app.get('/v1/vms/:vm/console/serial/log', { schema: { params: VmParams, querystring: LogQuery } }, async (request, reply) => {
     const file = o.vms.serialLogPath(request.params.vm);
-    const size = await stat(file).then((s) => s.size).catch(() => 0);
+    // QEMU writes this file from its own directory: never follow a link it may have planted.
+    const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+    const size = handle ? (await handle.stat()).size : 0;
     const offset = Math.min(request.query.offset ?? 0, size);
     void reply.header('content-type', 'text/plain; charset=utf-8').header('x-log-size', String(size));
-    if (size === offset) return reply.send('');
-    return reply.send(createReadStream(file, { start: offset, end: size - 1 }));
+    if (!handle || size === offset) {
+      await handle?.close();
+      return reply.send('');
+    }
+    return reply.send(handle.createReadStream({ start: offset, end: size - 1 }));
   });
 
   app.get('/v1/vms/:vm/console/serial', { websocket: true, schema: { params: VmParams } }, (socket, request) => {

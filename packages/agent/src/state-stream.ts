@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chown, rm, stat } from 'node:fs/promises';
+import { chmod, lchown, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import { errors } from '@drover/core';
 
@@ -39,8 +39,8 @@ export interface StateReceiver {
 }
 
 /**
- * Listens on `socketPath` (owned by the QEMU account) for one save stream and
- * writes it to `file`; with `durable` the data is on disk before `done` resolves.
+ * Listens on `socketPath` (group: the QEMU account's) for one save stream and
+ * writes it to `file` (0600); with `durable` the data is on disk before `done` resolves.
  */
 export async function receiveStateToFile(
   socketPath: string,
@@ -56,7 +56,10 @@ export async function receiveStateToFile(
       const copy = runDd([`of=${file}`, ...(options.durable ? ['conv=fdatasync'] : [])], [socket, 'ignore'], `Writing the saved state to "${file}"`, timeoutMs);
       // dd holds its own copy of the descriptor; ours must not read a byte.
       socket.destroy();
-      copy.then(async () => resolve((await stat(file)).size), reject);
+      copy.then(async () => {
+        await chmod(file, 0o600);
+        resolve((await stat(file)).size);
+      }, reject);
     });
     server.once('error', reject);
   });
@@ -64,7 +67,9 @@ export async function receiveStateToFile(
     server.listen(socketPath, () => resolve());
     server.once('error', reject);
   });
-  await chown(socketPath, owner.uid, owner.gid);
+  // QEMU connects through its group; lchown never follows a link.
+  await lchown(socketPath, 0, owner.gid);
+  await chmod(socketPath, 0o660);
   return { done, abort: () => server.close() };
 }
 

@@ -95,19 +95,27 @@ export class VmService {
     return path.join(this.vmsDir, id);
   }
 
+  /**
+   * A VM's directory is root's (group drover, 0750): the agent writes its record,
+   * QEMU's log and saved states there, where QEMU cannot plant links. QEMU gets
+   * `run/` (its own, 0700) for what it creates itself: sockets, pidfile, serial log.
+   */
   private files(id: string) {
     const dir = this.vmDir(id);
+    const run = path.join(dir, 'run');
     return {
       dir,
+      run,
       record: path.join(dir, 'vm.json'),
-      qmp: path.join(dir, 'qmp.sock'),
-      serial: path.join(dir, 'serial.sock'),
-      serialLog: path.join(dir, 'serial.log'),
-      vnc: path.join(dir, 'vnc.sock'),
-      pid: path.join(dir, 'qemu.pid'),
       qemuLog: path.join(dir, 'qemu.log'),
-      saveSocket: path.join(dir, 'state.sock'),
+      saveSocket: path.join(dir, 'save.sock'),
       savedState: path.join(dir, 'saved.state'),
+      qmp: path.join(run, 'qmp.sock'),
+      serial: path.join(run, 'serial.sock'),
+      serialLog: path.join(run, 'serial.log'),
+      vnc: path.join(run, 'vnc.sock'),
+      pid: path.join(run, 'qemu.pid'),
+      restoreSocket: path.join(run, 'restore.sock'),
     };
   }
 
@@ -139,7 +147,7 @@ export class VmService {
       return live ? qemuStatusToState(live.qemuStatus) : 'error';
     }
     if (record.saved) return 'saved';
-    return record.lastError && !record.runtime ? 'stopped' : 'stopped';
+    return 'stopped';
   }
 
   describe(record: VmRecord): VmInfo {
@@ -178,12 +186,12 @@ export class VmService {
   }
 
   /** VMs that reference a volume, for the pool registry's in-use checks. */
-  usersOf(pool: string, volume: string): string[] {
-    const users: string[] = [];
+  usersOf(pool: string, volume: string): Array<{ name: string; running: boolean }> {
+    const users: Array<{ name: string; running: boolean }> = [];
     for (const r of this.records.values()) {
       const boot = r.spec.boot;
       const refs = [...r.spec.disks, ...(boot.kind === 'kernel' ? [boot.kernel, ...(boot.initrd ? [boot.initrd] : [])] : [])];
-      if (refs.some((d) => d.pool === pool && d.volume === volume)) users.push(r.name);
+      if (refs.some((d) => d.pool === pool && d.volume === volume)) users.push({ name: r.name, running: r.runtime !== undefined });
     }
     return users;
   }
@@ -270,9 +278,11 @@ export class VmService {
     };
     const f = this.files(id);
     await mkdir(f.dir, { recursive: true });
-    // QEMU (unprivileged) creates its sockets, pidfile and serial log here.
-    await chown(f.dir, this.o.account.uid, this.o.account.gid);
-    await chmod(f.dir, 0o700);
+    await chown(f.dir, 0, this.o.account.gid);
+    await chmod(f.dir, 0o750);
+    await mkdir(f.run, { recursive: true });
+    await chown(f.run, this.o.account.uid, this.o.account.gid);
+    await chmod(f.run, 0o700);
     this.records.set(id, record);
     await this.persist(record);
     return this.describe(record);
@@ -284,7 +294,9 @@ export class VmService {
       if (record.runtime || record.saved) throw errors.conflict(`Cannot edit ${this.label(record)} while it is ${this.stateOf(record)}; stop it first`);
       if (spec.id && spec.id !== record.id) throw errors.invalid(`The id of ${this.label(record)} cannot change`);
       await this.validateSpec(spec, record.id);
-      record.spec = { ...spec, id: record.id };
+      // Keep each NIC's MAC stable across edits: a guest's network identity must not change by itself.
+      const nics = (spec.nics ?? []).map((nic, index) => ({ ...nic, mac: nic.mac ?? record.spec.nics?.[index]?.mac ?? randomMac() }));
+      record.spec = { ...spec, id: record.id, ...(spec.nics ? { nics } : {}) };
       record.name = spec.name;
       await this.persist(record);
       return this.describe(record);
@@ -372,7 +384,7 @@ export class VmService {
   /** Spawns QEMU for the record and connects to it; on failure nothing is left running. */
   private async launch(record: VmRecord, extra: Partial<QemuLaunchConfig> = {}): Promise<Live> {
     const f = this.files(record.id);
-    await Promise.all([f.qmp, f.serial, f.vnc, f.pid, f.saveSocket].map((p) => rm(p, { force: true })));
+    await Promise.all([f.qmp, f.serial, f.vnc, f.pid, f.saveSocket, f.restoreSocket].map((p) => rm(p, { force: true })));
     const config = await this.launchConfig(record, extra);
     const argv = buildQemuArgv(config);
     const { pid, startTime, qmp } = await spawnQemu(argv, {
@@ -380,7 +392,7 @@ export class VmService {
       uid: this.o.account.uid,
       gid: this.o.account.gid,
       logFile: f.qemuLog,
-      cwd: f.dir,
+      cwd: f.run,
       binary: this.o.qemuBinary,
     });
     record.runtime = { pid, startTime, accel: config.accel, startedAt: new Date().toISOString() };
@@ -435,7 +447,7 @@ export class VmService {
 
   private async cleanSockets(record: VmRecord): Promise<void> {
     const f = this.files(record.id);
-    await Promise.all([f.qmp, f.serial, f.vnc, f.pid, f.saveSocket].map((p) => rm(p, { force: true })));
+    await Promise.all([f.qmp, f.serial, f.vnc, f.pid, f.saveSocket, f.restoreSocket].map((p) => rm(p, { force: true })));
   }
 
   /** Ends the QEMU of a record without ceremony and forgets its runtime. */
@@ -596,6 +608,7 @@ export class VmService {
         await this.forgetExited(record, live);
       } catch (cause) {
         receiver.abort();
+        receiver.done.catch(() => undefined);
         await rm(partial, { force: true });
         await rm(f.saveSocket, { force: true });
         // The VM must come out of a failed save as it went in.
@@ -618,8 +631,8 @@ export class VmService {
       try {
         await live.qmp.migrateSetCapabilities([{ capability: 'events', state: true }]);
         const completed = waitForMigration(live.qmp, this.o.qmpTimeoutMs * 30);
-        await live.qmp.migrateIncoming(`unix:${f.saveSocket}`);
-        await sendFileToState(f.saveSocket, saved.file, this.o.qmpTimeoutMs * 30);
+        await live.qmp.migrateIncoming(`unix:${f.restoreSocket}`);
+        await sendFileToState(f.restoreSocket, saved.file, this.o.qmpTimeoutMs * 30);
         await completed;
         if (saved.wasRunning) await live.qmp.cont();
         live.qemuStatus = (await live.qmp.queryStatus()).status;
@@ -630,7 +643,7 @@ export class VmService {
       // The state is consumed: the disks move on from here, an old state would no longer match them.
       await rm(saved.file, { force: true });
       delete record.saved;
-      await rm(f.saveSocket, { force: true });
+      await rm(f.restoreSocket, { force: true });
       await this.persist(record);
     });
     return this.describe(record);

@@ -36,6 +36,8 @@ export function testAgentConfig(stateDir: string, overrides: Partial<AgentConfig
     ...defaultAgentConfig(stateDir),
     listen: '127.0.0.1:0',
     applianceCacheDir: defaultApplianceCacheDir(),
+    // Tests import fixtures they make in the system temporary directory.
+    importDirs: [os.tmpdir()],
     stopTimeoutMs: 30_000,
     logLevel: (process.env.DROVER_LOG_LEVEL as AgentConfig['logLevel'] | undefined) ?? 'warn',
     ...overrides,
