@@ -1,3 +1,4 @@
 export * from './errors.js';
 export * from './sizes.js';
 export * from './testing.js';
+export * from './scheduler/index.js';
