@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { HostFacts } from '@drover/api';
@@ -7,13 +8,23 @@ import { ensureQemuAccount } from './account.js';
 import { chooseAccelerator, qemuVersion } from './accel-choice.js';
 import type { AgentConfig } from './config.js';
 import { PoolRegistry } from './pools.js';
+import { agentTlsOptions, joinCluster, loadAgentIdentity } from './tls/index.js';
 import { buildAgentServer } from './server.js';
 import { VmService } from './vm-service.js';
 
 export const agentVersion = '0.1.0';
 
+export interface JoinRequest {
+  managerUrl: string;
+  token: string;
+  /** Pins the cluster CA when the manager is reached over https. */
+  caFingerprint?: string;
+}
+
 export interface RunningAgent {
   url: string;
+  /** Joined to a cluster: the API is mutual-TLS only. */
+  joined: boolean;
   token: string;
   app: Awaited<ReturnType<typeof buildAgentServer>>;
   vms: VmService;
@@ -34,6 +45,17 @@ async function loadOrCreateToken(stateDir: string, configured?: string): Promise
   }
 }
 
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
 async function bootTime(): Promise<string> {
   const statText = await readFile('/proc/stat', 'utf8');
   const btime = Number(/^btime (\d+)/m.exec(statText)?.[1] ?? 0);
@@ -41,7 +63,7 @@ async function bootTime(): Promise<string> {
 }
 
 /** Starts a host agent: state directory, QEMU account, pools, reattach, HTTP API. */
-export async function startAgent(config: AgentConfig, options: { logger?: Logger } = {}): Promise<RunningAgent> {
+export async function startAgent(config: AgentConfig, options: { logger?: Logger; join?: JoinRequest } = {}): Promise<RunningAgent> {
   const logger = options.logger ?? pino({ name: 'drover:agent', level: config.logLevel });
   await mkdir(config.stateDir, { recursive: true });
   const account = await ensureQemuAccount(config.qemuUser);
@@ -96,13 +118,39 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
     bootTime: boot,
   });
 
-  const app = await buildAgentServer({ token, vms, pools, facts, logger: logger.child({ module: 'http' }) });
-  const [host, port] = config.listen.split(':') as [string, string];
-  await app.listen({ host, port: Number(port) });
+  const [host, configuredPort] = config.listen.split(':') as [string, string];
+  const tlsDir = path.join(config.stateDir, 'tls');
+  let port = Number(configuredPort);
+  if (options.join && !(await loadAgentIdentity(tlsDir))) {
+    // The certificate names the address the manager will dial, so the port must be known first.
+    if (port === 0) port = await freePort(host);
+    await joinCluster({
+      managerUrl: options.join.managerUrl,
+      joinToken: options.join.token,
+      dir: tlsDir,
+      commonName: config.hostName,
+      sanIps: /^[0-9.]+$/.test(host) ? [host] : [],
+      ...(/^[0-9.]+$/.test(host) ? {} : { sanDns: [host] }),
+      agentUrl: `https://${host}:${port}`,
+      ...(options.join.caFingerprint ? { caFingerprint: options.join.caFingerprint } : {}),
+    });
+    logger.info({ manager: options.join.managerUrl }, 'joined the cluster');
+  }
+  const identity = await loadAgentIdentity(tlsDir);
+  const app = await buildAgentServer({
+    token,
+    ...(identity ? { tls: agentTlsOptions(identity) } : {}),
+    vms,
+    pools,
+    facts,
+    logger: logger.child({ module: 'http' }),
+  });
+  await app.listen({ host, port });
   const address = app.server.address();
-  const actualPort = typeof address === 'object' && address ? address.port : Number(port);
+  const actualPort = typeof address === 'object' && address ? address.port : port;
   return {
-    url: `http://${host}:${actualPort}`,
+    url: `${identity ? 'https' : 'http'}://${host}:${actualPort}`,
+    joined: identity !== undefined,
     token,
     app,
     vms,

@@ -3,3 +3,4 @@ export { loadAgentConfig, defaultAgentConfig, type AgentConfig } from './config.
 export { buildAgentServer } from './server.js';
 export { VmService } from './vm-service.js';
 export { PoolRegistry, volumeFormat } from './pools.js';
+export * from './tls/index.js';

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { isDroverError } from '@drover/core';
+import { errors, isDroverError } from '@drover/core';
 import { startAgent } from './agent.js';
 import { loadAgentConfig } from './config.js';
 
@@ -14,7 +14,12 @@ Options:
                       capacity.cpus, capacity.memoryMiB, cpuModels, accel, pools, ...)
   --listen HOST:PORT  address of the API (default 127.0.0.1:8301; port 0 picks one)
   --state-dir DIR     where VM records, sockets and saved states live
-  --ready-file FILE   once serving, write {"url","token","pid"} as JSON to FILE
+  --ready-file FILE   once serving, write {"url","token","pid"} as JSON to FILE (0600)
+  --host-name NAME    this host's name in the cluster (default: the machine's hostname)
+  --join URL          join the cluster of the manager at URL (once; the identity is kept
+                      in <state-dir>/tls and the API is mutual-TLS only from then on)
+  --join-token T      the one-time token from "drover host join-token"
+  --ca-fingerprint F  pin the cluster CA when the manager is reached over https
   -h, --help          show this help
 
 Environment: DROVER_AGENT_LISTEN, DROVER_AGENT_STATE_DIR, DROVER_AGENT_TOKEN,
@@ -29,6 +34,10 @@ async function main(): Promise<void> {
       listen: { type: 'string' },
       'state-dir': { type: 'string' },
       'ready-file': { type: 'string' },
+      join: { type: 'string' },
+      'join-token': { type: 'string' },
+      'ca-fingerprint': { type: 'string' },
+      'host-name': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -41,9 +50,13 @@ async function main(): Promise<void> {
     overrides: {
       ...(values.listen ? { listen: values.listen } : {}),
       ...(values['state-dir'] ? { stateDir: values['state-dir'] } : {}),
+      ...(values['host-name'] ? { hostName: values['host-name'] } : {}),
     },
   });
-  const agent = await startAgent(config);
+  if (values.join && !values['join-token']) throw errors.invalid('--join needs --join-token (make one with "drover host join-token")');
+  const agent = await startAgent(config, {
+    ...(values.join ? { join: { managerUrl: values.join, token: values['join-token']!, ...(values['ca-fingerprint'] ? { caFingerprint: values['ca-fingerprint'] } : {}) } } : {}),
+  });
   if (values['ready-file']) {
     await writeFile(values['ready-file'], JSON.stringify({ url: agent.url, token: agent.token, pid: process.pid }), { mode: 0o600 });
   }

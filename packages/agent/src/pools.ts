@@ -1,4 +1,4 @@
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, realpath, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { errors } from '@drover/core';
 import type { PoolInfo, PoolSpec, VolumeCreate, VolumeInfo } from '@drover/api';
@@ -211,8 +211,12 @@ export class PoolRegistry {
           ...(request.sizeBytes === undefined ? {} : { sizeBytes: request.sizeBytes }),
         });
       } else if ('importFrom' in request) {
-        const source = path.resolve(request.importFrom);
-        if (!this.importDirs.some((dir) => source.startsWith(path.resolve(dir) + path.sep))) {
+        // Judge the real path: a link inside an import directory must not lead out of it.
+        const source = await realpath(path.resolve(request.importFrom)).catch(() => {
+          throw errors.notFound('Import source', request.importFrom);
+        });
+        const allowed = await Promise.all(this.importDirs.map((dir) => realpath(dir).catch(() => undefined)));
+        if (!allowed.some((dir) => dir !== undefined && source.startsWith(dir + path.sep))) {
           throw errors.forbidden(`Importing "${request.importFrom}" is not allowed: imports are read only from ${this.importDirs.join(', ') || '(no directory configured)'}`);
         }
         await QemuImg.inspectUntrusted(source, request.format);

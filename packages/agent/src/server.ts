@@ -2,14 +2,15 @@ import { timingSafeEqual } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import net from 'node:net';
-import Fastify, { type FastifyError, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Logger } from 'pino';
 import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
-import { DroverError, errors, httpStatusOf, isDroverError } from '@drover/core';
+import { errors } from '@drover/core';
 import {
+  errorAnswer,
   ErrorBody,
   HostFacts,
   Name,
@@ -25,10 +26,14 @@ import {
   VolumeResize,
 } from '@drover/api';
 import type { PoolRegistry } from './pools.js';
+import { requireManagerCertificate, type AgentTlsOptions } from './tls/index.js';
 import type { VmService } from './vm-service.js';
 
 export interface AgentServerOptions {
+  /** Bearer token (standalone agent); ignored when `tls` is set. */
   token: string;
+  /** Joined to a cluster: HTTPS with mutual TLS, and only the manager's certificate is accepted. */
+  tls?: AgentTlsOptions;
   vms: VmService;
   pools: PoolRegistry;
   facts: () => Promise<HostFacts>;
@@ -50,26 +55,6 @@ function sameToken(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Turns Fastify's validation errors into one readable sentence. */
-function validationMessage(error: FastifyError): string {
-  type Issue = { instancePath?: string; schemaPath?: string; message?: string; keyword?: string; params?: Record<string, unknown> };
-  const issues = [...((error.validation ?? []) as Issue[])];
-  const depth = (i: Issue) => (i.instancePath ?? '').split('/').length;
-  // Union schemas report every branch: the deepest, most specific complaint is the useful one.
-  const generic = new Set(['boolean', 'additionalProperties', 'anyOf', 'oneOf', 'required']);
-  issues.sort((a, b) => depth(b) - depth(a) || Number(generic.has(a.keyword ?? '')) - Number(generic.has(b.keyword ?? '')));
-  const first = issues[0];
-  const where = `${error.validationContext ?? 'request'}${first?.instancePath ? first.instancePath.replaceAll('/', '.') : ''}`;
-  if (first?.keyword === 'boolean' && (first.schemaPath ?? '').endsWith('additionalProperties')) {
-    const field = (first.instancePath ?? '').split('/').at(-1) ?? '';
-    return `Invalid ${where}: unknown field "${field}"`;
-  }
-  if (first?.keyword === 'additionalProperties') {
-    const field = String((first.params?.additionalProperties as string[] | undefined)?.[0] ?? '');
-    return `Invalid ${where}: unknown field "${field}"`;
-  }
-  return `Invalid ${where}: ${first?.message ?? error.message}`;
-}
 
 /**
  * The agent's HTTP API. Routes are thin: they validate (TypeBox schemas from
@@ -78,9 +63,11 @@ function validationMessage(error: FastifyError): string {
  * token; the control plane will put mutual TLS in front of this.
  */
 export async function buildAgentServer(o: AgentServerOptions) {
+  const bodyLimit = o.bodyLimit ?? 1024 * 1024;
   const app = Fastify({
     loggerInstance: o.logger,
-    bodyLimit: o.bodyLimit ?? 1024 * 1024,
+    bodyLimit,
+    ...(o.tls ? { https: o.tls } : {}),
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
 
@@ -101,28 +88,10 @@ export async function buildAgentServer(o: AgentServerOptions) {
 
   await app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
 
-  app.setErrorHandler((error: FastifyError | DroverError, request, reply) => {
-    let body: { code: string; message: string; details: Record<string, unknown> };
-    let status: number;
-    if (isDroverError(error)) {
-      status = httpStatusOf(error.code);
-      body = error.toJSON();
-    } else if ((error as FastifyError).validation) {
-      status = 400;
-      body = { code: 'invalid', message: validationMessage(error as FastifyError), details: { errors: (error as FastifyError).validation } };
-    } else if ((error as FastifyError).statusCode === 413) {
-      status = 413;
-      body = { code: 'too_large', message: `Request body is larger than ${o.bodyLimit ?? 1024 * 1024} bytes`, details: {} };
-    } else if ((error as FastifyError).statusCode && (error as FastifyError).statusCode! < 500) {
-      status = (error as FastifyError).statusCode!;
-      body = { code: status === 404 ? 'not_found' : 'invalid', message: error.message, details: {} };
-    } else {
-      status = 500;
-      request.log.error({ err: error }, 'unexpected error');
-      body = { code: 'internal', message: 'Internal error; see the agent log', details: {} };
-    }
-    if (status >= 500 && status !== 500) request.log.warn({ err: error }, 'request failed');
-    void reply.status(status).send({ error: body });
+  app.setErrorHandler((error, request, reply) => {
+    const answer = errorAnswer(error, bodyLimit);
+    if (answer.unexpected) request.log.error({ err: error }, 'unexpected error');
+    void reply.status(answer.status).send(answer.body);
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.status(404).send({ error: { code: 'not_found', message: `No route ${request.method} ${request.url}`, details: {} } });
@@ -130,6 +99,11 @@ export async function buildAgentServer(o: AgentServerOptions) {
 
   app.addHook('onRequest', async (request: FastifyRequest) => {
     if (request.url.split('?')[0] === '/healthz') return;
+    if (o.tls) {
+      // The TLS layer already refused anyone without a valid, unrevoked cluster certificate.
+      requireManagerCertificate(request.raw.socket);
+      return;
+    }
     const header = request.headers.authorization ?? '';
     const token = header.startsWith('Bearer ') ? header.slice(7) : '';
     if (!token || !sameToken(token, o.token)) throw errors.unauthenticated('A valid bearer token is required');

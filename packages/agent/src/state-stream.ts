@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chmod, lchown, rm, stat } from 'node:fs/promises';
+import { chmod, lchown, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { errors } from '@drover/core';
 
@@ -49,6 +49,8 @@ export async function receiveStateToFile(
 ): Promise<StateReceiver> {
   const { owner, timeoutMs } = options;
   await rm(socketPath, { force: true });
+  // Created 0600 before dd opens it (dd keeps an existing file's mode): no one else reads a VM's memory.
+  await writeFile(file, '', { mode: 0o600 });
   const server = net.createServer({ pauseOnConnect: true });
   const done = new Promise<number>((resolve, reject) => {
     server.once('connection', (socket) => {

@@ -191,7 +191,8 @@ export class VmService {
     for (const r of this.records.values()) {
       const boot = r.spec.boot;
       const refs = [...r.spec.disks, ...(boot.kind === 'kernel' ? [boot.kernel, ...(boot.initrd ? [boot.initrd] : [])] : [])];
-      if (refs.some((d) => d.pool === pool && d.volume === volume)) users.push({ name: r.name, running: r.runtime !== undefined });
+      if (refs.some((d) => d.pool === pool && d.volume === volume)) // A saved VM counts as running: its saved state expects the disks exactly as they are.
+        users.push({ name: r.name, running: r.runtime !== undefined || r.saved !== undefined });
     }
     return users;
   }

@@ -1,2 +1,4 @@
 export * from './common.js';
 export * from './agent.js';
+export * from './http-errors.js';
+export * from './manager.js';
