@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs whatever Drover needs on a Debian 12 machine and builds it.
-# Idempotent and quiet when nothing is missing; run by ./drover and ./test.
+# Idempotent and quiet when nothing is missing; run by ./drover and ./run-tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,12 +12,13 @@ DEBIAN_PACKAGES=(
   linux-image-cloud-amd64 busybox-static        # guest kernel and userland for the appliances
   e2fsprogs cpio gcc libc6-dev                  # mke2fs -d, initramfs checks, the static counter binary
   util-linux procps iproute2                    # prlimit, setsid, ps, ip netns
-  ca-certificates
+  openssl ca-certificates                       # the cluster CA (certificates, CSRs, CRLs)
+  postgresql                                    # the store's second backend (conformance tests)
+  python3 make g++                              # better-sqlite3 compiles from source with node-gyp
 )
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
-  [[ "$pkg" == \#* ]] && continue
   status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
   [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
 done

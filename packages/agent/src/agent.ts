@@ -139,7 +139,7 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
   const identity = await loadAgentIdentity(tlsDir);
   const app = await buildAgentServer({
     token,
-    ...(identity ? { tls: agentTlsOptions(identity) } : {}),
+    ...(identity ? { tls: agentTlsOptions(identity), tlsDir } : {}),
     vms,
     pools,
     facts,

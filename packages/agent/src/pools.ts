@@ -195,7 +195,26 @@ export class PoolRegistry {
     await chmod(file, 0o600);
   }
 
+  private readonly creating = new Map<string, Promise<unknown>>();
+
+  /**
+   * Creates a volume. Two requests for the same name never race on its
+   * temporary file: the second waits for the first, then finds it exists (409).
+   */
   async createVolume(poolName: string, request: VolumeCreate): Promise<VolumeInfo> {
+    const key = `${poolName}/${request.name}`;
+    const earlier = this.creating.get(key);
+    if (earlier) await earlier.catch(() => undefined);
+    const attempt = this.createVolumeNow(poolName, request);
+    this.creating.set(key, attempt);
+    try {
+      return await attempt;
+    } finally {
+      if (this.creating.get(key) === attempt) this.creating.delete(key);
+    }
+  }
+
+  private async createVolumeNow(poolName: string, request: VolumeCreate): Promise<VolumeInfo> {
     const file = this.volumePath(poolName, request.name);
     if (await this.exists(poolName, request.name)) throw errors.conflict(`Volume "${poolName}/${request.name}" already exists`);
     const format = volumeFormat(request.name);

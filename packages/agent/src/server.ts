@@ -26,7 +26,15 @@ import {
   VolumeResize,
 } from '@drover/api';
 import type { PoolRegistry } from './pools.js';
-import { requireManagerCertificate, type AgentTlsOptions } from './tls/index.js';
+import {
+  applyAgentTlsContext,
+  createAgentIdentity,
+  describeCertificate,
+  loadAgentIdentity,
+  requireManagerCertificate,
+  saveAgentCertificate,
+  type AgentTlsOptions,
+} from './tls/index.js';
 import type { VmService } from './vm-service.js';
 
 export interface AgentServerOptions {
@@ -34,6 +42,8 @@ export interface AgentServerOptions {
   token: string;
   /** Joined to a cluster: HTTPS with mutual TLS, and only the manager's certificate is accepted. */
   tls?: AgentTlsOptions;
+  /** Where the cluster identity lives (certificate rotation writes there). */
+  tlsDir?: string;
   vms: VmService;
   pools: PoolRegistry;
   facts: () => Promise<HostFacts>;
@@ -221,6 +231,31 @@ export async function buildAgentServer(o: AgentServerOptions) {
     socket.on('message', (data: Buffer) => vnc.write(data));
     socket.on('close', () => vnc.destroy());
   });
+
+  // ---------------------------------------------------------------- identity (certificate rotation)
+  if (o.tls && o.tlsDir) {
+    const tlsDir = o.tlsDir;
+    /** Step 1: a new key and CSR for the same name and addresses; the current certificate keeps serving. */
+    app.post('/v1/identity/csr', { schema: { body: EmptyBody } }, async () => {
+      const current = await loadAgentIdentity(tlsDir);
+      if (!current) throw errors.conflict('This agent has not joined a cluster');
+      const facts = describeCertificate(current.certPem);
+      const { csrPem } = await createAgentIdentity(tlsDir, { commonName: facts.commonName, sanIps: facts.sanIps, sanDns: facts.sanDns });
+      return { csrPem, commonName: facts.commonName, sanIps: facts.sanIps, sanDns: facts.sanDns, serial: facts.serial };
+    });
+    /** Step 2: the signed certificate; checked against the new key, then new connections use it. */
+    app.post(
+      '/v1/identity/certificate',
+      { schema: { body: Type.Object({ certPem: Type.String({ maxLength: 16384 }), crlPem: Type.Optional(Type.String({ maxLength: 1024 * 1024 })) }, { additionalProperties: false }) } },
+      async (request) => {
+        const current = await loadAgentIdentity(tlsDir);
+        if (!current) throw errors.conflict('This agent has not joined a cluster');
+        const identity = await saveAgentCertificate(tlsDir, request.body.certPem, current.caPem, request.body.crlPem);
+        applyAgentTlsContext(app.server as unknown as import('node:tls').Server, identity);
+        return { serial: describeCertificate(identity.certPem).serial };
+      },
+    );
+  }
 
   // ---------------------------------------------------------------- storage
   app.get('/v1/pools', { schema: { response: { 200: Type.Array(PoolInfo) } } }, async () => o.pools.list());

@@ -7,8 +7,10 @@ import { Name, StringEnum } from './common.js';
  * fields refused); answers are described by them in the OpenAPI document.
  */
 
-export const Labels = Type.Record(Type.String({ maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_./-]*$' }), Type.String({ maxLength: 255 }), {
-  description: 'Free-form key/value labels',
+export const Labels = Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$' }), Type.String({ maxLength: 255 }), {
+  description: 'Free-form key/value labels; keys: at most 63 letters, digits, "_", ".", "/" or "-", starting with a letter or digit',
+  // A record only checks the keys that match its pattern (the key's maxLength is not used at all): refuse the others.
+  additionalProperties: false,
 });
 
 export const Uuid = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' });

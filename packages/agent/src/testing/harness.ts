@@ -178,3 +178,4 @@ export async function processGone(pid: number): Promise<boolean> {
   const info = await readProcessInfo(pid);
   return info === undefined || !info.alive;
 }
+export { TestNetwork, type TestHost } from './netns.js';

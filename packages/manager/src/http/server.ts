@@ -1,0 +1,348 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import type { Logger } from 'pino';
+import { Registry, collectDefaultMetrics, Gauge } from 'prom-client';
+import { errors } from '@drover/core';
+import {
+  ActionQuery,
+  ErrorBody,
+  errorAnswer,
+  Host,
+  HostJoin,
+  HostJoined,
+  IdOrName,
+  Image,
+  JoinToken,
+  JoinTokenCreate,
+  ListQuery,
+  Name,
+  Operation,
+  Page,
+  Vm,
+  VmCreate,
+  VmEdit,
+} from '@drover/api';
+import type { Store } from '../store/index.js';
+import type { OperationRecord } from '../store/types.js';
+import type { EventHub } from './event-hub.js';
+import type { HostService } from '../hosts/host.service.js';
+import { publicHost } from '../hosts/host.service.js';
+import type { VmService } from '../vms/vm.service.js';
+import type { OperationRunner } from '../operations/operation-runner.js';
+import { publicOperation } from '../operations/operation-runner.js';
+import type { AgentLink } from '../hosts/agent-link.js';
+
+export interface ManagerServerOptions {
+  store: Store;
+  hub: EventHub;
+  hosts: HostService;
+  vms: VmService;
+  runner: OperationRunner;
+  link: AgentLink;
+  adminToken: string;
+  metricsToken: string;
+  logger: Logger;
+  bodyLimit?: number;
+  /** Serve over TLS (the listener agents on other machines join through). */
+  https?: { key: string; cert: string };
+}
+
+/** Routes anyone may call: health, the join of a new agent (it has a one-time token, not an API token), the API description. */
+export const publicRoutes = ['/healthz', '/api/v1/hosts/join', '/api/v1/openapi.json'];
+
+const errorResponses = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody, 412: ErrorBody, 413: ErrorBody, 503: ErrorBody };
+const Ref = Type.Object({ id: IdOrName }, { additionalProperties: false });
+const OpRef = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
+const SnapshotRef = Type.Object({ id: IdOrName, snapshot: Name }, { additionalProperties: false });
+const EmptyBody = Type.Object({}, { additionalProperties: false });
+const StopBody = Type.Object({ timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })), force: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
+
+/** No query parameters: what a route without a query schema gets, so an unknown one (a typo, `?force=true`) is refused, not ignored. */
+const NoQuery = Type.Object({}, { additionalProperties: false });
+
+/** Errors Fastify meets before a route (a bad percent-escape, a parameter past maxParamLength), in the error shape of the API. */
+function frameworkErrors(bodyLimit: number) {
+  return (error: FastifyError, _request: FastifyRequest, reply: FastifyReply) => {
+    const answer = errorAnswer(error, bodyLimit);
+    void reply.status(answer.status).send(answer.body);
+  };
+}
+
+/** Requests Node cannot parse (headers past its limit, a garbled request line): answered in the error shape of the API, then closed. */
+function clientError(error: Error & { code?: string }, socket: Duplex): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, message] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'too_large', 'Request headers (the URL included) are larger than the server accepts']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'timeout', 'The request did not arrive in time']
+        : [400, 'invalid', 'Malformed HTTP request'];
+  const body = JSON.stringify({ error: { code, message, details: {} } });
+  if (socket.writable) socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  socket.destroy(error);
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+function bearer(request: FastifyRequest): string {
+  const header = request.headers.authorization ?? '';
+  return header.startsWith('Bearer ') ? header.slice(7) : '';
+}
+
+function parseLabel(label: string | undefined): { key: string; value: string } | undefined {
+  if (!label) return undefined;
+  const at = label.indexOf('=');
+  return { key: label.slice(0, at), value: label.slice(at + 1) };
+}
+
+/**
+ * The manager's REST API under /api/v1. Thin routes: validate (TypeBox, unknown
+ * fields refused), authenticate, call a service; the services hold the logic.
+ */
+export async function buildManagerServer(o: ManagerServerOptions) {
+  const bodyLimit = o.bodyLimit ?? 1024 * 1024;
+  const app = Fastify({ loggerInstance: o.logger, bodyLimit, frameworkErrors: frameworkErrors(bodyLimit), clientErrorHandler: clientError, ...(o.https ? { https: o.https } : {}) }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setValidatorCompiler(TypeBoxValidatorCompiler);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'Drover API', version: '1', description: 'The public API of the Drover manager. Every route needs `Authorization: Bearer <token>` except those marked public.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'drover_manager_' });
+  new Gauge({
+    name: 'drover_manager_operations_running',
+    help: 'Operations pending or running',
+    registers: [registry],
+    async collect() {
+      const page = await o.store.operations.list({ limit: 1000, filter: { state: ['pending', 'running'] } });
+      this.set(page.items.length);
+    },
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const answer = errorAnswer(error, bodyLimit);
+    if (answer.unexpected) request.log.error({ err: error }, 'unexpected error');
+    void reply.status(answer.status).send(answer.body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.status(404).send({ error: { code: 'not_found', message: `No route ${request.method} ${request.url.split('?')[0]}`, details: {} } });
+  });
+
+  app.addHook('onRequest', async (request) => {
+    const path = request.url.split('?')[0]!;
+    if (publicRoutes.includes(path)) return;
+    if (path === '/metrics') {
+      if (!sameSecret(bearer(request), o.metricsToken)) throw errors.unauthenticated('The metrics scrape token is required');
+      return;
+    }
+    const token = bearer(request);
+    if (!token || !sameSecret(token, o.adminToken)) throw errors.unauthenticated('A valid bearer token is required');
+  });
+  app.addHook('preValidation', async (request) => {
+    if ((request.method === 'POST' || request.method === 'PATCH') && request.body === undefined) request.body = {};
+    // A malformed key is refused on every route, also on those that do not replay: the client has a bug.
+    idempotencyKey(request);
+  });
+  app.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/api/v1/') && !route.schema?.hide && !route.schema?.querystring) route.schema = { ...route.schema, querystring: NoQuery };
+  });
+
+  const actor = (_request: FastifyRequest) => 'admin';
+  const idempotencyKey = (request: FastifyRequest) => {
+    const key = request.headers['idempotency-key'];
+    if (key === undefined) return undefined;
+    if (typeof key !== 'string' || !/^[A-Za-z0-9_.:-]{8,128}$/.test(key)) throw errors.invalid('Idempotency-Key must be 8–128 letters, digits or "_.:-"');
+    return key;
+  };
+
+  /**
+   * Replays the stored answer of a POST already made with this Idempotency-Key
+   * (same body), refuses the key with another body, or records the new answer.
+   */
+  async function idempotent(request: FastifyRequest, reply: FastifyReply, run: (key: string | undefined) => Promise<{ status: number; body: unknown }>) {
+    const key = idempotencyKey(request);
+    const requestHash = createHash('sha256').update(`${request.method} ${request.url} ${JSON.stringify(request.body ?? {})}`).digest('hex');
+    if (key) {
+      const previous = await o.store.idempotency.get(key, actor(request));
+      if (previous) {
+        if (previous.requestHash !== requestHash) throw errors.conflict(`Idempotency-Key "${key}" was used for a different request`);
+        return reply.status(previous.status).header('idempotent-replay', 'true').send(previous.response);
+      }
+    }
+    const answer = await run(key);
+    if (key) await o.store.idempotency.put({ key, actor: actor(request), requestHash, status: answer.status, response: answer.body });
+    return reply.status(answer.status).send(answer.body);
+  }
+
+  async function operationAnswer(op: OperationRecord, wait: boolean | undefined): Promise<{ status: number; body: unknown }> {
+    if (!wait) return { status: 202, body: publicOperation(op) };
+    return { status: 200, body: publicOperation(await o.runner.wait(op.id, 600_000)) };
+  }
+
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
+  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+    void reply.header('content-type', registry.contentType);
+    return registry.metrics();
+  });
+  app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  // ---------------------------------------------------------------- hosts
+  app.get('/api/v1/hosts', { schema: { tags: ['hosts'], summary: 'List hosts', querystring: ListQuery, response: { 200: Page(Host), ...errorResponses } } }, async (request) => {
+    const q = request.query;
+    const page = await o.store.hosts.list({
+      ...(q.limit ? { limit: q.limit } : {}),
+      ...(q.cursor ? { after: q.cursor } : {}),
+      filter: { ...(q.state ? { state: q.state as never } : {}), ...(q.name ? { name: q.name } : {}), ...(q.label ? { label: parseLabel(q.label)! } : {}) },
+    });
+    return { items: await Promise.all(page.items.map(async (h) => publicHost(h, await o.hosts.allocated(h.id)))), ...(page.next ? { next: page.next } : {}) };
+  });
+  app.get('/api/v1/hosts/:id', { schema: { tags: ['hosts'], summary: 'Show a host', params: Ref, response: { 200: Host, ...errorResponses } } }, async (request) => {
+    const host = await o.store.hosts.find(request.params.id);
+    return publicHost(host, await o.hosts.allocated(host.id));
+  });
+  app.delete('/api/v1/hosts/:id', { schema: { tags: ['hosts'], summary: 'Remove a host that runs no VM (revokes its certificate)', params: Ref, response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
+    await o.hosts.remove(await o.store.hosts.find(request.params.id));
+    return reply.status(204).send(null);
+  });
+  app.post('/api/v1/hosts/:id/rotate-certificate', { schema: { tags: ['hosts'], summary: 'Give a host a new certificate and revoke the old one', params: Ref, querystring: ActionQuery, body: EmptyBody, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+    idempotent(request, reply, async (key) => {
+      const host = await o.store.hosts.find(request.params.id);
+      const op = await o.runner.submit({ kind: 'host.rotate-certificate', targetKind: 'host', targetId: host.id, actor: actor(request), idempotencyKey: key ?? null }, `Host "${host.name}"`);
+      return operationAnswer(op, request.query.wait);
+    }),
+  );
+  app.post('/api/v1/hosts/join-tokens', { schema: { tags: ['hosts'], summary: 'Make a one-time token for an agent to join', body: JoinTokenCreate, response: { 201: JoinToken, ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(await o.hosts.createJoinToken(request.body.ttlSeconds)),
+  );
+  app.post('/api/v1/hosts/join', { schema: { tags: ['hosts'], summary: 'An agent joins with a one-time token and a CSR (public)', body: HostJoin, response: { 201: HostJoined, ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(await o.hosts.join(request.body)),
+  );
+
+  // ---------------------------------------------------------------- images
+  app.get('/api/v1/images', { schema: { tags: ['images'], summary: 'List the appliance library', querystring: ListQuery, response: { 200: Page(Image), ...errorResponses } } }, async (request) => {
+    const q = request.query;
+    const page = await o.store.images.list({ ...(q.limit ? { limit: q.limit } : {}), ...(q.cursor ? { after: q.cursor } : {}), filter: { ...(q.name ? { name: q.name } : {}) } });
+    return { items: page.items, ...(page.next ? { next: page.next } : {}) };
+  });
+
+  // ---------------------------------------------------------------- vms
+  app.get('/api/v1/vms', { schema: { tags: ['vms'], summary: 'List VMs', querystring: ListQuery, response: { 200: Page(Vm), ...errorResponses } } }, async (request) => {
+    const q = request.query;
+    const hostId = q.host ? (await o.store.hosts.find(q.host)).id : undefined;
+    const page = await o.store.vms.list({
+      ...(q.limit ? { limit: q.limit } : {}),
+      ...(q.cursor ? { after: q.cursor } : {}),
+      filter: { ...(q.state ? { state: q.state } : {}), ...(hostId ? { hostId } : {}), ...(q.name ? { name: q.name } : {}), ...(q.label ? { label: parseLabel(q.label)! } : {}) },
+    });
+    return { items: await Promise.all(page.items.map((vm) => o.vms.toPublic(vm))), ...(page.next ? { next: page.next } : {}) };
+  });
+  app.post('/api/v1/vms', { schema: { tags: ['vms'], summary: 'Define a VM from an image', body: VmCreate, response: { 201: Vm, ...errorResponses } } }, async (request, reply) =>
+    idempotent(request, reply, async () => ({ status: 201, body: await o.vms.toPublic(await o.vms.create(request.body, actor(request))) })),
+  );
+  app.get('/api/v1/vms/:id', { schema: { tags: ['vms'], summary: 'Show a VM', params: Ref, response: { 200: Vm, ...errorResponses } } }, async (request) =>
+    o.vms.toPublic(await o.vms.find(request.params.id)),
+  );
+  app.patch('/api/v1/vms/:id', { schema: { tags: ['vms'], summary: 'Edit a VM (CPUs and memory only while stopped); If-Match: <rev> refuses a stale edit with 412', params: Ref, body: VmEdit, response: { 200: Vm, ...errorResponses } } }, async (request) => {
+    const ifMatch = request.headers['if-match'];
+    let expectedRev: number | undefined;
+    if (ifMatch !== undefined) {
+      expectedRev = Number(String(ifMatch).replaceAll('"', ''));
+      if (!Number.isInteger(expectedRev) || expectedRev < 1) throw errors.invalid(`If-Match must be a revision number, got "${String(ifMatch)}"`);
+    }
+    return o.vms.toPublic(await o.vms.edit(request.params.id, request.body, expectedRev));
+  });
+  app.delete('/api/v1/vms/:id', { schema: { tags: ['vms'], summary: 'Delete a stopped VM and its disks', params: Ref, querystring: ActionQuery, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+    idempotent(request, reply, async (key) => operationAnswer(await o.vms.remove(request.params.id, actor(request), key), request.query.wait)),
+  );
+  for (const action of ['start', 'force-off', 'pause', 'resume', 'reset', 'save', 'restore']) {
+    app.post(
+      `/api/v1/vms/:id/${action}`,
+      { schema: { tags: ['vms'], summary: `${action} a VM (answers 202 with the operation, or 200 when it ended with ?wait=true)`, params: Ref, querystring: ActionQuery, body: EmptyBody, response: { 200: Operation, 202: Operation, ...errorResponses } } },
+      async (request, reply) => idempotent(request, reply, async (key) => operationAnswer(await o.vms.action(request.params.id, action, {}, actor(request), key), request.query.wait)),
+    );
+  }
+  app.post('/api/v1/vms/:id/stop', { schema: { tags: ['vms'], summary: 'Stop a VM: ACPI shutdown, forced off after timeoutMs (or at once with force)', params: Ref, querystring: ActionQuery, body: StopBody, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+    idempotent(request, reply, async (key) => {
+      const action = request.body.force ? 'force-off' : 'stop';
+      const params = request.body.timeoutMs !== undefined ? { timeoutMs: request.body.timeoutMs } : {};
+      return operationAnswer(await o.vms.action(request.params.id, action, params, actor(request), key), request.query.wait);
+    }),
+  );
+  app.get('/api/v1/vms/:id/snapshots', { schema: { tags: ['vms'], summary: 'List a VM\'s snapshots', params: Ref } }, async (request) => {
+    const vm = await o.vms.find(request.params.id);
+    if (!vm.hostId) return [];
+    const info = await o.link.vm(await o.store.hosts.get(vm.hostId), vm.id);
+    return info?.snapshots ?? [];
+  });
+  app.post('/api/v1/vms/:id/snapshots', { schema: { tags: ['vms'], summary: 'Snapshot a VM (with memory when it runs)', params: Ref, querystring: ActionQuery, body: Type.Object({ name: Name }, { additionalProperties: false }), response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+    idempotent(request, reply, async (key) => operationAnswer(await o.vms.action(request.params.id, 'snapshot.create', { name: request.body.name }, actor(request), key), request.query.wait)),
+  );
+  app.post('/api/v1/vms/:id/snapshots/:snapshot/revert', { schema: { tags: ['vms'], summary: 'Revert a VM to a snapshot', params: SnapshotRef, querystring: ActionQuery, body: EmptyBody, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+    idempotent(request, reply, async (key) => operationAnswer(await o.vms.action(request.params.id, 'snapshot.revert', { name: request.params.snapshot }, actor(request), key), request.query.wait)),
+  );
+  app.delete('/api/v1/vms/:id/snapshots/:snapshot', { schema: { tags: ['vms'], summary: 'Delete a snapshot', params: SnapshotRef, querystring: ActionQuery, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+    idempotent(request, reply, async (key) => operationAnswer(await o.vms.action(request.params.id, 'snapshot.delete', { name: request.params.snapshot }, actor(request), key), request.query.wait)),
+  );
+  app.get('/api/v1/vms/:id/console/serial/log', { schema: { tags: ['vms'], summary: 'What the VM printed on its serial console, from a byte offset (x-log-size: the next offset)', params: Ref, querystring: Type.Object({ offset: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false }) } }, async (request, reply) => {
+    const vm = await o.vms.find(request.params.id);
+    if (!vm.hostId) throw errors.conflict(`VM "${vm.name}" has never run`);
+    const log = await o.link.serialLog(await o.store.hosts.get(vm.hostId), vm.id, request.query.offset ?? 0);
+    return reply.header('content-type', 'text/plain; charset=utf-8').header('x-log-size', String(log.next)).send(log.text);
+  });
+
+  // ---------------------------------------------------------------- operations
+  app.get('/api/v1/operations', { schema: { tags: ['operations'], summary: 'List operations, newest last', querystring: ListQuery, response: { 200: Page(Operation), ...errorResponses } } }, async (request) => {
+    const q = request.query;
+    const page = await o.store.operations.list({ ...(q.limit ? { limit: q.limit } : {}), ...(q.cursor ? { after: q.cursor } : {}), filter: { ...(q.state ? { state: q.state as never } : {}) } });
+    return { items: page.items.map(publicOperation), ...(page.next ? { next: page.next } : {}) };
+  });
+  app.get('/api/v1/operations/:id', { schema: { tags: ['operations'], summary: 'Show an operation', params: OpRef, response: { 200: Operation, ...errorResponses } } }, async (request) =>
+    publicOperation(await o.store.operations.get(request.params.id)),
+  );
+
+  // ---------------------------------------------------------------- events
+  app.get('/api/v1/events', { schema: { tags: ['events'], summary: 'Server-sent events: operation.updated, vm.updated, host.updated ... (Last-Event-ID resumes)' } }, async (request, reply) => {
+    // Checked before the stream opens: past that point an error has no answer and the request hangs.
+    const lastEventId = request.headers['last-event-id'];
+    const last = lastEventId === undefined ? undefined : Number(lastEventId);
+    if (last !== undefined && (!Number.isSafeInteger(last) || last < 0)) throw errors.invalid(`Last-Event-ID must be an event number, got "${String(lastEventId)}"`);
+    reply.hijack();
+    const out = reply.raw;
+    out.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+    const send = (e: { seq: number; type: string; data: unknown }) => out.write(`id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(e.data)}\n\n`);
+    const pending: Array<{ seq: number; type: string; data: unknown }> = [];
+    let replaying = true;
+    const unsubscribe = o.hub.subscribe((e) => (replaying ? pending.push(e) : send(e)));
+    let lastSent = 0;
+    if (last !== undefined) {
+      for (const e of await o.store.events.since(last, 1000)) {
+        send(e);
+        lastSent = e.seq;
+      }
+    }
+    replaying = false;
+    for (const e of pending) if (e.seq > lastSent) send(e);
+    const keepAlive = setInterval(() => out.write(': keep-alive\n\n'), 15_000);
+    request.raw.on('close', () => {
+      clearInterval(keepAlive);
+      unsubscribe();
+    });
+  });
+
+  return app;
+}

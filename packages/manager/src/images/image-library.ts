@@ -1,0 +1,96 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { buildAllAppliances, type ApplianceArtifacts } from '@drover/appliances';
+import { errors } from '@drover/core';
+import type { Store } from '../store/index.js';
+import type { ImageRecord } from '../store/types.js';
+
+/** What an agent needs to run an appliance image: its files and boot settings. */
+export interface ApplianceManifest {
+  name: string;
+  version: string;
+  kernel: string;
+  initrd: string;
+  rootDisk: string;
+  dataDisk?: string;
+  cmdline: string;
+  minMemoryMiB: number;
+}
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * The appliance library. Today its images are the demo appliances, built (or
+ * found in the content-hash cache) at manager start; VMcasting feeds add more
+ * later. Each image's `source` is a manifest file naming its artifacts, which
+ * agents on this machine (or seeing the same paths) import into their pools.
+ */
+export class ImageLibrary {
+  constructor(
+    private readonly store: Store,
+    private readonly dir: string,
+  ) {}
+
+  async registerAppliances(cacheDir: string): Promise<ImageRecord[]> {
+    await mkdir(this.dir, { recursive: true });
+    const built = await buildAllAppliances({ cacheDir });
+    const records: ImageRecord[] = [];
+    for (const artifacts of Object.values(built)) records.push(await this.register(artifacts));
+    return records;
+  }
+
+  private async register(a: ApplianceArtifacts): Promise<ImageRecord> {
+    const existing = await this.store.images.list({ limit: 1000, filter: { exactName: a.name } });
+    const same = existing.items.find((i) => i.version === a.version);
+    if (same) return same;
+    const manifest: ApplianceManifest = {
+      name: a.name,
+      version: a.version,
+      kernel: a.kernel,
+      initrd: a.initrd,
+      rootDisk: a.rootDisk,
+      ...(a.dataDisk ? { dataDisk: a.dataDisk } : {}),
+      cmdline: a.cmdline,
+      minMemoryMiB: a.minMemoryMiB,
+    };
+    const file = path.join(this.dir, `${a.name}-${a.version}.json`);
+    await writeFile(file, JSON.stringify(manifest, null, 2));
+    return this.store.images.create({
+      name: a.name,
+      version: a.version,
+      format: 'appliance',
+      sizeBytes: (await stat(a.rootDisk)).size,
+      sha256: await sha256File(a.rootDisk),
+      source: file,
+    });
+  }
+
+  /** Finds an image by "name" (newest release) or "name:version". */
+  async resolve(reference: string): Promise<ImageRecord> {
+    const [name, version] = reference.split(':', 2) as [string, string | undefined];
+    const page = await this.store.images.list({ limit: 1000, filter: { exactName: name } });
+    const candidates = version ? page.items.filter((i) => i.version === version) : page.items;
+    if (candidates.length === 0) throw errors.invalid(`Image "${reference}" is not in the library`, { field: 'image' });
+    return candidates.sort((a, b) => compareVersions(b.version, a.version))[0]!;
+  }
+
+  async manifest(image: ImageRecord): Promise<ApplianceManifest> {
+    return JSON.parse(await readFile(image.source, 'utf8')) as ApplianceManifest;
+  }
+}
+
+function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}

@@ -1,0 +1,202 @@
+import type { Logger } from 'pino';
+import type { Operation } from '@drover/api';
+import { DroverError, errors, isDroverError } from '@drover/core';
+import type { Store } from '../store/index.js';
+import type { OperationRecord } from '../store/types.js';
+import type { EventHub } from '../http/event-hub.js';
+
+/** What an operation handler may do while it runs. */
+export interface OperationContext {
+  op: OperationRecord;
+  /** Records a journaled phase and its progress (persisted before the handler goes on). */
+  phase(name: string, progress: number, note?: string): Promise<void>;
+  logger: Logger;
+}
+
+export interface OperationHandler {
+  /** Runs the operation from the start. */
+  run(ctx: OperationContext): Promise<unknown>;
+  /**
+   * Called instead of `run` for an operation found pending or running after a
+   * manager restart: look at reality (the agent) and finish or compensate.
+   */
+  recover(ctx: OperationContext): Promise<unknown>;
+  /** Undoes what a failed run left behind (reservations, half-made volumes). */
+  compensate?(ctx: OperationContext, error: DroverError): Promise<void>;
+}
+
+export interface SubmitRequest {
+  kind: string;
+  targetKind: string;
+  targetId: string;
+  params?: Record<string, unknown>;
+  actor: string;
+  idempotencyKey?: string | null;
+}
+
+const active = ['pending', 'running'] as const;
+
+function asDroverError(error: unknown): DroverError {
+  if (isDroverError(error)) return error;
+  return errors.internal((error as Error)?.message ?? String(error), error);
+}
+
+/**
+ * Every change is an operation: persisted (pending) before anything acts, then
+ * run in the background with journaled phases and progress, ending done,
+ * failed or rolled back. After a restart `resumeAll` hands unfinished ones to
+ * their handler's `recover`.
+ */
+export class OperationRunner {
+  private readonly handlers = new Map<string, OperationHandler>();
+  private readonly running = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly hub: EventHub,
+    private readonly logger: Logger,
+  ) {}
+
+  register(kind: string, handler: OperationHandler): void {
+    this.handlers.set(kind, handler);
+  }
+
+  /** Refuses (409) a second operation on a target that has one in flight. */
+  async busyWith(targetId: string): Promise<OperationRecord | undefined> {
+    const page = await this.store.operations.list({ limit: 1, filter: { targetId, state: [...active] } });
+    return page.items[0];
+  }
+
+  async submit(request: SubmitRequest, label: string): Promise<OperationRecord> {
+    const handler = this.handlers.get(request.kind);
+    if (!handler) throw errors.internal(`No handler for operation kind "${request.kind}"`);
+    const busy = await this.busyWith(request.targetId);
+    if (busy) {
+      throw errors.conflict(`${label} is busy with operation ${busy.id} (${busy.kind}, ${busy.phase})`, { operationId: busy.id });
+    }
+    const op = await this.store.operations.create({
+      kind: request.kind,
+      targetKind: request.targetKind,
+      targetId: request.targetId,
+      params: request.params ?? {},
+      actor: request.actor,
+      idempotencyKey: request.idempotencyKey ?? null,
+    });
+    await this.emit(op);
+    this.start(op, handler, 'run');
+    return op;
+  }
+
+  private start(op: OperationRecord, handler: OperationHandler, mode: 'run' | 'recover'): void {
+    const done = this.execute(op, handler, mode).finally(() => this.running.delete(op.id));
+    this.running.set(op.id, done);
+  }
+
+  private async emit(op: OperationRecord): Promise<void> {
+    const data = publicOperation(op) as unknown as Record<string, unknown>;
+    const event = await this.store.events.append({ type: 'operation.updated', objectKind: 'operation', objectId: op.id, data });
+    this.hub.publish({ ...event, data });
+  }
+
+  private async update(op: OperationRecord, patch: Parameters<Store['operations']['update']>[1]): Promise<OperationRecord> {
+    const updated = await this.store.operations.update(op.id, patch);
+    await this.emit(updated);
+    return updated;
+  }
+
+  private async execute(initial: OperationRecord, handler: OperationHandler, mode: 'run' | 'recover'): Promise<void> {
+    let op = initial;
+    const logger = this.logger.child({ op: op.id, kind: op.kind });
+    const ctx: OperationContext = {
+      get op() {
+        return op;
+      },
+      logger,
+      phase: async (name, progress, note) => {
+        op = await this.update(op, {
+          phase: name,
+          progress: Math.max(0, Math.min(100, Math.round(progress))),
+          journal: [...op.journal, { phase: name, at: new Date().toISOString(), ...(note ? { note } : {}) }],
+        });
+      },
+    };
+    try {
+      if (op.state === 'pending') op = await this.update(op, { state: 'running', startedAt: new Date().toISOString() });
+      const result = mode === 'run' ? await handler.run(ctx) : await handler.recover(ctx);
+      op = await this.update(op, { state: 'done', progress: 100, phase: 'done', result: result ?? null, finishedAt: new Date().toISOString() });
+    } catch (cause) {
+      const error = asDroverError(cause);
+      if (error.code === 'internal') logger.error({ err: cause }, 'operation failed unexpectedly');
+      let state: 'failed' | 'rolled_back' = 'failed';
+      if (handler.compensate) {
+        try {
+          await handler.compensate(ctx, error);
+          state = 'rolled_back';
+        } catch (compensation) {
+          logger.error({ err: compensation }, 'compensation failed');
+        }
+      }
+      op = await this.update(op, {
+        state,
+        error: { code: error.code, message: error.message, details: error.details },
+        finishedAt: new Date().toISOString(),
+      });
+    }
+  }
+
+  /** Picks up every operation a previous manager left unfinished. */
+  async resumeAll(): Promise<number> {
+    let count = 0;
+    let after: string | undefined;
+    do {
+      const page = await this.store.operations.list({ limit: 100, ...(after ? { after } : {}), filter: { state: [...active] } });
+      for (const op of page.items) {
+        const handler = this.handlers.get(op.kind);
+        if (!handler) {
+          await this.update(op, { state: 'failed', error: { code: 'internal', message: `No handler for "${op.kind}" after restart` }, finishedAt: new Date().toISOString() });
+          continue;
+        }
+        this.logger.info({ op: op.id, kind: op.kind, phase: op.phase }, 'recovering operation');
+        this.start(op, handler, 'recover');
+        count += 1;
+      }
+      after = page.next;
+    } while (after);
+    return count;
+  }
+
+  /** Resolves with the operation once it has ended (or as it is at the timeout). */
+  async wait(id: string, timeoutMs: number): Promise<OperationRecord> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const op = await this.store.operations.get(id);
+      if (!active.includes(op.state as (typeof active)[number]) || Date.now() > deadline) return op;
+      const inFlight = this.running.get(id);
+      await Promise.race([inFlight ?? Promise.resolve(), new Promise((r) => setTimeout(r, 50))]);
+    }
+  }
+
+  /** Waits for every operation this manager runs (shutdown, tests). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.running.values()]);
+  }
+}
+
+export function publicOperation(op: OperationRecord): Operation {
+  return {
+    id: op.id,
+    kind: op.kind,
+    targetKind: op.targetKind,
+    targetId: op.targetId,
+    state: op.state,
+    phase: op.phase,
+    progress: op.progress,
+    error: op.error ? { code: op.error.code, message: op.error.message, details: op.error.details ?? {} } : null,
+    result: op.result ?? null,
+    actor: op.actor,
+    createdAt: op.createdAt,
+    updatedAt: op.updatedAt,
+    startedAt: op.startedAt,
+    finishedAt: op.finishedAt,
+  };
+}

@@ -1,0 +1,17 @@
+export { Store, type StoreOptions } from './store.js';
+export { openSqliteStore, type SqliteStoreOptions } from './sqlite-store.js';
+export { openPostgresStore, type PostgresStoreOptions } from './postgres-store.js';
+export type { BackendKind } from './backend.js';
+export { defaultPageSize, maxPageSize } from './repositories/entity-repository.js';
+export type { HostRepository } from './repositories/hosts.js';
+export type { VmRepository } from './repositories/vms.js';
+export type { PoolRepository } from './repositories/pools.js';
+export type { VolumeRepository } from './repositories/volumes.js';
+export type { ImageRepository } from './repositories/images.js';
+export type { OperationRepository } from './repositories/operations.js';
+export type { ApiTokenRepository } from './repositories/api-tokens.js';
+export type { JoinTokenRepository } from './repositories/join-tokens.js';
+export type { IdempotencyRepository } from './repositories/idempotency.js';
+export type { EventRepository } from './repositories/events.js';
+export type { ReservationRepository } from './repositories/reservations.js';
+export * from './types.js';

@@ -1,0 +1,276 @@
+import { errors } from '@drover/core';
+import { Migrator, sql, type Kysely, type Migration, type MigrationProvider, type RawBuilder } from 'kysely';
+import type { BackendKind } from './backend.js';
+
+/**
+ * The schema's history, in code: each migration is named `NNNN_what` and runs
+ * once, in name order, in a transaction (both backends have transactional
+ * DDL). A shipped migration is never edited: a change is a new migration,
+ * written for both backends and exercised by the conformance suite, which
+ * builds every test database from migration 0001.
+ *
+ * Column types per backend: ids are uuid in PostgreSQL and text in SQLite; JSON
+ * is jsonb / text; timestamps timestamptz / ISO 8601 text; booleans boolean /
+ * 0-1 integers. Names sort byte-wise on both (`collate "C"` in PostgreSQL), so
+ * lists come out in the same order whichever backend serves them.
+ */
+
+interface ColumnTypes {
+  id: RawBuilder<unknown>;
+  name: RawBuilder<unknown>;
+  text: RawBuilder<unknown>;
+  integer: RawBuilder<unknown>;
+  bigint: RawBuilder<unknown>;
+  boolean: RawBuilder<unknown>;
+  json: RawBuilder<unknown>;
+  timestamp: RawBuilder<unknown>;
+}
+
+const columnTypes: Record<BackendKind, ColumnTypes> = {
+  sqlite: {
+    id: sql`text`,
+    name: sql`text`,
+    text: sql`text`,
+    integer: sql`integer`,
+    bigint: sql`integer`,
+    boolean: sql`integer`,
+    json: sql`text`,
+    timestamp: sql`text`,
+  },
+  postgres: {
+    id: sql`uuid`,
+    name: sql`text collate "C"`,
+    text: sql`text`,
+    integer: sql`integer`,
+    bigint: sql`bigint`,
+    boolean: sql`boolean`,
+    json: sql`jsonb`,
+    timestamp: sql`timestamptz`,
+  },
+};
+
+// Kysely's migration functions take Kysely<any>: the schema is being built.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type SchemaDb = Kysely<any>;
+
+function initialSchema(kind: BackendKind): Migration {
+  const t = columnTypes[kind];
+  return {
+    async up(db: SchemaDb) {
+      await db.schema
+        .createTable('hosts')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('address', t.text, (c) => c.notNull())
+        .addColumn('state', t.text, (c) => c.notNull())
+        .addColumn('cert_serial', t.text, (c) => c.notNull())
+        .addColumn('cert_fingerprint', t.text, (c) => c.notNull())
+        .addColumn('cert_expires_at', t.timestamp)
+        .addColumn('capacity', t.json, (c) => c.notNull())
+        .addColumn('cpu_models', t.json, (c) => c.notNull())
+        .addColumn('labels', t.json, (c) => c.notNull())
+        .addColumn('last_heartbeat_at', t.timestamp)
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('vms')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('spec', t.json, (c) => c.notNull())
+        .addColumn('state', t.text, (c) => c.notNull())
+        .addColumn('host_id', t.id, (c) => c.references('hosts.id').onDelete('set null'))
+        .addColumn('owner', t.text, (c) => c.notNull())
+        .addColumn('labels', t.json, (c) => c.notNull())
+        .addColumn('last_error', t.text)
+        .addColumn('autostart', t.boolean, (c) => c.notNull())
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('vms_host_id_idx').on('vms').column('host_id').execute();
+
+      await db.schema
+        .createTable('pools')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('path', t.text, (c) => c.notNull())
+        .addColumn('shared', t.boolean, (c) => c.notNull())
+        .addColumn('host_ids', t.json, (c) => c.notNull())
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('volumes')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        // No cascade: a pool that still holds volumes cannot be deleted.
+        .addColumn('pool_id', t.id, (c) => c.notNull().references('pools.id'))
+        .addColumn('name', t.name, (c) => c.notNull())
+        .addColumn('host_id', t.id, (c) => c.references('hosts.id').onDelete('set null'))
+        .addColumn('size_bytes', t.bigint, (c) => c.notNull())
+        .addColumn('format', t.text, (c) => c.notNull())
+        // A backing file still used by a clone cannot be deleted.
+        .addColumn('backing_volume_id', t.id, (c) => c.references('volumes.id'))
+        .addColumn('vm_id', t.id, (c) => c.references('vms.id').onDelete('set null'))
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .addUniqueConstraint('volumes_pool_id_name_key', ['pool_id', 'name'])
+        .execute();
+      await db.schema.createIndex('volumes_host_id_idx').on('volumes').column('host_id').execute();
+      await db.schema.createIndex('volumes_backing_volume_id_idx').on('volumes').column('backing_volume_id').execute();
+      await db.schema.createIndex('volumes_vm_id_idx').on('volumes').column('vm_id').execute();
+
+      await db.schema
+        .createTable('images')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull())
+        .addColumn('version', t.text, (c) => c.notNull())
+        .addColumn('format', t.text, (c) => c.notNull())
+        .addColumn('size_bytes', t.bigint, (c) => c.notNull())
+        .addColumn('sha256', t.text, (c) => c.notNull())
+        .addColumn('source', t.text, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addUniqueConstraint('images_name_version_key', ['name', 'version'])
+        .execute();
+
+      await db.schema
+        .createTable('operations')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('kind', t.text, (c) => c.notNull())
+        .addColumn('target_kind', t.text, (c) => c.notNull())
+        // Text, not a reference: operations outlive their targets.
+        .addColumn('target_id', t.text, (c) => c.notNull())
+        .addColumn('state', t.text, (c) => c.notNull())
+        .addColumn('phase', t.text, (c) => c.notNull())
+        .addColumn('progress', t.integer, (c) => c.notNull())
+        .addColumn('params', t.json, (c) => c.notNull())
+        .addColumn('result', t.json)
+        .addColumn('error', t.json)
+        .addColumn('journal', t.json, (c) => c.notNull())
+        .addColumn('actor', t.text, (c) => c.notNull())
+        .addColumn('idempotency_key', t.text)
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .addColumn('started_at', t.timestamp)
+        .addColumn('finished_at', t.timestamp)
+        .execute();
+      await db.schema.createIndex('operations_created_at_id_idx').on('operations').columns(['created_at', 'id']).execute();
+      await db.schema.createIndex('operations_target_idx').on('operations').columns(['target_kind', 'target_id']).execute();
+      await db.schema.createIndex('operations_state_idx').on('operations').column('state').execute();
+
+      await db.schema
+        .createTable('idempotency')
+        .addColumn('key', t.text, (c) => c.notNull())
+        .addColumn('actor', t.text, (c) => c.notNull())
+        .addColumn('request_hash', t.text, (c) => c.notNull())
+        .addColumn('status', t.integer, (c) => c.notNull())
+        .addColumn('response', t.json)
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addPrimaryKeyConstraint('idempotency_pkey', ['key', 'actor'])
+        .execute();
+      await db.schema.createIndex('idempotency_created_at_idx').on('idempotency').column('created_at').execute();
+
+      await db.schema
+        .createTable('join_tokens')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('token_hash', t.text, (c) => c.notNull().unique())
+        .addColumn('expires_at', t.timestamp, (c) => c.notNull())
+        .addColumn('used_at', t.timestamp)
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('api_tokens')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull())
+        .addColumn('token_hash', t.text, (c) => c.notNull().unique())
+        .addColumn('role', t.text, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('expires_at', t.timestamp)
+        .addColumn('revoked_at', t.timestamp)
+        .execute();
+
+      // AUTOINCREMENT (not a plain rowid alias) so that seqs are never reused,
+      // even after the newest events are deleted.
+      await (kind === 'sqlite'
+        ? db.schema.createTable('events').addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        : db.schema.createTable('events').addColumn('seq', 'bigserial', (c) => c.primaryKey())
+      )
+        .addColumn('type', t.text, (c) => c.notNull())
+        .addColumn('object_kind', t.text, (c) => c.notNull())
+        .addColumn('object_id', t.text, (c) => c.notNull())
+        .addColumn('data', t.json, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('events_created_at_idx').on('events').column('created_at').execute();
+
+      await db.schema
+        .createTable('reservations')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('host_id', t.id, (c) => c.notNull().references('hosts.id').onDelete('cascade'))
+        .addColumn('vm_id', t.id, (c) => c.notNull().unique().references('vms.id').onDelete('cascade'))
+        .addColumn('cpus', t.integer, (c) => c.notNull())
+        .addColumn('memory_mib', t.integer, (c) => c.notNull())
+        .addColumn('expires_at', t.timestamp, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('reservations_host_id_idx').on('reservations').column('host_id').execute();
+      await db.schema.createIndex('reservations_expires_at_idx').on('reservations').column('expires_at').execute();
+    },
+
+    async down(db: SchemaDb) {
+      for (const table of ['reservations', 'events', 'api_tokens', 'join_tokens', 'idempotency', 'operations', 'images', 'volumes', 'pools', 'vms', 'hosts']) {
+        await db.schema.dropTable(table).execute();
+      }
+    },
+  };
+}
+
+/** Every migration, by name, for one backend. Append only. */
+export function storeMigrations(kind: BackendKind): Record<string, Migration> {
+  return {
+    '0001_initial': initialSchema(kind),
+  };
+}
+
+export const migrationTableName = 'drover_migration';
+export const migrationLockTableName = 'drover_migration_lock';
+
+function migrator(db: SchemaDb, kind: BackendKind): Migrator {
+  const provider: MigrationProvider = { getMigrations: async () => storeMigrations(kind) };
+  return new Migrator({ db, provider, migrationTableName, migrationLockTableName });
+}
+
+/**
+ * Brings the schema up to date; returns the names of the migrations it ran.
+ * Fails (`unavailable`) naming the migration that failed, or when the database
+ * has migrations this version does not know (it was written by a newer one).
+ */
+export async function migrateToLatest(db: SchemaDb, kind: BackendKind): Promise<string[]> {
+  const { error, results = [] } = await migrator(db, kind).migrateToLatest();
+  if (error !== undefined) {
+    const failed = results.find((result) => result.status === 'Error')?.migrationName;
+    const message = error instanceof Error ? error.message : String(error);
+    const newer = /previously executed migration .* is missing/.test(message);
+    throw errors.unavailable(
+      newer
+        ? `Cannot open the store: its schema was written by a newer Drover (${message})`
+        : `Cannot migrate the store schema${failed ? ` at "${failed}"` : ''}: ${message}`,
+      { migration: failed ?? null },
+      error,
+    );
+  }
+  return results.filter((result) => result.status === 'Success').map((result) => result.migrationName);
+}
+
+/** The names of the migrations applied to the database, oldest first. */
+export async function appliedMigrations(db: SchemaDb, kind: BackendKind): Promise<string[]> {
+  const migrations = await migrator(db, kind).getMigrations();
+  return migrations.filter((migration) => migration.executedAt !== undefined).map((migration) => migration.name);
+}

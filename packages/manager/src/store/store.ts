@@ -1,0 +1,164 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { errors } from '@drover/core';
+import { sql } from 'kysely';
+import type { Backend, BackendKind, StoreDatabase } from './backend.js';
+import { appliedMigrations, migrateToLatest } from './migrations.js';
+import { ApiTokenRepository } from './repositories/api-tokens.js';
+import { EventRepository } from './repositories/events.js';
+import { HostRepository } from './repositories/hosts.js';
+import { IdempotencyRepository } from './repositories/idempotency.js';
+import { ImageRepository } from './repositories/images.js';
+import { JoinTokenRepository } from './repositories/join-tokens.js';
+import { OperationRepository } from './repositories/operations.js';
+import { PoolRepository } from './repositories/pools.js';
+import { ReservationRepository } from './repositories/reservations.js';
+import { VmRepository } from './repositories/vms.js';
+import { VolumeRepository } from './repositories/volumes.js';
+import type { StoreContext } from './store-context.js';
+import { mapDriverError } from './store-errors.js';
+
+export interface StoreOptions {
+  /** The clock for createdAt/updatedAt; the system clock by default. */
+  now?: () => Date;
+}
+
+/** Marks the async context of a running transaction (see StoreContext.checkUse). */
+interface TransactionScope {
+  active: boolean;
+}
+
+/**
+ * The manager's persistent state, the same on SQLite and PostgreSQL. Opened by
+ * `openSqliteStore` or `openPostgresStore`; one small repository per table.
+ */
+export class Store {
+  readonly hosts: HostRepository;
+  readonly vms: VmRepository;
+  readonly pools: PoolRepository;
+  readonly volumes: VolumeRepository;
+  readonly images: ImageRepository;
+  readonly operations: OperationRepository;
+  readonly apiTokens: ApiTokenRepository;
+  readonly joinTokens: JoinTokenRepository;
+  readonly idempotency: IdempotencyRepository;
+  readonly events: EventRepository;
+  readonly reservations: ReservationRepository;
+
+  readonly #context: StoreContext;
+  readonly #scopes: AsyncLocalStorage<TransactionScope>;
+  #closed = false;
+
+  private constructor(context: StoreContext, scopes: AsyncLocalStorage<TransactionScope>) {
+    this.#context = context;
+    this.#scopes = scopes;
+    this.hosts = new HostRepository(context);
+    this.vms = new VmRepository(context);
+    this.pools = new PoolRepository(context);
+    this.volumes = new VolumeRepository(context);
+    this.images = new ImageRepository(context);
+    this.operations = new OperationRepository(context);
+    this.apiTokens = new ApiTokenRepository(context);
+    this.joinTokens = new JoinTokenRepository(context);
+    this.idempotency = new IdempotencyRepository(context);
+    this.events = new EventRepository(context);
+    this.reservations = new ReservationRepository(context);
+  }
+
+  /** Migrates `db` and wraps it. For openSqliteStore / openPostgresStore; closes `db` when migrating fails. */
+  static async open(db: StoreDatabase, backend: Backend, options: StoreOptions = {}): Promise<Store> {
+    try {
+      await migrateToLatest(db, backend.kind);
+    } catch (error) {
+      await db.destroy().catch(() => {});
+      throw mapDriverError(error);
+    }
+    const scopes = new AsyncLocalStorage<TransactionScope>();
+    const context: StoreContext = {
+      db,
+      backend,
+      now: options.now ?? (() => new Date()),
+      checkUse: () => {
+        if (scopes.getStore()?.active) {
+          throw errors.internal('The store was used inside one of its own transactions: use the store passed to store.transaction(fn)');
+        }
+      },
+    };
+    return new Store(context, scopes);
+  }
+
+  get backend(): BackendKind {
+    return this.#context.backend.kind;
+  }
+
+  /** Whether this is the transactional store handed to a `transaction` callback. */
+  get inTransaction(): boolean {
+    return this.#context.db.isTransaction;
+  }
+
+  /**
+   * Runs `fn` in one transaction with a store bound to it: all its writes
+   * commit together, or none when `fn` throws (its error is rethrown). Called
+   * on a transactional store, `fn` joins the running transaction.
+   *
+   * SQLite: BEGIN IMMEDIATE, and transactions run one at a time. PostgreSQL:
+   * READ COMMITTED; lock the row that guards an invariant with
+   * `getForUpdate`. Keep transactions short and free of other I/O (agent
+   * calls, ...): on SQLite every other query waits for them.
+   *
+   * @example
+   * const fits = await store.transaction(async (tx) => {
+   *   const host = await tx.hosts.getForUpdate(hostId);
+   *   const reserved = await tx.reservations.sumByHost(hostId);
+   *   if (reserved.cpus + cpus > host.capacity.cpus) return false;
+   *   await tx.reservations.create({ hostId, vmId, cpus, memoryMiB, expiresAt });
+   *   return true;
+   * });
+   */
+  async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
+    if (this.inTransaction) return fn(this);
+    this.#context.checkUse();
+    const scope: TransactionScope = { active: true };
+    try {
+      return await this.#scopes.run(scope, () =>
+        this.#context.db.transaction().execute((trx) => {
+          const context: StoreContext = {
+            ...this.#context,
+            db: trx,
+            checkUse: () => {
+              if (!scope.active) throw errors.internal('A transactional store was used after its transaction ended');
+            },
+          };
+          return fn(new Store(context, this.#scopes));
+        }),
+      );
+    } catch (error) {
+      throw mapDriverError(error);
+    } finally {
+      scope.active = false;
+    }
+  }
+
+  /** Checks that the database answers; `unavailable` otherwise. */
+  async ping(): Promise<void> {
+    this.#context.checkUse();
+    try {
+      await sql`select 1`.execute(this.#context.db);
+    } catch (error) {
+      throw mapDriverError(error);
+    }
+  }
+
+  /** The names of the schema migrations applied, oldest first. */
+  async migrations(): Promise<string[]> {
+    this.#context.checkUse();
+    return appliedMigrations(this.#context.db, this.backend);
+  }
+
+  /** Closes the database (the SQLite file, the PostgreSQL pool). Closing twice is harmless. */
+  async close(): Promise<void> {
+    if (this.inTransaction) throw errors.internal('Cannot close a transactional store: close the store it came from');
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#context.db.destroy();
+  }
+}

@@ -1,0 +1,519 @@
+import type { Logger } from 'pino';
+import { DroverError, errors, placeVm, type HostCandidate, type PlacementRequest } from '@drover/core';
+import type { Vm, VmCreate, VmEdit, VmInfo, VmSpec } from '@drover/api';
+import type { Store } from '../store/index.js';
+import type { HostRecord, OperationRecord, VmRecord } from '../store/types.js';
+import type { EventHub } from '../http/event-hub.js';
+import type { AgentLink } from '../hosts/agent-link.js';
+import type { ImageLibrary } from '../images/image-library.js';
+import type { OperationContext, OperationRunner } from '../operations/operation-runner.js';
+
+/** The VM's desired configuration as the manager keeps it (`vms.spec`). */
+export interface ManagedVmSpec {
+  image: string;
+  imageId: string;
+  cpus: number;
+  memoryMiB: number;
+  cpuModel?: string;
+  antiAffinityGroups: string[];
+  hostInclude: string[];
+  hostExclude: string[];
+  forwards: Array<{ hostPort: number; guestPort: number }>;
+  cmdline: string;
+}
+
+/** States in which a VM holds capacity on its host. */
+export const holdingStates = ['running', 'paused', 'starting', 'stopping', 'saving', 'migrating'];
+
+/** Which actions each state allows; anything else is a 409 naming the state. */
+const allowed: Record<string, string[]> = {
+  start: ['defined', 'stopped', 'error'],
+  stop: ['running', 'paused'],
+  'force-off': ['running', 'paused', 'error', 'starting', 'stopping'],
+  pause: ['running'],
+  resume: ['paused'],
+  reset: ['running'],
+  save: ['running', 'paused'],
+  restore: ['saved'],
+  delete: ['defined', 'stopped', 'error', 'saved'],
+  snapshot: ['running', 'paused', 'stopped'],
+};
+
+const pool = 'default';
+const reservationTtlMs = 10 * 60_000;
+
+export interface VmServiceOptions {
+  store: Store;
+  runner: OperationRunner;
+  link: AgentLink;
+  images: ImageLibrary;
+  hub: EventHub;
+  logger: Logger;
+}
+
+function specOf(vm: VmRecord): ManagedVmSpec {
+  return vm.spec as unknown as ManagedVmSpec;
+}
+
+/**
+ * VMs as the cluster sees them: the manager is the only writer of desired
+ * state. Each action is validated, authorized and placed synchronously (so a
+ * full cluster is a 409 at once), then runs as a journaled operation that asks
+ * the VM's host to act.
+ */
+export class VmService {
+  constructor(private readonly o: VmServiceOptions) {
+    const handler = (kind: string, run: (ctx: OperationContext, vm: VmRecord, host: HostRecord) => Promise<unknown>) => ({
+      run: async (ctx: OperationContext) => {
+        const { vm, host } = await this.targetOf(ctx.op);
+        return run(ctx, vm, host);
+      },
+      recover: (ctx: OperationContext) => this.recover(ctx, kind),
+      compensate: (ctx: OperationContext, error: DroverError) => this.compensate(ctx, error),
+    });
+    o.runner.register('vm.start', handler('vm.start', (ctx, vm, host) => this.runStart(ctx, vm, host)));
+    for (const action of ['stop', 'force-off', 'pause', 'resume', 'reset', 'save', 'restore']) {
+      o.runner.register(`vm.${action}`, handler(`vm.${action}`, (ctx, vm, host) => this.runSimple(ctx, vm, host, action)));
+    }
+    o.runner.register('vm.delete', {
+      run: (ctx) => this.runDelete(ctx),
+      recover: (ctx) => this.runDelete(ctx),
+    });
+    for (const action of ['snapshot.create', 'snapshot.revert', 'snapshot.delete']) {
+      o.runner.register(`vm.${action}`, handler(`vm.${action}`, (ctx, vm, host) => this.runSnapshot(ctx, vm, host, action)));
+    }
+  }
+
+  // ------------------------------------------------------------ reads
+
+  async find(ref: string): Promise<VmRecord> {
+    return this.o.store.vms.find(ref);
+  }
+
+  async publish(vm: VmRecord): Promise<void> {
+    const data = (await this.toPublic(vm)) as unknown as Record<string, unknown>;
+    const event = await this.o.store.events.append({ type: 'vm.updated', objectKind: 'vm', objectId: vm.id, data });
+    this.o.hub.publish({ ...event, data });
+  }
+
+  async toPublic(vm: VmRecord): Promise<Vm> {
+    const spec = specOf(vm);
+    const host = vm.hostId ? await this.o.store.hosts.get(vm.hostId).catch(() => undefined) : undefined;
+    return {
+      id: vm.id,
+      name: vm.name,
+      state: vm.state as Vm['state'],
+      hostId: vm.hostId,
+      hostName: host?.name ?? null,
+      spec: {
+        image: spec.image,
+        cpus: spec.cpus,
+        memoryMiB: spec.memoryMiB,
+        ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
+        antiAffinityGroups: spec.antiAffinityGroups ?? [],
+        hostInclude: spec.hostInclude ?? [],
+        hostExclude: spec.hostExclude ?? [],
+        forwards: spec.forwards ?? [],
+        cmdline: spec.cmdline ?? '',
+      },
+      labels: vm.labels,
+      owner: vm.owner,
+      autostart: vm.autostart,
+      lastError: vm.lastError,
+      rev: vm.rev,
+      createdAt: vm.createdAt,
+      updatedAt: vm.updatedAt,
+    };
+  }
+
+  // ------------------------------------------------------------ define / edit
+
+  async create(request: VmCreate, actor: string): Promise<VmRecord> {
+    const image = await this.o.images.resolve(request.image);
+    const manifest = await this.o.images.manifest(image);
+    const memoryMiB = request.memoryMiB ?? Math.max(manifest.minMemoryMiB, 128);
+    if (memoryMiB < manifest.minMemoryMiB) {
+      throw errors.invalid(`Image "${image.name}" needs at least ${manifest.minMemoryMiB} MiB; ${memoryMiB} MiB asked`, { field: 'memoryMiB' });
+    }
+    const spec: ManagedVmSpec = {
+      image: `${image.name}:${image.version}`,
+      imageId: image.id,
+      cpus: request.cpus ?? 1,
+      memoryMiB,
+      ...(request.cpuModel ? { cpuModel: request.cpuModel } : {}),
+      antiAffinityGroups: request.antiAffinityGroups ?? [],
+      hostInclude: request.hostInclude ?? [],
+      hostExclude: request.hostExclude ?? [],
+      forwards: request.forwards ?? [],
+      cmdline: request.cmdline ?? '',
+    };
+    const vm = await this.o.store.vms.create({
+      name: request.name,
+      spec: spec as unknown as Record<string, unknown>,
+      state: 'defined',
+      owner: actor,
+      labels: request.labels ?? {},
+      autostart: request.autostart ?? false,
+    });
+    await this.publish(vm);
+    return vm;
+  }
+
+  async edit(ref: string, patch: VmEdit, expectedRev?: number): Promise<VmRecord> {
+    const vm = await this.find(ref);
+    if ((patch.cpus !== undefined || patch.memoryMiB !== undefined) && !['defined', 'stopped'].includes(vm.state)) {
+      throw errors.conflict(`Cannot change the CPUs or memory of VM "${vm.name}" while it is ${vm.state}; stop it first`, { state: vm.state });
+    }
+    const spec = { ...specOf(vm), ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}), ...(patch.memoryMiB !== undefined ? { memoryMiB: patch.memoryMiB } : {}) };
+    const updated = await this.o.store.vms.update(
+      vm.id,
+      {
+        spec: spec as unknown as Record<string, unknown>,
+        ...(patch.labels ? { labels: patch.labels } : {}),
+        ...(patch.autostart !== undefined ? { autostart: patch.autostart } : {}),
+      },
+      expectedRev === undefined ? {} : { expectedRev },
+    );
+    // The agent keeps its own copy of the definition; it is rewritten at the next start.
+    await this.publish(updated);
+    return updated;
+  }
+
+  // ------------------------------------------------------------ actions
+
+  private checkState(vm: VmRecord, action: string): void {
+    const states = allowed[action] ?? [];
+    if (!states.includes(vm.state)) {
+      throw errors.conflict(`Cannot ${action} VM "${vm.name}": it is ${vm.state}`, { state: vm.state, action });
+    }
+  }
+
+  /** What the scheduler needs to know of every host, read through `store` (a transaction when placing). */
+  async hostCandidates(store: Store = this.o.store): Promise<HostCandidate[]> {
+    const hosts: HostRecord[] = [];
+    let after: string | undefined;
+    do {
+      const page = await store.hosts.list({ limit: 1000, ...(after ? { after } : {}) });
+      hosts.push(...page.items);
+      after = page.next;
+    } while (after);
+    const candidates: HostCandidate[] = [];
+    for (const host of hosts) {
+      const vms: VmRecord[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await store.vms.list({ limit: 1000, ...(cursor ? { after: cursor } : {}), filter: { hostId: host.id, state: holdingStates } });
+        vms.push(...page.items);
+        cursor = page.next;
+      } while (cursor);
+      const reserved = await store.reservations.sumByHost(host.id);
+      // A start in flight is counted once: by its reservation, not also as a VM in "starting".
+      const reservedVms = new Set((await store.reservations.listByHost(host.id)).map((r) => r.vmId));
+      candidates.push({
+        id: host.id,
+        name: host.name,
+        state: host.state,
+        capacity: host.capacity,
+        used: vms
+          .filter((vm) => !reservedVms.has(vm.id))
+          .reduce((sum, vm) => ({ cpus: sum.cpus + specOf(vm).cpus, memoryMiB: sum.memoryMiB + specOf(vm).memoryMiB }), { cpus: 0, memoryMiB: 0 }),
+        reserved,
+        cpuModels: host.cpuModels,
+        labels: host.labels,
+        vms: vms.map((vm) => ({ id: vm.id, antiAffinityGroups: specOf(vm).antiAffinityGroups ?? [], labels: vm.labels })),
+      });
+    }
+    return candidates;
+  }
+
+  /**
+   * Places and reserves in one store transaction, so concurrent starts never
+   * overcommit a host. A VM whose disks already live on a host goes back there.
+   */
+  private async placeAndReserve(vm: VmRecord): Promise<HostRecord> {
+    const spec = specOf(vm);
+    return this.o.store.transaction(async (tx) => {
+      const current = await tx.vms.get(vm.id);
+      this.checkState(current, 'start');
+      // PostgreSQL: lock every host row (in id order, so two placements never deadlock)
+      // before reading usage; SQLite's BEGIN IMMEDIATE already serializes placements.
+      const hostIds = (await tx.hosts.list({ limit: 1000 })).items.map((h) => h.id).sort();
+      for (const id of hostIds) await tx.hosts.getForUpdate(id);
+      const candidates = await this.hostCandidates(tx);
+      const request: PlacementRequest = {
+        vmId: vm.id,
+        name: vm.name,
+        cpus: spec.cpus,
+        memoryMiB: spec.memoryMiB,
+        ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
+        antiAffinityGroups: spec.antiAffinityGroups ?? [],
+        hostInclude: current.hostId ? [current.hostId] : (spec.hostInclude ?? []),
+        hostExclude: spec.hostExclude ?? [],
+        labels: vm.labels,
+      };
+      const placed = placeVm(request, candidates);
+      await tx.reservations.deleteByVm(vm.id);
+      await tx.reservations.create({ hostId: placed.hostId, vmId: vm.id, cpus: spec.cpus, memoryMiB: spec.memoryMiB, expiresAt: new Date(Date.now() + reservationTtlMs).toISOString() });
+      await tx.vms.update(vm.id, { state: 'starting', hostId: placed.hostId, lastError: null });
+      return tx.hosts.get(placed.hostId);
+    });
+  }
+
+  async action(ref: string, action: string, params: Record<string, unknown>, actor: string, idempotencyKey?: string): Promise<OperationRecord> {
+    const vm = await this.find(ref);
+    this.checkState(vm, action === 'snapshot.create' || action === 'snapshot.revert' || action === 'snapshot.delete' ? 'snapshot' : action);
+    const busy = await this.o.runner.busyWith(vm.id);
+    if (busy) throw errors.conflict(`VM "${vm.name}" is busy with operation ${busy.id} (${busy.kind})`, { operationId: busy.id });
+    let hostId = vm.hostId;
+    const previousState = vm.state;
+    if (action === 'start') {
+      const host = await this.placeAndReserve(vm);
+      hostId = host.id;
+      await this.publish(await this.o.store.vms.get(vm.id));
+    } else if (action === 'restore') {
+      if (!hostId) throw errors.conflict(`VM "${vm.name}" has no host holding its saved state`);
+    } else if (!hostId) {
+      throw errors.conflict(`VM "${vm.name}" is not placed on any host`);
+    }
+    try {
+      return await this.o.runner.submit(
+        { kind: `vm.${action}`, targetKind: 'vm', targetId: vm.id, params: { ...params, hostId, previousState }, actor, idempotencyKey: idempotencyKey ?? null },
+        `VM "${vm.name}"`,
+      );
+    } catch (error) {
+      if (action === 'start') await this.releaseStart(vm.id, previousState);
+      throw error;
+    }
+  }
+
+  async remove(ref: string, actor: string, idempotencyKey?: string): Promise<OperationRecord> {
+    const vm = await this.find(ref);
+    this.checkState(vm, 'delete');
+    return this.o.runner.submit(
+      { kind: 'vm.delete', targetKind: 'vm', targetId: vm.id, params: { hostId: vm.hostId }, actor, idempotencyKey: idempotencyKey ?? null },
+      `VM "${vm.name}"`,
+    );
+  }
+
+  private async releaseStart(vmId: string, previousState: string): Promise<void> {
+    await this.o.store.reservations.deleteByVm(vmId);
+    const vm = await this.o.store.vms.get(vmId);
+    if (vm.state === 'starting') await this.publish(await this.o.store.vms.update(vmId, { state: previousState }));
+  }
+
+  // ------------------------------------------------------------ operation bodies
+
+  private async targetOf(op: OperationRecord): Promise<{ vm: VmRecord; host: HostRecord }> {
+    const vm = await this.o.store.vms.get(op.targetId);
+    const hostId = (op.params.hostId as string | null | undefined) ?? vm.hostId;
+    if (!hostId) throw errors.conflict(`VM "${vm.name}" is not placed on any host`);
+    return { vm, host: await this.o.store.hosts.get(hostId) };
+  }
+
+  /** The agent-side definition: a thin clone of the image's disks on the host's default pool. */
+  private async prepareOnHost(ctx: OperationContext, vm: VmRecord, host: HostRecord): Promise<void> {
+    const spec = specOf(vm);
+    const image = await this.o.store.images.get(spec.imageId);
+    const manifest = await this.o.images.manifest(image);
+    const prefix = `${image.name}-${image.version}`;
+    const have = await this.o.link.volumeNames(host, pool);
+    const ensure = async (name: string, file: string, format: 'raw' | 'qcow2') => {
+      if (have.has(name)) return;
+      try {
+        await this.o.link.createVolume(host, pool, { name, importFrom: file, format });
+      } catch (error) {
+        // Another start on this host imported it a moment ago.
+        if (!(error instanceof DroverError && error.code === 'conflict')) throw error;
+      }
+      have.add(name);
+    };
+    await ensure(`${prefix}.kernel`, manifest.kernel, 'raw');
+    await ensure(`${prefix}.initrd`, manifest.initrd, 'raw');
+    await ensure(`${prefix}.root.qcow2`, manifest.rootDisk, 'qcow2');
+    if (manifest.dataDisk) await ensure(`${prefix}.data.qcow2`, manifest.dataDisk, 'qcow2');
+    await ctx.phase('prepare', 30, `image ${prefix} on ${host.name}`);
+    const root = `${vm.id}.root.qcow2`;
+    const data = `${vm.id}.data.qcow2`;
+    if (!have.has(root)) await this.o.link.createVolume(host, pool, { name: root, cloneOf: `${prefix}.root.qcow2` });
+    if (manifest.dataDisk && !have.has(data)) await this.o.link.createVolume(host, pool, { name: data, cloneOf: `${prefix}.data.qcow2` });
+    const agentSpec: VmSpec = {
+      name: vm.name,
+      id: vm.id,
+      cpus: spec.cpus,
+      memoryMiB: spec.memoryMiB,
+      ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
+      disks: [{ pool, volume: root }, ...(manifest.dataDisk ? [{ pool, volume: data }] : [])],
+      nics: [{ forwards: spec.forwards ?? [] }],
+      boot: {
+        kind: 'kernel',
+        kernel: { pool, volume: `${prefix}.kernel` },
+        initrd: { pool, volume: `${prefix}.initrd` },
+        cmdline: `${manifest.cmdline} drover.name=${vm.name} drover.net=user ${spec.cmdline ?? ''}`.trim(),
+      },
+    };
+    const existing = await this.o.link.vm(host, vm.id);
+    if (!existing) await this.o.link.defineVm(host, agentSpec);
+    else if (existing.state === 'stopped') await this.o.link.call(host, 'PUT', `/v1/vms/${vm.id}`, agentSpec);
+    await ctx.phase('defined', 50);
+  }
+
+  private async runStart(ctx: OperationContext, vm: VmRecord, host: HostRecord): Promise<unknown> {
+    await ctx.phase('prepare', 10, `placed on ${host.name}`);
+    await this.prepareOnHost(ctx, vm, host);
+    await ctx.phase('boot', 60);
+    const info = await this.o.link.action(host, vm.id, 'start', {}, 120_000);
+    return this.settle(ctx, vm.id, host, info);
+  }
+
+  /** Writes what the agent reports into the store and releases the start's reservation. */
+  private async settle(ctx: OperationContext, vmId: string, host: HostRecord, info: VmInfo | undefined): Promise<unknown> {
+    await ctx.phase('confirm', 90);
+    const state = agentToManagedState(info);
+    const updated = await this.o.store.vms.update(vmId, { state, hostId: host.id, lastError: null });
+    await this.o.store.reservations.deleteByVm(vmId);
+    await this.publish(updated);
+    return { state, host: host.name, ...(info?.pid ? { pid: info.pid } : {}) };
+  }
+
+  private async runSimple(ctx: OperationContext, vm: VmRecord, host: HostRecord, action: string): Promise<unknown> {
+    const transitional: Record<string, string> = { stop: 'stopping', 'force-off': 'stopping', save: 'saving', restore: 'starting' };
+    if (transitional[action]) await this.publish(await this.o.store.vms.update(vm.id, { state: transitional[action]! }));
+    await ctx.phase(action, 20);
+    const body = action === 'stop' && ctx.op.params.timeoutMs !== undefined ? { timeoutMs: ctx.op.params.timeoutMs } : {};
+    const info = await this.o.link.action(host, vm.id, action, body, 180_000);
+    return this.settle(ctx, vm.id, host, info);
+  }
+
+  private async runSnapshot(ctx: OperationContext, vm: VmRecord, host: HostRecord, action: string): Promise<unknown> {
+    const name = String(ctx.op.params.name);
+    await ctx.phase(action, 20);
+    if (action === 'snapshot.create') await this.o.link.call(host, 'POST', `/v1/vms/${vm.id}/snapshots`, { name }, 300_000);
+    if (action === 'snapshot.revert') await this.o.link.call(host, 'POST', `/v1/vms/${vm.id}/snapshots/${name}/revert`, {}, 300_000);
+    if (action === 'snapshot.delete') await this.o.link.call(host, 'DELETE', `/v1/vms/${vm.id}/snapshots/${name}`, undefined, 300_000);
+    return this.settle(ctx, vm.id, host, await this.o.link.vm(host, vm.id));
+  }
+
+  private async runDelete(ctx: OperationContext): Promise<unknown> {
+    const vm = await this.o.store.vms.get(ctx.op.targetId).catch(() => undefined);
+    if (!vm) return { deleted: true };
+    if (vm.hostId) {
+      const host = await this.o.store.hosts.get(vm.hostId);
+      await ctx.phase('undefine', 30, host.name);
+      const info = await this.o.link.vm(host, vm.id);
+      if (info?.pid !== undefined) throw errors.conflict(`VM "${vm.name}" is running on host "${host.name}"; stop it first`);
+      await this.o.link.deleteVm(host, vm.id);
+      await ctx.phase('volumes', 60);
+      await this.o.link.deleteVolume(host, pool, `${vm.id}.root.qcow2`);
+      await this.o.link.deleteVolume(host, pool, `${vm.id}.data.qcow2`);
+    }
+    await this.o.store.reservations.deleteByVm(vm.id);
+    await this.o.store.vms.delete(vm.id);
+    const event = await this.o.store.events.append({ type: 'vm.deleted', objectKind: 'vm', objectId: vm.id, data: { id: vm.id, name: vm.name } });
+    this.o.hub.publish(event);
+    return { deleted: true };
+  }
+
+  /**
+   * A failed action: the VM's state is read back from its host (the truth),
+   * and a start's reservation is released.
+   */
+  private async compensate(ctx: OperationContext, error: DroverError): Promise<void> {
+    const vm = await this.o.store.vms.get(ctx.op.targetId);
+    const hostId = (ctx.op.params.hostId as string | undefined) ?? vm.hostId;
+    await this.o.store.reservations.deleteByVm(vm.id);
+    const host = hostId ? await this.o.store.hosts.get(hostId).catch(() => undefined) : undefined;
+    let info: VmInfo | undefined;
+    try {
+      info = host ? await this.o.link.vm(host, vm.id) : undefined;
+    } catch {
+      info = undefined;
+    }
+    const previous = String(ctx.op.params.previousState ?? vm.state);
+    const state = info ? agentToManagedState(info) : ctx.op.kind === 'vm.start' ? previous : vm.state;
+    // A first start that never got a definition on the host leaves the VM unplaced.
+    const keepHost = info !== undefined || (ctx.op.kind !== 'vm.start' && vm.hostId !== null);
+    await this.publish(await this.o.store.vms.update(vm.id, { state, hostId: keepHost ? vm.hostId : previous === 'defined' ? null : vm.hostId, lastError: error.message }));
+  }
+
+  /**
+   * A previous manager died during this operation. Ask the host what really
+   * happened (waiting out an action still in progress there), then record it:
+   * the operation ends done when the goal was reached, rolled back otherwise.
+   */
+  private async recover(ctx: OperationContext, kind: string): Promise<unknown> {
+    const { vm, host } = await this.targetOf(ctx.op);
+    await ctx.phase('recover', ctx.op.progress, `after a manager restart, from phase "${ctx.op.phase}"`);
+    let info = await this.o.link.vm(host, vm.id);
+    for (let i = 0; i < 600 && info?.busy; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      info = await this.o.link.vm(host, vm.id);
+    }
+    const goal: Record<string, string[]> = {
+      'vm.start': ['running'],
+      'vm.restore': ['running', 'paused'],
+      'vm.stop': ['stopped'],
+      'vm.force-off': ['stopped'],
+      'vm.pause': ['paused'],
+      'vm.resume': ['running'],
+      'vm.save': ['saved'],
+    };
+    const state = agentToManagedState(info);
+    if (goal[kind]?.includes(state)) return this.settle(ctx, vm.id, host, info);
+    throw errors.unavailable(`Operation ${ctx.op.kind} was interrupted by a manager restart in phase "${ctx.op.phase}"; VM "${vm.name}" is ${state}`);
+  }
+
+  /** Starts the VMs marked autostart that are stopped on a host that just came back. */
+  async autostart(host: HostRecord): Promise<string[]> {
+    const started: string[] = [];
+    const page = await this.o.store.vms.list({ limit: 1000, filter: { hostId: host.id, state: ['stopped', 'error'] } });
+    for (const vm of page.items.filter((v) => v.autostart)) {
+      try {
+        await this.action(vm.id, 'start', {}, 'system:autostart');
+        started.push(vm.name);
+      } catch (error) {
+        this.o.logger.warn({ vm: vm.name, err: error }, 'autostart refused');
+      }
+    }
+    if (started.length > 0) this.o.logger.info({ host: host.name, started }, 'autostarted VMs');
+    return started;
+  }
+
+  /** Brings the store in line with what a host reports (guest powered itself off, crashed, ...). */
+  async reconcile(host: HostRecord): Promise<void> {
+    const reported = new Map((await this.o.link.vms(host)).map((v) => [v.id, v]));
+    let after: string | undefined;
+    do {
+      const page = await this.o.store.vms.list({ limit: 1000, ...(after ? { after } : {}), filter: { hostId: host.id } });
+      for (const vm of page.items) {
+        if (await this.o.runner.busyWith(vm.id)) continue;
+        const info = reported.get(vm.id);
+        if (!info || info.busy) continue;
+        const state = agentToManagedState(info);
+        if (state !== vm.state && !(vm.state === 'defined' && state === 'stopped')) {
+          this.o.logger.info({ vm: vm.name, from: vm.state, to: state }, 'reconciled VM state with its host');
+          await this.publish(await this.o.store.vms.update(vm.id, { state }));
+        }
+      }
+      after = page.next;
+    } while (after);
+  }
+}
+
+export function agentToManagedState(info: VmInfo | undefined): string {
+  if (!info) return 'stopped';
+  switch (info.state) {
+    case 'running':
+    case 'paused':
+    case 'saved':
+    case 'stopped':
+      return info.state;
+    case 'restoring':
+      return 'starting';
+    case 'starting':
+    case 'stopping':
+    case 'saving':
+      return info.state;
+    default:
+      return 'error';
+  }
+}
