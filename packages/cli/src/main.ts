@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander';
+import { Option, type Command } from 'commander';
 import { exitCodeOf, isDroverError } from '@drover/core';
+import { createCli, processContext } from './program.js';
 import { defaultDataDir, down, up } from './up.js';
 
 function fail(error: unknown, json: boolean): never {
@@ -13,61 +14,60 @@ function fail(error: unknown, json: boolean): never {
   process.exit(1);
 }
 
-const program = new Command()
-  .name('drover')
-  .description('Drover: virtual machines on a cluster of hypervisor hosts, on real QEMU')
-  .showHelpAfterError();
-
-program
-  .command('up')
-  .description('Start Drover on this machine with embedded defaults and print its URL and token')
-  .option('--data-dir <dir>', 'where Drover keeps its state', defaultDataDir())
-  .addOption(new Option('--port <n>', 'API port (0 picks a free one)').default(8300).argParser((v) => Number(v)))
-  .option('--detach', 'return once the API answers; stop later with "drover down"', false)
-  .option('--json', 'print one JSON object with url, token and dataDir', false)
-  .action(async (options: { dataDir: string; port: number; detach: boolean; json: boolean }) => {
-    try {
-      const info = await up(options);
-      if (options.json) process.stdout.write(`${JSON.stringify(info)}\n`);
-      else {
-        process.stdout.write(
-          [
-            `Drover is up.`,
-            `  URL:        ${info.url}`,
-            `  Token:      ${info.token}`,
-            `  Data dir:   ${info.dataDir}`,
-            `  Appliances: ${info.appliances.join(', ')}`,
-            `Try: curl -H "Authorization: Bearer ${info.token}" ${info.url}/v1/host`,
-            options.detach ? `Stop it with: drover down --data-dir ${info.dataDir}` : 'Press Ctrl-C to stop.',
-            '',
-          ].join('\n'),
-        );
+/** `drover up` / `drover down`: Drover on this machine, without a manager to talk to. */
+function addLocalCommands(program: Command): void {
+  program
+    .command('up')
+    .description('Start Drover on this machine with embedded defaults and print its URL and token')
+    .option('--data-dir <dir>', 'where Drover keeps its state', defaultDataDir())
+    .addOption(new Option('--port <n>', 'API port (0 picks a free one)').default(8300).argParser((v) => Number(v)))
+    .option('--detach', 'return once the API answers; stop later with "drover down"', false)
+    .option('--json', 'print one JSON object with url, token and dataDir', false)
+    .action(async (options: { dataDir: string; port: number; detach: boolean; json: boolean }) => {
+      try {
+        const info = await up(options);
+        if (options.json) process.stdout.write(`${JSON.stringify(info)}\n`);
+        else {
+          process.stdout.write(
+            [
+              `Drover is up.`,
+              `  URL:        ${info.url}`,
+              `  Token:      ${info.token}`,
+              `  Data dir:   ${info.dataDir}`,
+              `  Appliances: ${info.appliances.join(', ')}`,
+              `Try: DROVER_URL=${info.url} DROVER_TOKEN=${info.token} drover vm create web-1 --image web --start`,
+              options.detach ? `Stop it with: drover down --data-dir ${info.dataDir}` : 'Press Ctrl-C to stop.',
+              '',
+            ].join('\n'),
+          );
+        }
+        if (!options.detach) {
+          const stop = () => {
+            void down(info.dataDir).finally(() => process.exit(0));
+          };
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+          await new Promise(() => undefined);
+        }
+      } catch (error) {
+        fail(error, options.json);
       }
-      if (!options.detach) {
-        const stop = () => {
-          void down(info.dataDir).finally(() => process.exit(0));
-        };
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-        await new Promise(() => undefined);
+    });
+
+  program
+    .command('down')
+    .description('Stop the VMs and services that "drover up" started')
+    .option('--data-dir <dir>', 'the data directory given to "drover up"', defaultDataDir())
+    .option('--json', 'print the result as JSON', false)
+    .action(async (options: { dataDir: string; json: boolean }) => {
+      try {
+        const result = await down(options.dataDir);
+        process.stdout.write(options.json ? `${JSON.stringify(result)}\n` : `Drover is down (${result.stopped.length} VM(s) stopped).\n`);
+      } catch (error) {
+        fail(error, options.json);
       }
-    } catch (error) {
-      fail(error, options.json);
-    }
-  });
+    });
+}
 
-program
-  .command('down')
-  .description('Stop the VMs and services that "drover up" started')
-  .option('--data-dir <dir>', 'the data directory given to "drover up"', defaultDataDir())
-  .option('--json', 'print the result as JSON', false)
-  .action(async (options: { dataDir: string; json: boolean }) => {
-    try {
-      const result = await down(options.dataDir);
-      process.stdout.write(options.json ? `${JSON.stringify(result)}\n` : `Drover is down (${result.stopped.length} VM(s) stopped).\n`);
-    } catch (error) {
-      fail(error, options.json);
-    }
-  });
-
-await program.parseAsync(process.argv);
+const cli = createCli(processContext(), addLocalCommands);
+process.exitCode = await cli.run(process.argv.slice(2));

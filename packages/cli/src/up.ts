@@ -1,15 +1,15 @@
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildAllAppliances } from '@drover/appliances';
-import { AgentClient } from '@drover/agent/testing';
 import { errors } from '@drover/core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-/** The agent's entry point inside this checkout (packages/cli/dist → packages/agent/dist). */
+/** Entry points inside this checkout (packages/cli/dist → packages/<name>/dist). */
+const managerMain = path.resolve(here, '..', '..', 'manager', 'dist', 'main.js');
 const agentMain = path.resolve(here, '..', '..', 'agent', 'dist', 'main.js');
 
 export interface UpOptions {
@@ -23,7 +23,10 @@ export interface UpInfo {
   url: string;
   token: string;
   dataDir: string;
+  /** The manager's process. */
   pid: number;
+  agentPid: number;
+  host: string;
   appliances: string[];
 }
 
@@ -36,7 +39,7 @@ function runFile(dataDir: string): string {
   return path.join(dataDir, 'drover-up.json');
 }
 
-/** Alive and not a zombie: an orphaned agent may wait a while for init to reap it. */
+/** Alive and not a zombie: an orphaned process may wait a while for init to reap it. */
 function alive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -46,89 +49,142 @@ function alive(pid: number): boolean {
   }
 }
 
-async function waitForReady(readyFile: string, pid: number, logFile: string): Promise<{ url: string; token: string }> {
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Starts a Drover daemon in its own session (Ctrl-C in the terminal reaches `drover up` only) and waits for its ready file. */
+async function daemon(name: string, main: string, args: string[], dataDir: string, env: NodeJS.ProcessEnv): Promise<{ pid: number; ready: Record<string, string> }> {
+  if (!existsSync(main)) throw errors.unavailable(`${main} is missing; run ./drover (it builds Drover) instead of the bare CLI`);
+  const readyFile = path.join(dataDir, `${name}.ready`);
+  await rm(readyFile, { force: true });
+  const logFile = path.join(dataDir, `${name}.log`);
+  const log = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [main, ...args, '--ready-file', readyFile], { detached: true, stdio: ['ignore', log, log], env });
+  child.unref();
+  const pid = child.pid!;
   const deadline = Date.now() + 180_000;
   for (;;) {
-    if (existsSync(readyFile)) return JSON.parse(await readFile(readyFile, 'utf8')) as { url: string; token: string };
-    if (!alive(pid)) {
-      const log = await readFile(logFile, 'utf8').catch(() => '');
-      throw errors.unavailable(`The Drover agent exited during start-up: ${log.trim().split('\n').slice(-3).join(' | ')}`);
+    if (existsSync(readyFile)) {
+      const ready = JSON.parse(await readFile(readyFile, 'utf8')) as Record<string, string>;
+      await rm(readyFile, { force: true });
+      return { pid, ready };
     }
-    if (Date.now() > deadline) throw errors.timeout('The Drover agent did not answer within 180 s');
-    await new Promise((r) => setTimeout(r, 100));
+    if (!alive(pid)) {
+      const text = await readFile(logFile, 'utf8').catch(() => '');
+      throw errors.unavailable(`drover-${name} exited during start-up: ${text.trim().split('\n').slice(-3).join(' | ')}`);
+    }
+    if (Date.now() > deadline) throw errors.timeout(`drover-${name} did not become ready within 180 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function api<T>(url: string, token: string, method: string, route: string, body?: unknown): Promise<T> {
+  const response = await fetch(`${url}${route}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(60_000),
+  });
+  const parsed = (await response.json().catch(() => ({}))) as T & { error?: { message?: string } };
+  if (response.status >= 300) throw errors.unavailable(`${method} ${route} answered ${response.status}: ${parsed.error?.message ?? ''}`);
+  return parsed;
+}
+
+function kill(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    /* already gone */
   }
 }
 
 /**
- * `drover up`: one host on this machine with embedded defaults — an agent with
- * a default pool in the data directory and the demo appliances imported.
- * (When the control plane lands, a manager starts here too.)
+ * `drover up`: a whole Drover on this machine with embedded defaults — a
+ * manager on the embedded SQLite store with the demo appliances in its
+ * library, and one local agent joined to it over mutual TLS.
  */
 export async function up(options: UpOptions): Promise<UpInfo> {
   const dataDir = path.resolve(options.dataDir);
-  await mkdir(dataDir, { recursive: true });
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const existing = await readFile(runFile(dataDir), 'utf8').then((t) => JSON.parse(t) as UpInfo).catch(() => undefined);
   if (existing && alive(existing.pid)) {
     throw errors.conflict(`Drover is already up in "${dataDir}" (pid ${existing.pid}, ${existing.url}); run "drover down" first`);
   }
-  if (!existsSync(agentMain)) throw errors.unavailable(`${agentMain} is missing; run ./drover (it builds Drover) instead of the bare CLI`);
-
-  const readyFile = path.join(dataDir, 'agent.ready');
-  await rm(readyFile, { force: true });
-  const logFile = path.join(dataDir, 'agent.log');
-  const log = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [agentMain, '--listen', `127.0.0.1:${options.port}`, '--state-dir', path.join(dataDir, 'agent'), '--ready-file', readyFile], {
-    detached: options.detach,
-    stdio: ['ignore', log, log],
-    env: { ...process.env, DROVER_APPLIANCE_CACHE: process.env.DROVER_APPLIANCE_CACHE ?? path.join(dataDir, 'cache', 'appliances'), DROVER_PROBE_CACHE: process.env.DROVER_PROBE_CACHE ?? path.join(dataDir, 'cache', 'accel-probe.json') },
-  });
-  const pid = child.pid!;
-  const ready = await waitForReady(readyFile, pid, logFile);
-  await rm(readyFile, { force: true });
-
-  const client = new AgentClient(ready.url, ready.token);
-  const built = await buildAllAppliances({ cacheDir: process.env.DROVER_APPLIANCE_CACHE ?? path.join(dataDir, 'cache', 'appliances') });
-  const have = new Set(((await client.ok('GET', '/v1/pools/default/volumes')) as Array<{ name: string }>).map((v) => v.name));
-  const imported: string[] = [];
-  for (const artifacts of Object.values(built)) {
-    const prefix = `${artifacts.name}-${artifacts.version}`;
-    const files: Array<[string, string, 'raw' | 'qcow2']> = [
-      [`${prefix}.kernel`, artifacts.kernel, 'raw'],
-      [`${prefix}.initrd`, artifacts.initrd, 'raw'],
-      [`${prefix}.root.qcow2`, artifacts.rootDisk, 'qcow2'],
-      ...(artifacts.dataDisk ? ([[`${prefix}.data.qcow2`, artifacts.dataDisk, 'qcow2']] as Array<[string, string, 'qcow2']>) : []),
-    ];
-    for (const [name, file, format] of files) {
-      if (!have.has(name)) await client.createVolume('default', { name, importFrom: file, format });
+  const env = {
+    ...process.env,
+    DROVER_APPLIANCE_CACHE: process.env.DROVER_APPLIANCE_CACHE ?? path.join(dataDir, 'cache', 'appliances'),
+    DROVER_PROBE_CACHE: process.env.DROVER_PROBE_CACHE ?? path.join(dataDir, 'cache', 'accel-probe.json'),
+  };
+  let managerPid: number | undefined;
+  let agentPid: number | undefined;
+  try {
+    const manager = await daemon('manager', managerMain, ['--data-dir', path.join(dataDir, 'manager'), '--listen', `127.0.0.1:${options.port}`], dataDir, env);
+    managerPid = manager.pid;
+    const url = manager.ready.url!;
+    const token = manager.ready.token!;
+    // The agent's address is in its certificate: keep the same port across restarts.
+    const portFile = path.join(dataDir, 'agent-port');
+    const agentPort = Number(await readFile(portFile, 'utf8').catch(() => '')) || (await freePort());
+    await writeFile(portFile, String(agentPort));
+    const hostName = 'local';
+    const joined = existsSync(path.join(dataDir, 'agent', 'tls'));
+    const joinArgs = joined ? [] : ['--join', url, '--join-token', (await api<{ token: string }>(url, token, 'POST', '/api/v1/hosts/join-tokens', {})).token];
+    const agent = await daemon('agent', agentMain, ['--state-dir', path.join(dataDir, 'agent'), '--listen', `127.0.0.1:${agentPort}`, '--host-name', hostName, ...joinArgs], dataDir, env);
+    agentPid = agent.pid;
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const hosts = await api<{ items: Array<{ name: string; state: string }> }>(url, token, 'GET', `/api/v1/hosts?name=${hostName}`);
+      if (hosts.items.some((h) => h.name === hostName && h.state === 'online')) break;
+      if (Date.now() > deadline) throw errors.timeout(`Host "${hostName}" did not come online within 60 s`);
+      await new Promise((r) => setTimeout(r, 200));
     }
-    imported.push(prefix);
+    const images = await api<{ items: Array<{ name: string; version: string }> }>(url, token, 'GET', '/api/v1/images');
+    const info: UpInfo = { url, token, dataDir, pid: manager.pid, agentPid: agent.pid, host: hostName, appliances: images.items.map((i) => `${i.name}-${i.version}`) };
+    await writeFile(runFile(dataDir), JSON.stringify(info, null, 2), { mode: 0o600 });
+    return info;
+  } catch (error) {
+    // Nothing half-started stays behind.
+    kill(agentPid);
+    kill(managerPid);
+    throw error;
   }
-  const info: UpInfo = { url: ready.url, token: ready.token, dataDir, pid, appliances: imported };
-  await writeFile(runFile(dataDir), JSON.stringify(info, null, 2), { mode: 0o600 });
-  if (options.detach) child.unref();
-  return info;
 }
 
-/** `drover down`: stops the VMs `up` runs and the agent, leaving the data directory. */
+async function stopProcess(pid: number): Promise<void> {
+  if (!alive(pid)) return;
+  kill(pid);
+  const deadline = Date.now() + 20_000;
+  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  if (alive(pid)) process.kill(pid, 'SIGKILL');
+}
+
+/** `drover down`: stops the VMs, the agent and the manager that `up` started; the data directory stays. */
 export async function down(dataDirOption: string): Promise<{ stopped: string[]; dataDir: string }> {
   const dataDir = path.resolve(dataDirOption);
   const info = await readFile(runFile(dataDir), 'utf8').then((t) => JSON.parse(t) as UpInfo).catch(() => undefined);
   if (!info) throw errors.notFound('Drover instance', dataDir);
   const stopped: string[] = [];
   if (alive(info.pid)) {
-    const client = new AgentClient(info.url, info.token);
-    const vms = await client.vms().catch(() => []);
-    for (const vm of vms) {
-      if (vm.pid === undefined) continue;
-      const answer = await client.request('POST', `/v1/vms/${vm.id}/stop`, { timeoutMs: 20_000 });
-      if (answer.status >= 300) await client.request('POST', `/v1/vms/${vm.id}/force-off`, {});
+    const vms = await api<{ items: Array<{ id: string; name: string; state: string }> }>(info.url, info.token, 'GET', '/api/v1/vms?limit=1000').catch(() => ({ items: [] }));
+    for (const vm of vms.items) {
+      if (!['running', 'paused'].includes(vm.state)) continue;
+      await api(info.url, info.token, 'POST', `/api/v1/vms/${vm.id}/stop?wait=true`, { timeoutMs: 20_000 }).catch(() =>
+        api(info.url, info.token, 'POST', `/api/v1/vms/${vm.id}/force-off?wait=true`, {}).catch(() => undefined),
+      );
       stopped.push(vm.name);
     }
-    process.kill(info.pid, 'SIGTERM');
-    const deadline = Date.now() + 20_000;
-    while (alive(info.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    if (alive(info.pid)) process.kill(info.pid, 'SIGKILL');
   }
+  await stopProcess(info.agentPid);
+  await stopProcess(info.pid);
   await rm(runFile(dataDir), { force: true });
   return { stopped, dataDir };
 }
