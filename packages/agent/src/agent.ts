@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { HostFacts } from '@drover/api';
+import { errors } from '@drover/core';
 import { ensureQemuAccount } from './account.js';
 import { chooseAccelerator, qemuVersion } from './accel-choice.js';
 import type { AgentConfig } from './config.js';
@@ -45,6 +46,25 @@ async function loadOrCreateToken(stateDir: string, configured?: string): Promise
   }
 }
 
+/**
+ * QEMU runs as the unprivileged account and opens sockets under the state
+ * directory: every directory above it must let that account pass through.
+ * Failing here names the directory, instead of every VM failing to start.
+ */
+async function checkReachable(stateDir: string, account: { uid: number; gid: number; name: string }): Promise<void> {
+  let dir = path.dirname(path.resolve(stateDir));
+  for (;;) {
+    const info = await stat(dir);
+    const passes = info.uid === account.uid ? info.mode & 0o100 : info.gid === account.gid ? info.mode & 0o010 : info.mode & 0o001;
+    if (!passes) {
+      throw errors.invalid(`The QEMU account "${account.name}" cannot pass through "${dir}" (mode ${(info.mode & 0o777).toString(8)}) to reach the state directory "${stateDir}"; give it o+x (chmod o+x "${dir}") or choose another state directory`);
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) return;
+    dir = parent;
+  }
+}
+
 function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
@@ -67,6 +87,7 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
   const logger = options.logger ?? pino({ name: 'drover:agent', level: config.logLevel });
   await mkdir(config.stateDir, { recursive: true });
   const account = await ensureQemuAccount(config.qemuUser);
+  await checkReachable(config.stateDir, account);
   await chown(config.stateDir, 0, account.gid);
   await chmod(config.stateDir, 0o750);
   const token = await loadOrCreateToken(config.stateDir, config.token);

@@ -7,7 +7,7 @@ import { Name, StringEnum } from './common.js';
  * fields refused); answers are described by them in the OpenAPI document.
  */
 
-export const Labels = Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$' }), Type.String({ maxLength: 255 }), {
+export const Labels = Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$' }), Type.String({ maxLength: 255, pattern: '^[^\\x00-\\x1f]*$' }), {
   description: 'Free-form key/value labels; keys: at most 63 letters, digits, "_", ".", "/" or "-", starting with a letter or digit',
   // A record only checks the keys that match its pattern (the key's maxLength is not used at all): refuse the others.
   additionalProperties: false,
@@ -64,7 +64,7 @@ export type ManagedVmState = (typeof managedVmStates)[number];
 export const VmCreate = Type.Object(
   {
     name: Name,
-    image: Type.String({ minLength: 1, maxLength: 128, description: 'Appliance image name (e.g. "web") or name:version' }),
+    image: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.+-]+)?$', description: 'Appliance image name (e.g. "web") or name:version' }),
     cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
     memoryMiB: Type.Optional(Type.Integer({ minimum: 64, maximum: 1024 * 1024 })),
     cpuModel: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' })),
@@ -162,11 +162,11 @@ export function Page<T extends TSchema>(item: T) {
 export const ListQuery = Type.Object(
   {
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'Default 100' })),
-    cursor: Type.Optional(Type.String({ maxLength: 512 })),
-    state: Type.Optional(Type.String({ maxLength: 32 })),
+    cursor: Type.Optional(Type.String({ maxLength: 512, pattern: '^[A-Za-z0-9_-]+$' })),
+    state: Type.Optional(Type.String({ maxLength: 32, pattern: '^[a-z_]+$' })),
     host: Type.Optional(IdOrName),
-    label: Type.Optional(Type.String({ maxLength: 320, pattern: '^[^=]+=.*$', description: 'key=value' })),
-    name: Type.Optional(Type.String({ maxLength: 63 })),
+    label: Type.Optional(Type.String({ maxLength: 320, pattern: '^[^=\\x00-\\x1f]+=[^\\x00-\\x1f]*$', description: 'key=value' })),
+    name: Type.Optional(Type.String({ maxLength: 63, pattern: '^[A-Za-z0-9_.-]*$' })),
   },
   { additionalProperties: false },
 );

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -114,7 +114,9 @@ function kill(pid: number | undefined): void {
  */
 export async function up(options: UpOptions): Promise<UpInfo> {
   const dataDir = path.resolve(options.dataDir);
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await mkdir(dataDir, { recursive: true, mode: 0o711 });
+  // QEMU runs unprivileged and must traverse down to its VM's run/ directory; it cannot list anything here.
+  await chmod(dataDir, 0o711);
   const existing = await readFile(runFile(dataDir), 'utf8').then((t) => JSON.parse(t) as UpInfo).catch(() => undefined);
   if (existing && alive(existing.pid)) {
     throw errors.conflict(`Drover is already up in "${dataDir}" (pid ${existing.pid}, ${existing.url}); run "drover down" first`);

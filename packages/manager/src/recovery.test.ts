@@ -100,7 +100,7 @@ describe('manager killed during a VM start', () => {
   ] as const) {
     it(`ends the operation and matches reality when killed ${when}`, async () => {
       const name = `rec-${atPhase ?? 'early'}`;
-      const created = await api<{ id: string }>('POST', '/api/v1/vms', { name, image: 'counter', memoryMiB: 96 });
+      const created = await api<{ id: string }>('POST', '/api/v1/vms', { name, image: 'counter', memoryMiB: 128 });
       expect(created.status).toBe(201);
       const vmId = created.body.id;
       const start = await api<{ id: string }>('POST', `/api/v1/vms/${vmId}/start`, {});
