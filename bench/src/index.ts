@@ -1,2 +1,3 @@
 export { runAgentBench } from './agent-bench.js';
+export { runManagerBench } from './manager-bench.js';
 export { median, percentile, report, timed, now, type Comparison } from './stats.js';

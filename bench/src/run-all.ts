@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { runAgentBench } from './agent-bench.js';
+import { runManagerBench } from './manager-bench.js';
 
 /**
  * Runs every benchmark and prints each figure next to its baseline.
@@ -7,7 +8,10 @@ import { runAgentBench } from './agent-bench.js';
  *   node bench/dist/run-all.js --smoke    one round each: proves the benchmarks still run
  */
 const smoke = process.argv.includes('--smoke');
-const benches: Array<[string, (o: { smoke: boolean }) => Promise<boolean>]> = [['agent', runAgentBench]];
+const benches: Array<[string, (o: { smoke: boolean }) => Promise<boolean>]> = [
+  ['agent', runAgentBench],
+  ['manager', runManagerBench],
+];
 const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 
 let failed = false;

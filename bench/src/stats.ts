@@ -31,13 +31,20 @@ export interface Comparison {
   unit: string;
   /** The issue's target for figure/baseline; undefined when the figure is only reported. */
   maxRatio?: number;
+  /** An absolute target on the figure itself (e.g. at least 2,000 req/s, at most 20 ms). */
+  atLeast?: number;
+  atMost?: number;
 }
 
 /** Prints one comparison line and returns whether its target is met. */
 export function report(c: Comparison): boolean {
   const ratio = c.figure / c.baseline;
-  const met = c.maxRatio === undefined ? true : ratio <= c.maxRatio;
-  const target = c.maxRatio === undefined ? 'no target' : `target ≤ ${c.maxRatio}× → ${met ? 'MET' : 'NOT MET'}`;
+  const targets: Array<[string, boolean]> = [];
+  if (c.maxRatio !== undefined) targets.push([`≤ ${c.maxRatio}×`, ratio <= c.maxRatio]);
+  if (c.atLeast !== undefined) targets.push([`≥ ${c.atLeast} ${c.unit}`, c.figure >= c.atLeast]);
+  if (c.atMost !== undefined) targets.push([`≤ ${c.atMost} ${c.unit}`, c.figure <= c.atMost]);
+  const met = targets.every(([, ok]) => ok);
+  const target = targets.length === 0 ? 'no target' : `target ${targets.map(([t]) => t).join(', ')} → ${met ? 'MET' : 'NOT MET'}`;
   process.stdout.write(
     `${c.name.padEnd(34)} ${c.figure.toFixed(1).padStart(9)} ${c.unit}  vs ${c.baselineName} ${c.baseline.toFixed(1)} ${c.unit}  ratio ${ratio.toFixed(2)}×  ${target}\n`,
   );

@@ -1,5 +1,6 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { startAgent, type RunningAgent } from '@drover/agent';
 import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
@@ -154,6 +155,29 @@ describe('manager with a joined agent', () => {
       await new Promise((r) => setTimeout(r, 200));
     }
     expect((await api<{ state: string }>('POST', '/api/v1/vms/auto/force-off?wait=true', {})).body.state).toBe('done');
+  });
+
+  it('streams changes over SSE and WebSocket, and refuses to cancel an ended operation', async () => {
+    const ws = new WebSocket(`${manager.url.replace('http', 'ws')}/api/v1/events/ws`, { headers: { authorization: `Bearer ${manager.adminToken}` } });
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const seen: Array<{ type: string; data: { name?: string } }> = [];
+    ws.on('message', (data: Buffer) => seen.push(JSON.parse(data.toString())));
+    const sse = await fetch(`${manager.url}/api/v1/events`, { headers: { authorization: `Bearer ${manager.adminToken}` } });
+    const reader = sse.body!.getReader();
+    const created = await api<{ id: string }>('POST', '/api/v1/vms', { name: 'watched', image: 'counter' });
+    let text = '';
+    for (const deadline = Date.now() + 10_000; !text.includes('"name":"watched"') && Date.now() < deadline; ) text += new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    expect(text).toMatch(/event: vm\.updated/);
+    for (const deadline = Date.now() + 10_000; !seen.some((e) => e.type === 'vm.updated' && e.data.name === 'watched') && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 50));
+    ws.close();
+    expect(seen.some((e) => e.type === 'vm.updated' && e.data.name === 'watched')).toBe(true);
+    const del = await api<{ id: string; state: string }>('DELETE', `/api/v1/vms/${created.body.id}?wait=true`);
+    expect(del.body.state).toBe('done');
+    expect((await api('POST', `/api/v1/operations/${del.body.id}/cancel`, {})).status).toBe(409);
   });
 
   it('publishes an OpenAPI document listing the routes', async () => {

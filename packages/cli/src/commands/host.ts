@@ -70,12 +70,13 @@ Examples:
     }),
   );
 
-  withWaitOption(apiCommand(host, 'remove <host>', 'Remove a host from the cluster (it must run no VMs)'))
+  apiCommand(host, 'remove <host>', 'Remove a host from the cluster (it must run no VMs; its certificate is revoked)')
     .alias('rm')
     .action(
-      cli.action<{ wait: boolean }>(async (session, [name], options) => {
-        const operation = await (await session.client()).delete<Operation>(`/hosts/${seg(name!)}`);
-        await session.followOperation(operation, { wait: options.wait, label: `remove ${name}`, done: () => `Removed host ${name}.` });
+      cli.action(async (session, [name]) => {
+        // The manager removes a host at once (204): there is no operation to follow.
+        await (await session.client()).delete<unknown>(`/hosts/${seg(name!)}`);
+        session.print({ removed: name }, () => `Removed host ${name}.\n`);
       }),
     );
 

@@ -41,7 +41,7 @@ Examples:
   $ drover op cancel 2f0c6a1e-8d3b-4c55-9a4e-0b1f7d9e6c21`,
     );
 
-  withListOptions(apiCommand(op, 'list', 'List operations, newest first'), 'operations')
+  withListOptions(apiCommand(op, 'list', 'List operations, oldest first (follow --all or the last page for the newest)'), 'operations')
     .alias('ls')
     .option('--state <state>', 'only operations in this state (pending, running, done, failed, cancelled, rolled_back)')
     .action(

@@ -3,6 +3,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
+import websocket from '@fastify/websocket';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Logger } from 'pino';
@@ -113,6 +114,7 @@ export async function buildManagerServer(o: ManagerServerOptions) {
   const app = Fastify({ loggerInstance: o.logger, bodyLimit, frameworkErrors: frameworkErrors(bodyLimit), clientErrorHandler: clientError, ...(o.https ? { https: o.https } : {}) }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
 
+  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
@@ -249,7 +251,7 @@ export async function buildManagerServer(o: ManagerServerOptions) {
       ...(q.cursor ? { after: q.cursor } : {}),
       filter: { ...(q.state ? { state: q.state } : {}), ...(hostId ? { hostId } : {}), ...(q.name ? { name: q.name } : {}), ...(q.label ? { label: parseLabel(q.label)! } : {}) },
     });
-    return { items: await Promise.all(page.items.map((vm) => o.vms.toPublic(vm))), ...(page.next ? { next: page.next } : {}) };
+    return { items: await o.vms.toPublicMany(page.items), ...(page.next ? { next: page.next } : {}) };
   });
   app.post('/api/v1/vms', { schema: { tags: ['vms'], summary: 'Define a VM from an image', body: VmCreate, response: { 201: Vm, ...errorResponses } } }, async (request, reply) =>
     idempotent(request, reply, async () => ({ status: 201, body: await o.vms.toPublic(await o.vms.create(request.body, actor(request))) })),
@@ -311,11 +313,19 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     const page = await o.store.operations.list({ ...(q.limit ? { limit: q.limit } : {}), ...(q.cursor ? { after: q.cursor } : {}), filter: { ...(q.state ? { state: q.state as never } : {}) } });
     return { items: page.items.map(publicOperation), ...(page.next ? { next: page.next } : {}) };
   });
+  app.post('/api/v1/operations/:id/cancel', { schema: { tags: ['operations'], summary: 'Cancel an operation (409 when its kind cannot be interrupted in its phase)', params: OpRef, body: EmptyBody, response: { 200: Operation, ...errorResponses } } }, async (request) =>
+    publicOperation(await o.runner.cancel(request.params.id)),
+  );
   app.get('/api/v1/operations/:id', { schema: { tags: ['operations'], summary: 'Show an operation', params: OpRef, response: { 200: Operation, ...errorResponses } } }, async (request) =>
     publicOperation(await o.store.operations.get(request.params.id)),
   );
 
   // ---------------------------------------------------------------- events
+  /** The same change feed as the SSE stream, over a WebSocket (one JSON message per event). */
+  app.get('/api/v1/events/ws', { websocket: true, schema: { tags: ['events'], summary: 'Change events over a WebSocket: {"seq","type","data"} per message' } }, (socket) => {
+    const unsubscribe = o.hub.subscribe((e) => socket.send(JSON.stringify({ seq: e.seq, type: e.type, data: e.data })));
+    socket.on('close', unsubscribe);
+  });
   app.get('/api/v1/events', { schema: { tags: ['events'], summary: 'Server-sent events: operation.updated, vm.updated, host.updated ... (Last-Event-ID resumes)' } }, async (request, reply) => {
     // Checked before the stream opens: past that point an error has no answer and the request hangs.
     const lastEventId = request.headers['last-event-id'];

@@ -21,6 +21,8 @@ export interface OperationHandler {
    * manager restart: look at reality (the agent) and finish or compensate.
    */
   recover(ctx: OperationContext): Promise<unknown>;
+  /** Asks a running operation to stop; it then ends `cancelled`. Kinds without it cannot be cancelled. */
+  cancel?(op: OperationRecord): Promise<void>;
   /** Undoes what a failed run left behind (reservations, half-made volumes). */
   compensate?(ctx: OperationContext, error: DroverError): Promise<void>;
 }
@@ -163,6 +165,24 @@ export class OperationRunner {
       after = page.next;
     } while (after);
     return count;
+  }
+
+  /**
+   * Cancels an operation whose handler can stop it cleanly. No handler can be
+   * interrupted halfway yet (a start or a save runs to its end, then it can be
+   * undone by the opposite action), so a running one answers 409 saying so.
+   */
+  async cancel(id: string): Promise<OperationRecord> {
+    const op = await this.store.operations.get(id);
+    if (!active.includes(op.state as (typeof active)[number])) {
+      throw errors.conflict(`Operation ${id} has already ended (${op.state})`, { state: op.state });
+    }
+    const handler = this.handlers.get(op.kind);
+    if (!handler?.cancel) {
+      throw errors.conflict(`Operation ${id} (${op.kind}) cannot be cancelled in phase "${op.phase}"; wait for it to end, then undo it`, { kind: op.kind, phase: op.phase });
+    }
+    await handler.cancel(op);
+    return this.wait(id, 60_000);
   }
 
   /** Resolves with the operation once it has ended (or as it is at the timeout). */

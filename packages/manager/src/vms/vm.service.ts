@@ -96,15 +96,25 @@ export class VmService {
     this.o.hub.publish({ ...event, data });
   }
 
-  async toPublic(vm: VmRecord): Promise<Vm> {
+  /** Many VMs at once (a list page): every host is read once, not once per VM. */
+  async toPublicMany(vms: VmRecord[]): Promise<Vm[]> {
+    const names = new Map<string, string>();
+    for (const hostId of new Set(vms.map((vm) => vm.hostId).filter((id): id is string => id !== null))) {
+      const host = await this.o.store.hosts.tryGet(hostId);
+      if (host) names.set(hostId, host.name);
+    }
+    return Promise.all(vms.map((vm) => this.toPublic(vm, vm.hostId ? (names.get(vm.hostId) ?? null) : null)));
+  }
+
+  async toPublic(vm: VmRecord, knownHostName?: string | null): Promise<Vm> {
     const spec = specOf(vm);
-    const host = vm.hostId ? await this.o.store.hosts.get(vm.hostId).catch(() => undefined) : undefined;
+    const hostName = knownHostName !== undefined ? knownHostName : vm.hostId ? ((await this.o.store.hosts.tryGet(vm.hostId))?.name ?? null) : null;
     return {
       id: vm.id,
       name: vm.name,
       state: vm.state as Vm['state'],
       hostId: vm.hostId,
-      hostName: host?.name ?? null,
+      hostName,
       spec: {
         image: spec.image,
         cpus: spec.cpus,
@@ -316,26 +326,23 @@ export class VmService {
     const image = await this.o.store.images.get(spec.imageId);
     const manifest = await this.o.images.manifest(image);
     const prefix = `${image.name}-${image.version}`;
-    const have = await this.o.link.volumeNames(host, pool);
-    const ensure = async (name: string, file: string, format: 'raw' | 'qcow2') => {
-      if (have.has(name)) return;
+    // Create what is missing; a 409 means it is already there (listing the pool would
+    // cost a qemu-img call per volume on the host).
+    const ensure = async (body: Record<string, unknown>) => {
       try {
-        await this.o.link.createVolume(host, pool, { name, importFrom: file, format });
+        await this.o.link.createVolume(host, pool, body);
       } catch (error) {
-        // Another start on this host imported it a moment ago.
         if (!(error instanceof DroverError && error.code === 'conflict')) throw error;
       }
-      have.add(name);
     };
-    await ensure(`${prefix}.kernel`, manifest.kernel, 'raw');
-    await ensure(`${prefix}.initrd`, manifest.initrd, 'raw');
-    await ensure(`${prefix}.root.qcow2`, manifest.rootDisk, 'qcow2');
-    if (manifest.dataDisk) await ensure(`${prefix}.data.qcow2`, manifest.dataDisk, 'qcow2');
-    await ctx.phase('prepare', 30, `image ${prefix} on ${host.name}`);
+    await ensure({ name: `${prefix}.kernel`, importFrom: manifest.kernel, format: 'raw' });
+    await ensure({ name: `${prefix}.initrd`, importFrom: manifest.initrd, format: 'raw' });
+    await ensure({ name: `${prefix}.root.qcow2`, importFrom: manifest.rootDisk, format: 'qcow2' });
+    if (manifest.dataDisk) await ensure({ name: `${prefix}.data.qcow2`, importFrom: manifest.dataDisk, format: 'qcow2' });
     const root = `${vm.id}.root.qcow2`;
     const data = `${vm.id}.data.qcow2`;
-    if (!have.has(root)) await this.o.link.createVolume(host, pool, { name: root, cloneOf: `${prefix}.root.qcow2` });
-    if (manifest.dataDisk && !have.has(data)) await this.o.link.createVolume(host, pool, { name: data, cloneOf: `${prefix}.data.qcow2` });
+    await ensure({ name: root, cloneOf: `${prefix}.root.qcow2` });
+    if (manifest.dataDisk) await ensure({ name: data, cloneOf: `${prefix}.data.qcow2` });
     const agentSpec: VmSpec = {
       name: vm.name,
       id: vm.id,
@@ -354,7 +361,6 @@ export class VmService {
     const existing = await this.o.link.vm(host, vm.id);
     if (!existing) await this.o.link.defineVm(host, agentSpec);
     else if (existing.state === 'stopped') await this.o.link.call(host, 'PUT', `/v1/vms/${vm.id}`, agentSpec);
-    await ctx.phase('defined', 50);
   }
 
   private async runStart(ctx: OperationContext, vm: VmRecord, host: HostRecord): Promise<unknown> {
@@ -380,7 +386,9 @@ export class VmService {
     if (transitional[action]) await this.publish(await this.o.store.vms.update(vm.id, { state: transitional[action]! }));
     await ctx.phase(action, 20);
     const body = action === 'stop' && ctx.op.params.timeoutMs !== undefined ? { timeoutMs: ctx.op.params.timeoutMs } : {};
-    const info = await this.o.link.action(host, vm.id, action, body, 180_000);
+    // The agent's own limits: the stop's grace period then a forced stop; saves and restores up to 300 s.
+    const timeoutMs = action === 'stop' ? Number(ctx.op.params.timeoutMs ?? 60_000) + 60_000 : 360_000;
+    const info = await this.o.link.action(host, vm.id, action, body, timeoutMs);
     return this.settle(ctx, vm.id, host, info);
   }
 

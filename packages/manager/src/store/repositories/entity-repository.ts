@@ -30,13 +30,18 @@ export interface EntityDefinition<R, F> {
 
 const immutableFields = new Set(['id', 'rev', 'createdAt', 'updatedAt']);
 
-/** A predicate "the sort key is after `key`": (a > x) or (a = x and (b > y ...)). */
+/**
+ * A predicate "the sort key is after `key`", as a row-value comparison
+ * `(a, b) > (x, y)`: both SQLite and PostgreSQL seek straight to the position
+ * in the (a, b) index, where the spelled-out OR form made SQLite scan the
+ * index from its start on every page.
+ */
 function keysetAfter(columns: readonly string[], key: readonly string[]): Expression<SqlBool> {
-  const [column, ...restColumns] = columns;
-  const [value, ...restKey] = key;
-  if (column === undefined || value === undefined) return sql<SqlBool>`1 = 0`;
-  if (restColumns.length === 0) return sql<SqlBool>`${sql.ref(column)} > ${value}`;
-  return sql<SqlBool>`(${sql.ref(column)} > ${value} or (${sql.ref(column)} = ${value} and ${keysetAfter(restColumns, restKey)}))`;
+  if (columns.length === 0 || columns.length !== key.length) return sql<SqlBool>`1 = 0`;
+  if (columns.length === 1) return sql<SqlBool>`${sql.ref(columns[0]!)} > ${key[0]!}`;
+  const left = sql.join(columns.map((c) => sql.ref(c)));
+  const right = sql.join(key.map((k) => sql`${k}`));
+  return sql<SqlBool>`(${left}) > (${right})`;
 }
 
 /**

@@ -1,0 +1,56 @@
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { buildQemuArgv, killProcess, QmpClient, waitForExit, type Accelerator, type QemuLaunchConfig } from '@drover/qemu';
+
+/**
+ * QEMU driven by hand, the baseline of the start benchmarks (the approach of
+ * agent-bench.ts): spawn it (root, no sandbox), poll for the QMP socket, then
+ * query-status until it says running.
+ */
+export async function rawQemuStart(config: QemuLaunchConfig, pids: number[]): Promise<{ pid: number; qmp: QmpClient }> {
+  await rm(config.qmpSocket, { force: true });
+  const argv = buildQemuArgv(config);
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore', detached: true });
+  child.unref();
+  pids.push(child.pid!);
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`raw QEMU exited with ${child.exitCode}`);
+    if (existsSync(config.qmpSocket)) {
+      try {
+        const qmp = await QmpClient.connect(config.qmpSocket, { timeoutMs: 10_000 });
+        if (!config.incomingDefer) {
+          while (!(await qmp.queryStatus()).running) await new Promise((r) => setTimeout(r, 1));
+        }
+        return { pid: child.pid!, qmp };
+      } catch {
+        /* not listening yet */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/** QMP quit, then SIGKILL if it has not gone within 5 s. */
+export async function rawQemuKill(pid: number, qmp: QmpClient): Promise<void> {
+  await qmp.quit().catch(() => undefined);
+  if (!(await waitForExit(pid, 5_000))) await killProcess(pid, 'SIGKILL');
+}
+
+/** The accelerator and CPU model a running QEMU was given, read from its command line. */
+export function qemuShapeOf(pid: number): { accel: Accelerator; cpuModel: string } | undefined {
+  let argv: string[];
+  try {
+    argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return undefined;
+  }
+  const after = (flag: string) => {
+    const at = argv.indexOf(flag);
+    return at >= 0 ? argv[at + 1] : undefined;
+  };
+  const accel = after('-accel')?.split(',')[0];
+  const cpuModel = after('-cpu');
+  if ((accel !== 'kvm' && accel !== 'tcg') || !cpuModel) return undefined;
+  return { accel, cpuModel };
+}
