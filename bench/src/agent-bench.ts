@@ -10,7 +10,8 @@ import {
   type AgentClient,
   type TestAgent,
 } from '@drover/agent/testing';
-import { buildQemuArgv, killProcess, QemuImg, QmpClient, waitForExit, type QemuLaunchConfig } from '@drover/qemu';
+import { killProcess, QemuImg, type QemuLaunchConfig } from '@drover/qemu';
+import { rawQemuKill, rawQemuStart } from './raw-qemu.js';
 import { median, now, report, timed } from './stats.js';
 
 /**
@@ -56,34 +57,8 @@ export async function runAgentBench(options: { smoke: boolean }): Promise<boolea
       ...extra,
     });
 
-    /** Raw: spawn QEMU (root, no sandbox), poll for the socket, QMP until query-status says running. */
-    const rawStart = async (extra: Partial<QemuLaunchConfig> = {}): Promise<{ pid: number; qmp: QmpClient }> => {
-      const config = rawConfig(extra);
-      await rm(config.qmpSocket, { force: true });
-      const { spawn } = await import('node:child_process');
-      const argv = buildQemuArgv(config);
-      const child = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore', detached: true });
-      child.unref();
-      rawPids.push(child.pid!);
-      for (;;) {
-        if (existsSync(config.qmpSocket)) {
-          try {
-            const qmp = await QmpClient.connect(config.qmpSocket, { timeoutMs: 10_000 });
-            if (!extra.incomingDefer) {
-              while (!(await qmp.queryStatus()).running) await new Promise((r) => setTimeout(r, 1));
-            }
-            return { pid: child.pid!, qmp };
-          } catch {
-            /* not listening yet */
-          }
-        }
-        await new Promise((r) => setTimeout(r, 1));
-      }
-    };
-    const rawKill = async (pid: number, qmp: QmpClient) => {
-      await qmp.quit().catch(() => undefined);
-      if (!(await waitForExit(pid, 5_000))) await killProcess(pid, 'SIGKILL');
-    };
+    const rawStart = (extra: Partial<QemuLaunchConfig> = {}) => rawQemuStart(rawConfig(extra), rawPids);
+    const rawKill = rawQemuKill;
 
     // ---- start: alternate the two so machine noise hits both alike
     const agentStarts: number[] = [];

@@ -1,13 +1,9 @@
 import { EventEmitter } from 'node:events';
 
-export interface DroverEvent {
-  seq: number;
-  type: string;
-  objectKind: string;
-  objectId: string;
-  data: Record<string, unknown>;
-  createdAt: string;
-}
+import type { EventRecord } from '../store/types.js';
+
+/** A change event as stored and as streamed. */
+export type DroverEvent = EventRecord;
 
 /**
  * Fans change events out to live subscribers (SSE and WebSocket clients). The

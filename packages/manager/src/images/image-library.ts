@@ -8,16 +8,7 @@ import type { Store } from '../store/index.js';
 import type { ImageRecord } from '../store/types.js';
 
 /** What an agent needs to run an appliance image: its files and boot settings. */
-export interface ApplianceManifest {
-  name: string;
-  version: string;
-  kernel: string;
-  initrd: string;
-  rootDisk: string;
-  dataDisk?: string;
-  cmdline: string;
-  minMemoryMiB: number;
-}
+export type ApplianceManifest = Pick<ApplianceArtifacts, 'name' | 'version' | 'kernel' | 'initrd' | 'rootDisk' | 'dataDisk' | 'cmdline' | 'minMemoryMiB'>;
 
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
