@@ -1,6 +1,9 @@
-import { chmod, chown, mkdir, readdir, readFile, realpath, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { constants, createWriteStream } from 'node:fs';
+import { chmod, chown, mkdir, open, readdir, readFile, realpath, rename, rm, stat, statfs, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { errors } from '@drover/core';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { errors, isDroverError } from '@drover/core';
 import type { PoolInfo, PoolSpec, VolumeCreate, VolumeInfo } from '@drover/api';
 import { QemuImg } from '@drover/qemu';
 import type { Account } from './account.js';
@@ -197,21 +200,94 @@ export class PoolRegistry {
 
   private readonly creating = new Map<string, Promise<unknown>>();
 
-  /**
-   * Creates a volume. Two requests for the same name never race on its
-   * temporary file: the second waits for the first, then finds it exists (409).
-   */
-  async createVolume(poolName: string, request: VolumeCreate): Promise<VolumeInfo> {
-    const key = `${poolName}/${request.name}`;
+  /** Runs `make` for a new volume, after any earlier creation of the same name has ended (no race on its temporary file). */
+  private async oneAtATime<T>(poolName: string, volume: string, make: () => Promise<T>): Promise<T> {
+    const key = `${poolName}/${volume}`;
     const earlier = this.creating.get(key);
     if (earlier) await earlier.catch(() => undefined);
-    const attempt = this.createVolumeNow(poolName, request);
+    const attempt = make();
     this.creating.set(key, attempt);
     try {
       return await attempt;
     } finally {
       if (this.creating.get(key) === attempt) this.creating.delete(key);
     }
+  }
+
+  /**
+   * Creates a volume. Two requests for the same name never race on its
+   * temporary file: the second waits for the first, then finds it exists (409).
+   */
+  async createVolume(poolName: string, request: VolumeCreate): Promise<VolumeInfo> {
+    return this.oneAtATime(poolName, request.name, () => this.createVolumeNow(poolName, request));
+  }
+
+  /**
+   * Opens a volume to be read as it is (raw bytes, or the qcow2 file itself),
+   * never through a symbolic link. Refused while a running VM writes to it: the
+   * copy would be inconsistent.
+   */
+  async openVolumeForRead(poolName: string, volume: string): Promise<{ handle: FileHandle; size: number; format: VolumeFormat }> {
+    const file = await this.requireVolume(poolName, volume);
+    const running = this.usedBy(poolName, volume).filter((u) => u.running).map((u) => u.name);
+    if (running.length > 0) throw errors.conflict(`Volume "${poolName}/${volume}" is in use by running VM ${running.join(', ')}; stop it first`, { usedBy: running });
+    let handle: FileHandle;
+    try {
+      handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code === 'ELOOP') throw errors.conflict(`Volume "${poolName}/${volume}" is a symbolic link and is not read`);
+      throw cause;
+    }
+    const info = await handle.stat();
+    if (!info.isFile()) {
+      await handle.close();
+      throw errors.conflict(`Volume "${poolName}/${volume}" is not a regular file`);
+    }
+    return { handle, size: info.size, format: volumeFormat(volume) };
+  }
+
+  /**
+   * Makes a NEW volume from uploaded bytes (the format follows the name's
+   * extension). The bytes are untrusted: they are written to `<name>.partial`,
+   * inspected (a qcow2 with a backing file or an external data file, or bytes
+   * that do not open in the declared format, are refused with 400), handed to
+   * the QEMU account, then renamed into place. Nothing is left behind on failure.
+   */
+  async uploadVolume(poolName: string, volume: string, body: Readable, maxBytes: number): Promise<VolumeInfo> {
+    const file = this.volumePath(poolName, volume);
+    return this.oneAtATime(poolName, volume, async () => {
+      if (await this.exists(poolName, volume)) throw errors.conflict(`Volume "${poolName}/${volume}" already exists`);
+      const format = volumeFormat(volume);
+      const partial = `${file}.partial`;
+      await rm(partial, { force: true });
+      try {
+        let size = 0;
+        const counter = new Transform({
+          transform(chunk: Buffer, _encoding, done) {
+            size += chunk.length;
+            if (size > maxBytes) done(errors.tooLarge(`The upload is larger than ${maxBytes} bytes`, { limit: maxBytes }));
+            else done(null, chunk);
+          },
+        });
+        const handle = await open(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+        await pipeline(body, counter, createWriteStream('', { fd: handle }));
+        if (size === 0) throw errors.invalid(`The upload for volume "${poolName}/${volume}" is empty`);
+        try {
+          await QemuImg.inspectUntrusted(partial, format);
+        } catch (cause) {
+          // Said with the volume's name: the path of the temporary file is not the caller's business.
+          const reasons = isDroverError(cause) ? (cause.details as { reasons?: string[] }).reasons : undefined;
+          if (reasons) throw errors.invalid(`The upload for volume "${poolName}/${volume}" was refused as ${format}: ${reasons.join('; ')}`, { format, reasons });
+          throw cause;
+        }
+        await this.handToQemu(partial);
+        await rename(partial, file);
+      } catch (cause) {
+        await rm(partial, { force: true });
+        throw cause;
+      }
+      return this.describeVolume(poolName, volume);
+    });
   }
 
   private async createVolumeNow(poolName: string, request: VolumeCreate): Promise<VolumeInfo> {

@@ -2,7 +2,8 @@ import { timingSafeEqual } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import net from 'node:net';
-import Fastify, { type FastifyRequest } from 'fastify';
+import type { Readable } from 'node:stream';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
@@ -13,6 +14,7 @@ import {
   errorAnswer,
   ErrorBody,
   HostFacts,
+  maxVolumeUploadBytes,
   Name,
   PoolInfo,
   PoolSpec,
@@ -283,6 +285,45 @@ export async function buildAgentServer(o: AgentServerOptions) {
     await o.pools.deleteVolume(request.params.pool, request.params.volume);
     return reply.status(204).send(null);
   });
+  await app.register(async (scope) => volumeContentRoutes(scope as unknown as FastifyInstance, o.pools));
 
   return app;
+}
+
+/**
+ * A volume's bytes: download as they are, upload into a new volume. In their
+ * own scope, so only these routes take `application/octet-stream`, as a stream
+ * (never buffered whole), up to `maxVolumeUploadBytes`.
+ */
+async function volumeContentRoutes(scope: FastifyInstance, pools: PoolRegistry): Promise<void> {
+  const app = scope.withTypeProvider<TypeBoxTypeProvider>();
+  app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
+  app.get('/v1/pools/:pool/volumes/:volume/content', { schema: { params: VolumeParams } }, async (request, reply) => {
+    const { handle, size } = await pools.openVolumeForRead(request.params.pool, request.params.volume);
+    void reply.header('content-type', 'application/octet-stream').header('content-length', String(size));
+    if (size === 0) {
+      await handle.close();
+      return reply.send(Buffer.alloc(0));
+    }
+    return reply.send(handle.createReadStream());
+  });
+  app.put('/v1/pools/:pool/volumes/:volume/content', { bodyLimit: maxVolumeUploadBytes, schema: { params: VolumeParams, response: { 201: VolumeInfo, ...errorResponses } } }, async (request, reply) => {
+    try {
+      const body = request.body as Readable | undefined;
+      if (!body || typeof (body as Partial<Readable>).pipe !== 'function' || !(request.headers['content-type'] ?? '').startsWith('application/octet-stream')) {
+        throw errors.invalid('The volume content must be sent as application/octet-stream');
+      }
+      const declared = Number(request.headers['content-length'] ?? 0);
+      if (declared > maxVolumeUploadBytes) throw errors.tooLarge(`The upload is larger than ${maxVolumeUploadBytes} bytes`, { limit: maxVolumeUploadBytes });
+      return reply.status(201).send(await pools.uploadVolume(request.params.pool, request.params.volume, body, maxVolumeUploadBytes));
+    } catch (error) {
+      // Refused before the body was read (the volume exists ...): drop the rest and close after the answer.
+      if (!request.raw.readableEnded) {
+        void reply.header('connection', 'close');
+        request.raw.unpipe();
+        request.raw.resume();
+      }
+      throw error;
+    }
+  });
 }

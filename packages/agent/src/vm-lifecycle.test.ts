@@ -144,7 +144,8 @@ describe('counter appliance', () => {
     expect(seen).toContain('MARK-42');
     await waitBeyond(atSnapshot.gen + 20, atSnapshot.next);
 
-    const revertOffset = (await t.client.serialLog(id, 0)).next;
+    const beforeRevert = await lastGen();
+    const revertOffset = beforeRevert.next;
     await t.client.action(id, 'snapshots/before-write/revert');
     seen = '';
     ws.send('\ntest -e /root/marker-file && echo MARK-$((40+2)) || echo GONE-$((40+3))\n');
@@ -156,7 +157,8 @@ describe('counter appliance', () => {
     // from there (lines printed before the revert took effect come first).
     let jump: { from: number; to: number } | undefined;
     for (const deadline = Date.now() + 30_000; !jump && Date.now() < deadline; ) {
-      const gens = counterLines((await t.client.serialLog(id, revertOffset)).text).map((l) => l.gen);
+      // The last generation before the revert leads, so a revert that lands before the next line still shows as a jump.
+      const gens = [beforeRevert.gen, ...counterLines((await t.client.serialLog(id, revertOffset)).text).map((l) => l.gen)];
       const at = gens.findIndex((g, i) => i > 0 && g < gens[i - 1]!);
       if (at > 0) jump = { from: gens[at - 1]!, to: gens[at]! };
       else await new Promise((r) => setTimeout(r, 100));

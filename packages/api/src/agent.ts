@@ -174,3 +174,6 @@ export const HostFacts = Type.Object({
 });
 export type HostFacts = Static<typeof HostFacts>;
 
+
+/** The largest volume upload (`PUT .../volumes/:volume/content`) the agent and the manager accept. */
+export const maxVolumeUploadBytes = 8 * 1024 ** 3;

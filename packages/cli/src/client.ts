@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { DroverError, errors, isErrorCode, type ErrorCode } from '@drover/core';
 
 /**
@@ -77,6 +79,56 @@ export class DroverClient {
 
   async getText(path: string, query?: Record<string, QueryValue>): Promise<ApiResponse<Buffer>> {
     return this.request<Buffer>('GET', path, { query, accept: 'text' });
+  }
+
+  /**
+   * Downloads a body as a stream into `destination` (never held in memory). No
+   * overall timeout: a volume may take long; Ctrl-C (the client's signal) stops it.
+   */
+  async download(path: string, destination: NodeJS.WritableStream): Promise<number> {
+    const where = `GET ${API_PREFIX}${path}`;
+    const response = await this.streamingFetch('GET', path, where, {});
+    let bytes = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        bytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+    await pipeline(Readable.fromWeb(response.body as never), counter, destination);
+    return bytes;
+  }
+
+  /** Uploads `source` (of `size` bytes) as application/octet-stream and answers the parsed JSON. */
+  async upload<T>(path: string, source: Readable, size: number): Promise<T> {
+    const where = `PUT ${API_PREFIX}${path}`;
+    const response = await this.streamingFetch('PUT', path, where, { 'content-type': 'application/octet-stream', 'content-length': String(size) }, source);
+    return (await response.json()) as T;
+  }
+
+  private async streamingFetch(method: string, path: string, where: string, extra: Record<string, string>, body?: Readable): Promise<Response> {
+    const headers: Record<string, string> = { accept: 'application/octet-stream, application/json', 'user-agent': userAgent, ...extra };
+    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    const doFetch = this.options.fetch ?? fetch;
+    let response: Response;
+    try {
+      response = await doFetch(this.urlOf(path), {
+        method,
+        headers,
+        redirect: 'manual',
+        ...(this.options.signal ? { signal: this.options.signal } : {}),
+        ...(body ? { body: Readable.toWeb(body) as never, duplex: 'half' } : {}),
+      } as RequestInit);
+    } catch (error) {
+      const mapped = this.transportError(error, where, 0, false);
+      throw mapped instanceof NetworkFailure ? mapped.error : mapped;
+    }
+    if (response.status >= 300) {
+      const text = await response.text();
+      if (response.status < 400) throw errors.invalid(`${where}: the manager at ${this.baseUrl} redirects to ${response.headers.get('location') ?? '(no location)'}; use that URL instead`);
+      throw errorFromResponse(response.status, response.statusText, response.headers.get('content-type'), text, where);
+    }
+    return response;
   }
 
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<ApiResponse<T>> {

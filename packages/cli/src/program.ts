@@ -5,6 +5,7 @@ import { registerConfigCommands } from './commands/config.js';
 import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerOperationCommands } from './commands/op.js';
+import { registerStorageCommands } from './commands/storage.js';
 import { registerVmCommands } from './commands/vm.js';
 
 /**
@@ -17,6 +18,7 @@ export function createCli(ctx: CliContext, extend?: (program: Command) => void):
   registerVmCommands(cli);
   registerHostCommands(cli);
   registerImageCommands(cli);
+  registerStorageCommands(cli);
   registerOperationCommands(cli);
   registerConfigCommands(cli);
   registerCompletionCommands(cli);

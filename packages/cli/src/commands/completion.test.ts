@@ -43,7 +43,7 @@ describe('completion', () => {
 
   it('completes subcommands, options and fixed choices in bash', () => {
     const script = bashCompletion(cli().program);
-    expect(complete(script, 'drover v')).toEqual(['vm']);
+    expect(complete(script, 'drover v')).toEqual(['vm', 'volume']);
     expect(complete(script, 'drover vm s')).toEqual(['show', 'start', 'save', 'stop', 'snapshot', 'snap']);
     expect(complete(script, 'drover vm snapshot ')).toEqual(['create', 'list', 'ls', 'revert', 'delete', 'rm']);
     expect(complete(script, 'drover vm create web1 --image web --me')).toEqual(['--memory']);

@@ -1,4 +1,7 @@
-import type https from 'node:https';
+import https from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { DroverError, errors, isErrorCode } from '@drover/core';
 import type { HostFacts, VmInfo, VmSpec } from '@drover/api';
 import { agentDispatcherOptions, mtlsJson, type AgentClientCredentials } from '../pki/index.js';
@@ -39,14 +42,69 @@ export class AgentLink {
     this.dispatchers.clear();
   }
 
+  /**
+   * One raw request to an agent over the same mutual TLS connection pool, for
+   * bodies too large to hold in memory: `body` (if any) is piped to the agent as
+   * it arrives, and the answer is returned as a stream once its headers are in.
+   * A non-2xx answer is read (bounded) and thrown as the agent's DroverError,
+   * like `call`. The request fails when no byte moves for `idleTimeoutMs`.
+   */
+  async stream(
+    host: Pick<HostRecord, 'id' | 'name' | 'address'>,
+    method: string,
+    path: string,
+    options: { body?: Readable; headers?: Record<string, string>; idleTimeoutMs?: number } = {},
+  ): Promise<IncomingMessage> {
+    const target = new URL(`${host.address}${path}`);
+    if (target.protocol !== 'https:') throw errors.invalid(`agent URL must be https, got ${target.href}`);
+    const idle = options.idleTimeoutMs ?? 120_000;
+    const request = https.request(target, { agent: this.dispatcher(host), method, headers: { accept: 'application/json, application/octet-stream', ...options.headers } });
+    request.setTimeout(idle, () => request.destroy(errors.timeout(`${method} ${target.href}: no data for ${idle} ms`, { url: target.href, timeoutMs: idle })));
+    const answered = new Promise<IncomingMessage>((resolve, reject) => {
+      request.once('response', resolve);
+      request.on('error', (error: NodeJS.ErrnoException) =>
+        reject(error instanceof DroverError ? error : errors.unavailable(`${method} ${target.href} failed: ${error.message}`, { url: target.href, code: error.code }, error)),
+      );
+    });
+    if (options.body) {
+      // The agent may answer (an error) before it has read everything: then the rest is dropped.
+      pipeline(options.body, request).catch((error: Error) => request.destroy(error));
+    } else {
+      request.end();
+    }
+    const response = await answered;
+    const status = response.statusCode ?? 0;
+    if (status >= 200 && status < 300) return response;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of response as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > 64 * 1024) break;
+      chunks.push(chunk);
+    }
+    response.destroy();
+    if (options.body && !options.body.readableEnded) options.body.destroy();
+    let body: unknown;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      body = undefined;
+    }
+    throw this.agentError(host, method, path, status, body);
+  }
+
+  private agentError(host: Pick<HostRecord, 'name'>, method: string, path: string, status: number, body: unknown): DroverError {
+    const error = (body as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;
+    const code = isErrorCode(error?.code) ? error.code : 'unavailable';
+    return new DroverError(code, error?.message ?? `Host "${host.name}" answered ${status} to ${method} ${path}`, {
+      details: { ...(error?.details ?? {}), host: host.name, status },
+    });
+  }
+
   async call<T>(host: Pick<HostRecord, 'id' | 'name' | 'address'>, method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
     const answer = await mtlsJson<unknown>(this.dispatcher(host), `${host.address}${path}`, method, body ?? (method === 'POST' ? {} : undefined), timeoutMs);
     if (answer.status >= 200 && answer.status < 300) return answer.body as T;
-    const error = (answer.body as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;
-    const code = isErrorCode(error?.code) ? error.code : 'unavailable';
-    throw new DroverError(code, error?.message ?? `Host "${host.name}" answered ${answer.status} to ${method} ${path}`, {
-      details: { ...(error?.details ?? {}), host: host.name, status: answer.status },
-    });
+    throw this.agentError(host, method, path, answer.status, answer.body);
   }
 
   facts(host: HostRecord): Promise<HostFacts> {

@@ -227,7 +227,7 @@ beforeAll(async () => {
   // Bodies are made from the schemas; what a schema cannot say comes from here. The join token is real
   // and unused, so a join that forgot a check would go through (and show as a new host).
   const spare = await call<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
-  Object.assign(seeds, { image, name: 'fuzz-probe', token: spare.body.token, csr: makeCsr('/CN=fuzz-probe').csrPem, address: 'https://127.0.0.1:9' });
+  Object.assign(seeds, { image, name: 'fuzz-probe', token: spare.body.token, csr: makeCsr('/CN=fuzz-probe').csrPem, address: 'https://127.0.0.1:9', path: '/var/lib/drover/fuzz-pool' });
 
   before = await snapshot();
 });

@@ -37,6 +37,7 @@ import type { VmService } from '../vms/vm.service.js';
 import type { OperationRunner } from '../operations/operation-runner.js';
 import { publicOperation } from '../operations/operation-runner.js';
 import type { AgentLink } from '../hosts/agent-link.js';
+import { registerStorageRoutes } from '../storage/storage.routes.js';
 
 export interface ManagerServerOptions {
   store: Store;
@@ -306,6 +307,8 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     const log = await o.link.serialLog(await o.store.hosts.get(vm.hostId), vm.id, request.query.offset ?? 0);
     return reply.header('content-type', 'text/plain; charset=utf-8').header('x-log-size', String(log.next)).send(log.text);
   });
+
+  await registerStorageRoutes(app, { store: o.store, link: o.link });
 
   // ---------------------------------------------------------------- operations
   app.get('/api/v1/operations', { schema: { tags: ['operations'], summary: 'List operations, newest last', querystring: ListQuery, response: { 200: Page(Operation), ...errorResponses } } }, async (request) => {
