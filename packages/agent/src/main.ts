@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { errors, isDroverError } from '@drover/core';
 import { startAgent } from './agent.js';
@@ -58,7 +58,9 @@ async function main(): Promise<void> {
     ...(values.join ? { join: { managerUrl: values.join, token: values['join-token']!, ...(values['ca-fingerprint'] ? { caFingerprint: values['ca-fingerprint'] } : {}) } } : {}),
   });
   if (values['ready-file']) {
-    await writeFile(values['ready-file'], JSON.stringify({ url: agent.url, token: agent.token, pid: process.pid }), { mode: 0o600 });
+    // Written whole, then renamed: a reader polling for the file never sees it half-written.
+    await writeFile(`${values['ready-file']}.tmp`, JSON.stringify({ url: agent.url, token: agent.token, pid: process.pid }), { mode: 0o600 });
+    await rename(`${values['ready-file']}.tmp`, values['ready-file']);
   }
   process.stderr.write(`drover-agent listening on ${agent.url}\n`);
   const stop = () => {

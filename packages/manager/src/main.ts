@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { isDroverError } from '@drover/core';
 import { loadManagerConfig } from './config.js';
@@ -50,7 +50,9 @@ async function main(): Promise<void> {
   });
   const manager = await startManager(config);
   if (values['ready-file']) {
-    await writeFile(values['ready-file'], JSON.stringify({ url: manager.url, ...(manager.tlsUrl ? { tlsUrl: manager.tlsUrl } : {}), token: manager.adminToken, caFingerprint: manager.caFingerprint, pid: process.pid }), { mode: 0o600 });
+    // Written whole, then renamed: a reader polling for the file never sees it half-written.
+    await writeFile(`${values['ready-file']}.tmp`, JSON.stringify({ url: manager.url, ...(manager.tlsUrl ? { tlsUrl: manager.tlsUrl } : {}), token: manager.adminToken, caFingerprint: manager.caFingerprint, pid: process.pid }), { mode: 0o600 });
+    await rename(`${values['ready-file']}.tmp`, values['ready-file']);
   }
   process.stderr.write(`drover-manager listening on ${manager.url}\n`);
   const stop = () => {
