@@ -31,6 +31,28 @@ export const sqliteBackend: Backend = {
   serializeEventAppends: async () => {},
 };
 
+/**
+ * Kysely prepares every query afresh, and preparing cost more than running
+ * the query on a list page. Statements are reusable (Kysely runs each one to
+ * completion synchronously), so the same SQL text gets the same statement.
+ */
+function cacheStatements(database: BetterSqlite3.Database, limit = 512): void {
+  const prepare = database.prepare.bind(database);
+  const cache = new Map<string, BetterSqlite3.Statement>();
+  database.prepare = ((source: string) => {
+    let statement = cache.get(source);
+    if (statement) {
+      // Refresh its place: the map's order is the eviction order.
+      cache.delete(source);
+    } else {
+      statement = prepare(source);
+      if (cache.size >= limit) cache.delete(cache.keys().next().value!);
+    }
+    cache.set(source, statement);
+    return statement;
+  }) as typeof database.prepare;
+}
+
 function openDatabase(file: string, busyTimeoutMs: number): BetterSqlite3.Database {
   try {
     if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -41,6 +63,7 @@ function openDatabase(file: string, busyTimeoutMs: number): BetterSqlite3.Databa
     database.pragma('synchronous = FULL');
     database.pragma('foreign_keys = ON');
     database.pragma(`busy_timeout = ${busyTimeoutMs}`);
+    cacheStatements(database);
     return database;
   } catch (error) {
     throw errors.unavailable(`Cannot open the store "${file}": ${error instanceof Error ? error.message : String(error)}`, { file }, error);
