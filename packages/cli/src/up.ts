@@ -70,6 +70,16 @@ async function daemon(name: string, main: string, args: string[], dataDir: strin
   const child = spawn(process.execPath, [main, ...args, '--ready-file', readyFile], { detached: true, stdio: ['ignore', log, log], env });
   child.unref();
   const pid = child.pid!;
+  try {
+    return await waitReady(name, pid, readyFile, logFile);
+  } catch (error) {
+    // The caller never learns this pid: do not leave the daemon behind.
+    kill(pid);
+    throw error;
+  }
+}
+
+async function waitReady(name: string, pid: number, readyFile: string, logFile: string): Promise<{ pid: number; ready: Record<string, string> }> {
   const deadline = Date.now() + 180_000;
   for (;;) {
     if (existsSync(readyFile)) {

@@ -56,6 +56,8 @@ async function main(): Promise<void> {
   }
   process.stderr.write(`drover-manager listening on ${manager.url}\n`);
   const stop = () => {
+    // A clean close waits for connections and operations; never longer than this.
+    setTimeout(() => process.exit(0), 15_000).unref();
     void manager.close().then(() => process.exit(0));
   };
   process.once('SIGTERM', stop);
