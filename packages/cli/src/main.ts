@@ -42,12 +42,19 @@ function addLocalCommands(program: Command): void {
           );
         }
         if (!options.detach) {
-          const stop = () => {
-            void down(info.dataDir).finally(() => process.exit(0));
-          };
-          process.once('SIGINT', stop);
-          process.once('SIGTERM', stop);
-          await new Promise(() => undefined);
+          // Nothing else keeps this process alive: the manager and the agent run in their own sessions.
+          const keepAlive = setInterval(() => undefined, 1 << 30);
+          await new Promise<void>((resolve) => {
+            const stop = () => {
+              process.stderr.write('Stopping Drover...\n');
+              void down(info.dataDir).finally(() => {
+                clearInterval(keepAlive);
+                resolve();
+              });
+            };
+            process.once('SIGINT', stop);
+            process.once('SIGTERM', stop);
+          });
         }
       } catch (error) {
         fail(error, options.json);

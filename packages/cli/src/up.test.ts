@@ -89,6 +89,34 @@ describe('drover up, tried as a new user would', () => {
     expect(existsSync(path.join(dataDir, 'drover-up.json'))).toBe(false);
   });
 
+  it('in the foreground, stays up until Ctrl-C and then stops everything it started', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'drover-upfg-'));
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, [cli, 'up', '--data-dir', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      for (const deadline = Date.now() + 180_000; !out.includes('Press Ctrl-C'); ) {
+        if (child.exitCode !== null) throw new Error(`drover up exited early (${child.exitCode}): ${out}`);
+        if (Date.now() > deadline) throw new Error('drover up did not come up');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const info = JSON.parse(readFileSync(path.join(dir, 'drover-up.json'), 'utf8')) as { pid: number; agentPid: number };
+      pids.push(info.pid, info.agentPid);
+      // Still there a moment later: nothing but the wait keeps the CLI alive.
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(child.exitCode).toBeNull();
+      child.kill('SIGINT');
+      const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+      expect(code).toBe(0);
+      expect(gone(info.pid)).toBe(true);
+      expect(gone(info.agentPid)).toBe(true);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('prints help', async () => {
     const { stdout } = await run(process.execPath, [cli, '--help']);
     expect(stdout).toMatch(/up \[options\]\s+Start Drover/);
