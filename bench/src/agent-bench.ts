@@ -11,7 +11,7 @@ import {
   type TestAgent,
 } from '@drover/agent/testing';
 import { killProcess, QemuImg, type QemuLaunchConfig } from '@drover/qemu';
-import { rawQemuKill, rawQemuStart } from './raw-qemu.js';
+import { rawCounterConfig, rawQemuKill, rawQemuStart } from './raw-qemu.js';
 import { median, now, report, timed } from './stats.js';
 
 /**
@@ -40,20 +40,17 @@ export async function runAgentBench(options: { smoke: boolean }): Promise<boolea
     const rawDisk = path.join(work, 'raw.root.qcow2');
     await QemuImg.createThinClone(artifacts.rootDisk, 'qcow2', rawDisk);
     const rawConfig = (extra: Partial<QemuLaunchConfig> = {}): QemuLaunchConfig => ({
-      name: 'raw-counter',
-      uuid: '00000000-0000-4000-8000-000000000001',
-      accel,
-      cpus: 1,
-      memoryMiB: 128,
-      cpuModel: 'qemu64',
-      disks: [{ nodeName: 'disk0', path: rawDisk, format: 'qcow2' }],
-      nics: [{ id: 'net0', mac: '52:54:00:aa:bb:01', mode: 'user', hostForwards: [] }],
-      boot: { kind: 'kernel', kernel: artifacts.kernel, initrd: artifacts.initrd, cmdline: `${artifacts.cmdline} drover.name=raw drover.net=user` },
-      qmpSocket: path.join(work, 'qmp.sock'),
-      serialSocket: path.join(work, 'serial.sock'),
-      serialLog: path.join(work, 'serial.log'),
-      vncSocket: path.join(work, 'vnc.sock'),
-      pidFile: path.join(work, 'qemu.pid'),
+      ...rawCounterConfig({
+        work,
+        kernel: artifacts.kernel,
+        initrd: artifacts.initrd,
+        cmdline: artifacts.cmdline,
+        disks: [{ nodeName: 'disk0', path: rawDisk, format: 'qcow2' }],
+        accel,
+        cpuModel: 'qemu64',
+        uuid: '00000000-0000-4000-8000-000000000001',
+        mac: '52:54:00:aa:bb:01',
+      }),
       ...extra,
     });
 

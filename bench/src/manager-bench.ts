@@ -10,7 +10,7 @@ import { buildAppliance, defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
 import { killProcess, QemuImg, readProcessInfo, waitForExit, type QemuLaunchConfig } from '@drover/qemu';
 import type { LoadConfig, LoadResult } from './manager-load.js';
-import { qemuShapeOf, rawQemuKill, rawQemuStart } from './raw-qemu.js';
+import { qemuShapeOf, rawCounterConfig, rawQemuKill, rawQemuStart } from './raw-qemu.js';
 import { median, now, report, timed } from './stats.js';
 
 /**
@@ -216,22 +216,18 @@ async function startBench(smoke: boolean): Promise<boolean> {
       await QemuImg.createThinClone(artifacts.dataDisk, 'qcow2', rawDisks[1]!.path);
     }
     let shape: ReturnType<typeof qemuShapeOf>;
-    const rawConfig = (): QemuLaunchConfig => ({
-      name: 'raw-counter',
-      uuid: '00000000-0000-4000-8000-000000000002',
-      accel: shape!.accel,
-      cpus: 1,
-      memoryMiB: 128,
-      cpuModel: shape!.cpuModel,
-      disks: rawDisks,
-      nics: [{ id: 'net0', mac: '52:54:00:aa:bb:02', mode: 'user', hostForwards: [] }],
-      boot: { kind: 'kernel', kernel: artifacts.kernel, initrd: artifacts.initrd, cmdline: `${artifacts.cmdline} drover.name=raw drover.net=user` },
-      qmpSocket: path.join(work, 'qmp.sock'),
-      serialSocket: path.join(work, 'serial.sock'),
-      serialLog: path.join(work, 'serial.log'),
-      vncSocket: path.join(work, 'vnc.sock'),
-      pidFile: path.join(work, 'qemu.pid'),
-    });
+    const rawConfig = (): QemuLaunchConfig =>
+      rawCounterConfig({
+        work,
+        kernel: artifacts.kernel,
+        initrd: artifacts.initrd,
+        cmdline: artifacts.cmdline,
+        disks: rawDisks,
+        accel: shape!.accel,
+        cpuModel: shape!.cpuModel,
+        uuid: '00000000-0000-4000-8000-000000000002',
+        mac: '52:54:00:aa:bb:02',
+      });
     const virsh = hasVirsh();
 
     const apiRuns: number[] = [];

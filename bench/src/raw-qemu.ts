@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import { buildQemuArgv, killProcess, QmpClient, waitForExit, type Accelerator, type QemuLaunchConfig } from '@drover/qemu';
 
 /**
@@ -29,6 +30,41 @@ export async function rawQemuStart(config: QemuLaunchConfig, pids: number[]): Pr
     }
     await new Promise((r) => setTimeout(r, 1));
   }
+}
+
+/**
+ * The raw guest of the start benchmarks: the counter appliance booted directly
+ * (kernel + initrd) from the given disks, 128 MiB, with the same devices the
+ * agent gives its VMs, and every socket in `work`.
+ */
+export function rawCounterConfig(options: {
+  work: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  disks: QemuLaunchConfig['disks'];
+  accel: Accelerator;
+  cpuModel: string;
+  uuid: string;
+  mac: string;
+}): QemuLaunchConfig {
+  const { work } = options;
+  return {
+    name: 'raw-counter',
+    uuid: options.uuid,
+    accel: options.accel,
+    cpus: 1,
+    memoryMiB: 128,
+    cpuModel: options.cpuModel,
+    disks: options.disks,
+    nics: [{ id: 'net0', mac: options.mac, mode: 'user', hostForwards: [] }],
+    boot: { kind: 'kernel', kernel: options.kernel, initrd: options.initrd, cmdline: `${options.cmdline} drover.name=raw drover.net=user` },
+    qmpSocket: path.join(work, 'qmp.sock'),
+    serialSocket: path.join(work, 'serial.sock'),
+    serialLog: path.join(work, 'serial.log'),
+    vncSocket: path.join(work, 'vnc.sock'),
+    pidFile: path.join(work, 'qemu.pid'),
+  };
 }
 
 /** QMP quit, then SIGKILL if it has not gone within 5 s. */
