@@ -1,11 +1,11 @@
-import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { HostFacts } from '@drover/api';
 import { errors } from '@drover/core';
 import { ensureQemuAccount } from './account.js';
+import { loadOrCreateSecret } from './layered-config.js';
 import { chooseAccelerator, qemuVersion } from './accel-choice.js';
 import type { AgentConfig } from './config.js';
 import { PoolRegistry } from './pools.js';
@@ -34,17 +34,6 @@ export interface RunningAgent {
   close(): Promise<void>;
 }
 
-async function loadOrCreateToken(stateDir: string, configured?: string): Promise<string> {
-  if (configured) return configured;
-  const file = path.join(stateDir, 'agent-token');
-  try {
-    return (await readFile(file, 'utf8')).trim();
-  } catch {
-    const token = randomBytes(24).toString('base64url');
-    await writeFile(file, `${token}\n`, { mode: 0o600 });
-    return token;
-  }
-}
 
 /**
  * QEMU runs as the unprivileged account and opens sockets under the state
@@ -90,7 +79,7 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
   await checkReachable(config.stateDir, account);
   await chown(config.stateDir, 0, account.gid);
   await chmod(config.stateDir, 0o750);
-  const token = await loadOrCreateToken(config.stateDir, config.token);
+  const token = await loadOrCreateSecret(path.join(config.stateDir, 'agent-token'), config.token);
   const { accel, reason } = await chooseAccelerator({
     mode: config.accel,
     cacheFile: config.probeCacheFile,

@@ -25,3 +25,21 @@ describe('loadAgentConfig', () => {
     expect(() => loadAgentConfig({ file, env: {} })).toThrow(/"colour"/);
   });
 });
+
+describe('loadOrCreateSecret', () => {
+  it('makes a 0600 secret once and reads the same one afterwards', async () => {
+    const { loadOrCreateSecret } = await import('./layered-config.js');
+    const { statSync } = await import('node:fs');
+    const file = path.join(dir, 'secret');
+    const first = await loadOrCreateSecret(file);
+    expect(first.length).toBeGreaterThanOrEqual(32);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(await loadOrCreateSecret(file)).toBe(first);
+    expect(await loadOrCreateSecret(file, 'configured-secret-value')).toBe('configured-secret-value');
+  });
+  it('names a file that is not YAML', () => {
+    const file = path.join(dir, 'broken.yaml');
+    writeFileSync(file, 'listen: [unclosed\n');
+    expect(() => loadAgentConfig({ file, env: {} })).toThrow(/not valid YAML/);
+  });
+});

@@ -1,11 +1,9 @@
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Type, type Static } from 'typebox';
-import { Compile } from 'typebox/compile';
-import { parse as parseYaml } from 'yaml';
 import { errors } from '@drover/core';
 import { StringEnum } from '@drover/api';
+import { loadLayeredConfig } from './layered-config.js';
 
 export const AgentConfigSchema = Type.Object(
   {
@@ -47,8 +45,6 @@ export const AgentConfigSchema = Type.Object(
   { additionalProperties: false },
 );
 export type AgentConfig = Static<typeof AgentConfigSchema>;
-
-const check = Compile(AgentConfigSchema);
 
 export function defaultAgentConfig(stateDir = '/var/lib/drover/agent'): AgentConfig {
   return {
@@ -92,39 +88,15 @@ const envKeys: Record<string, keyof AgentConfig> = {
 export function loadAgentConfig(
   options: { file?: string; env?: NodeJS.ProcessEnv; overrides?: Partial<AgentConfig> } = {},
 ): AgentConfig {
-  const env = options.env ?? process.env;
-  let fromFile: Record<string, unknown> = {};
-  if (options.file) {
-    let text: string;
-    try {
-      text = readFileSync(options.file, 'utf8');
-    } catch (cause) {
-      throw errors.invalid(`Cannot read agent configuration "${options.file}": ${(cause as Error).message}`);
-    }
-    const parsed: unknown = parseYaml(text);
-    if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) {
-      throw errors.invalid(`Agent configuration "${options.file}" must be a YAML mapping`);
-    }
-    fromFile = (parsed ?? {}) as Record<string, unknown>;
-  }
-  const fromEnv: Record<string, unknown> = {};
-  for (const [suffix, key] of Object.entries(envKeys)) {
-    const value = env[`DROVER_AGENT_${suffix}`];
-    if (value !== undefined) fromEnv[key] = value;
-  }
-  const stateDir = (options.overrides?.stateDir ?? fromEnv.stateDir ?? fromFile.stateDir) as string | undefined;
-  const merged: Record<string, unknown> = {
-    ...defaultAgentConfig(typeof stateDir === 'string' ? stateDir : undefined),
-    ...fromFile,
-    ...fromEnv,
-    ...options.overrides,
-  };
-  if (!check.Check(merged)) {
-    const first = check.Errors(merged)[0];
-    const key = first?.instancePath ? first.instancePath.slice(1).replaceAll('/', '.') : first?.params && 'additionalProperties' in first.params ? String((first.params as { additionalProperties: string[] }).additionalProperties[0]) : '(root)';
-    throw errors.invalid(`Invalid agent configuration: key "${key}" ${first?.message ?? 'is invalid'}`, { key });
-  }
-  const config = merged as AgentConfig;
+  const config = loadLayeredConfig<AgentConfig>({
+    what: 'agent',
+    schema: AgentConfigSchema,
+    defaults: (dir) => defaultAgentConfig(dir),
+    dirKey: 'stateDir',
+    envPrefix: 'AGENT',
+    envKeys,
+    ...options,
+  });
   if (!config.cpuModels.includes(config.defaultCpuModel)) {
     throw errors.invalid(`Invalid agent configuration: key "defaultCpuModel" is "${config.defaultCpuModel}", which is not in cpuModels (${config.cpuModels.join(', ')})`, { key: 'defaultCpuModel' });
   }

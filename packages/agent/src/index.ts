@@ -4,3 +4,4 @@ export { buildAgentServer } from './server.js';
 export { VmService } from './vm-service.js';
 export { PoolRegistry, volumeFormat } from './pools.js';
 export * from './tls/index.js';
+export { loadLayeredConfig, loadOrCreateSecret, type LayeredConfigOptions } from './layered-config.js';

@@ -1,10 +1,7 @@
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Type, type Static } from 'typebox';
-import { Compile } from 'typebox/compile';
-import { parse as parseYaml } from 'yaml';
-import { errors } from '@drover/core';
 import { StringEnum } from '@drover/api';
+import { loadLayeredConfig } from '@drover/agent';
 
 export const ManagerConfigSchema = Type.Object(
   {
@@ -33,7 +30,6 @@ export const ManagerConfigSchema = Type.Object(
   { additionalProperties: false },
 );
 export type ManagerConfig = Static<typeof ManagerConfigSchema>;
-const check = Compile(ManagerConfigSchema);
 
 export function defaultManagerConfig(dataDir = '/var/lib/drover/manager'): ManagerConfig {
   return {
@@ -60,26 +56,13 @@ const envKeys: Record<string, keyof ManagerConfig> = {
 
 /** Defaults, then the YAML file, then DROVER_MANAGER_* variables; a bad key stops the start naming it. */
 export function loadManagerConfig(options: { file?: string; env?: NodeJS.ProcessEnv; overrides?: Partial<ManagerConfig> } = {}): ManagerConfig {
-  const env = options.env ?? process.env;
-  let fromFile: Record<string, unknown> = {};
-  if (options.file) {
-    try {
-      fromFile = (parseYaml(readFileSync(options.file, 'utf8')) ?? {}) as Record<string, unknown>;
-    } catch (cause) {
-      throw errors.invalid(`Cannot read manager configuration "${options.file}": ${(cause as Error).message}`);
-    }
-  }
-  const fromEnv: Record<string, unknown> = {};
-  for (const [suffix, key] of Object.entries(envKeys)) {
-    const value = env[`DROVER_MANAGER_${suffix}`];
-    if (value !== undefined) fromEnv[key] = value;
-  }
-  const dataDir = (options.overrides?.dataDir ?? fromEnv.dataDir ?? fromFile.dataDir) as string | undefined;
-  const merged = { ...defaultManagerConfig(dataDir ? path.resolve(dataDir) : undefined), ...fromFile, ...fromEnv, ...options.overrides };
-  if (!check.Check(merged)) {
-    const first = check.Errors(merged)[0];
-    const key = first?.instancePath ? first.instancePath.slice(1).replaceAll('/', '.') : String((first?.params as { additionalProperties?: string[] } | undefined)?.additionalProperties?.[0] ?? '(root)');
-    throw errors.invalid(`Invalid manager configuration: key "${key}" ${first?.message ?? 'is invalid'}`, { key });
-  }
-  return merged as ManagerConfig;
+  return loadLayeredConfig<ManagerConfig>({
+    what: 'manager',
+    schema: ManagerConfigSchema,
+    defaults: (dir) => defaultManagerConfig(dir ? path.resolve(dir) : undefined),
+    dirKey: 'dataDir',
+    envPrefix: 'MANAGER',
+    envKeys,
+    ...options,
+  });
 }

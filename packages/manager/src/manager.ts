@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
+import { loadOrCreateSecret } from '@drover/agent';
 import type { ManagerConfig } from './config.js';
 import { AgentLink } from './hosts/agent-link.js';
 import { HostService } from './hosts/host.service.js';
@@ -28,16 +28,6 @@ export interface RunningManager {
   close(): Promise<void>;
 }
 
-async function secret(file: string, configured?: string): Promise<string> {
-  if (configured) return configured;
-  try {
-    return (await readFile(file, 'utf8')).trim();
-  } catch {
-    const value = randomBytes(24).toString('base64url');
-    await writeFile(file, `${value}\n`, { mode: 0o600 });
-    return value;
-  }
-}
 
 /** Starts a manager: store, CA, image library, services, recovery of unfinished operations, API. */
 export async function startManager(config: ManagerConfig, options: { logger?: Logger } = {}): Promise<RunningManager> {
@@ -45,8 +35,8 @@ export async function startManager(config: ManagerConfig, options: { logger?: Lo
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const store = config.store === 'sqlite' ? await openSqliteStore({ file: path.join(config.dataDir, 'drover.db') }) : await openPostgresStore({ connectionString: config.store });
   const ca = await ClusterCa.open(path.join(config.dataDir, 'ca'));
-  const adminToken = await secret(path.join(config.dataDir, 'admin-token'), config.adminToken);
-  const metricsToken = await secret(path.join(config.dataDir, 'metrics-token'), config.metricsToken);
+  const adminToken = await loadOrCreateSecret(path.join(config.dataDir, 'admin-token'), config.adminToken);
+  const metricsToken = await loadOrCreateSecret(path.join(config.dataDir, 'metrics-token'), config.metricsToken);
   const managerCredentials = await ca.managerClientCredentials();
   const link = new AgentLink(
     () => ({ caPem: ca.caCertPem(), certPem: managerCredentials.certPem, keyPem: managerCredentials.keyPem }),

@@ -132,11 +132,6 @@ export class AgentLink {
     return this.call<VmInfo>(host, 'POST', `/v1/vms/${id}/${action}`, body, timeoutMs);
   }
 
-  async volumeNames(host: HostRecord, pool: string): Promise<Set<string>> {
-    const volumes = await this.call<Array<{ name: string }>>(host, 'GET', `/v1/pools/${pool}/volumes`);
-    return new Set(volumes.map((v) => v.name));
-  }
-
   createVolume(host: HostRecord, pool: string, body: Record<string, unknown>): Promise<unknown> {
     return this.call(host, 'POST', `/v1/pools/${pool}/volumes`, body, 300_000);
   }

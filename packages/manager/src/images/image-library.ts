@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { buildAllAppliances, type ApplianceArtifacts } from '@drover/appliances';
 import { errors } from '@drover/core';
@@ -51,7 +51,9 @@ export class ImageLibrary {
       minMemoryMiB: a.minMemoryMiB,
     };
     const file = path.join(this.dir, `${a.name}-${a.version}.json`);
-    await writeFile(file, JSON.stringify(manifest, null, 2));
+    // Whole or not at all: a half-written manifest would break every start of this image.
+    await writeFile(`${file}.tmp`, JSON.stringify(manifest, null, 2));
+    await rename(`${file}.tmp`, file);
     return this.store.images.create({
       name: a.name,
       version: a.version,
