@@ -15,6 +15,8 @@ DEBIAN_PACKAGES=(
   openssl ca-certificates                       # the cluster CA (certificates, CSRs, CRLs)
   postgresql                                    # the store's second backend (conformance tests)
   python3 make g++                              # better-sqlite3 compiles from source with node-gyp
+  genisoimage                                   # cloud-init NoCloud seeds (ISO 9660, label cidata)
+  chromium fonts-dejavu-core                    # the web console's browser tests (playwright-core drives it)
 )
 
 missing=()

@@ -16,6 +16,7 @@ export const errorCodes = [
   'too_large',
   'rate_limited',
   'unprocessable',
+  'cancelled',
   'internal',
 ] as const;
 
@@ -59,6 +60,8 @@ export const errors = {
   unauthenticated: (message = 'Authentication required') => new DroverError('unauthenticated', message),
   tooLarge: (message: string, details?: Record<string, unknown>) =>
     new DroverError('too_large', message, { details }),
+  cancelled: (message: string, details?: Record<string, unknown>) =>
+    new DroverError('cancelled', message, { details }),
   internal: (message: string, cause?: unknown) => new DroverError('internal', message, { cause }),
 };
 
@@ -73,6 +76,7 @@ const statusByCode: Record<ErrorCode, number> = {
   too_large: 413,
   unprocessable: 422,
   rate_limited: 429,
+  cancelled: 409,
   internal: 500,
   unavailable: 503,
   timeout: 504,
@@ -96,6 +100,7 @@ const exitByCode: Record<ErrorCode, number> = {
   unavailable: 6,
   timeout: 7,
   rate_limited: 8,
+  cancelled: 9,
   internal: 1,
 };
 

@@ -26,6 +26,8 @@ export const ManagerConfigSchema = Type.Object(
     appliances: Type.Boolean(),
     applianceCacheDir: Type.String({ pattern: '^/' }),
     logLevel: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    /** The web console's built files; default: packages/web/dist of this installation; `none` turns the console off. */
+    webRoot: Type.Optional(Type.String({ pattern: '^(/|none$)' })),
   },
   { additionalProperties: false },
 );
@@ -52,6 +54,7 @@ const envKeys: Record<string, keyof ManagerConfig> = {
   STORE: 'store',
   ADMIN_TOKEN: 'adminToken',
   LOG_LEVEL: 'logLevel',
+  WEB_ROOT: 'webRoot',
 };
 
 /** Defaults, then the YAML file, then DROVER_MANAGER_* variables; a bad key stops the start naming it. */

@@ -2,6 +2,7 @@ import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import WebSocket from 'ws';
 import { DroverError, errors, isErrorCode } from '@drover/core';
 import type { HostFacts, VmInfo, VmSpec } from '@drover/api';
 import { agentDispatcherOptions, mtlsJson, type AgentClientCredentials } from '../pki/index.js';
@@ -91,6 +92,18 @@ export class AgentLink {
       body = undefined;
     }
     throw this.agentError(host, method, path, status, body);
+  }
+
+  /**
+   * A WebSocket to an agent's stream (a console) over mutual TLS with the same
+   * pinned identity as every other call: the TLS settings come from the host's
+   * connection pool.
+   */
+  webSocket(host: Pick<HostRecord, 'id' | 'name' | 'address'>, path: string): WebSocket {
+    const target = new URL(`${host.address}${path}`);
+    if (target.protocol !== 'https:') throw errors.invalid(`agent URL must be https, got ${target.href}`);
+    target.protocol = 'wss:';
+    return new WebSocket(target, { agent: this.dispatcher(host), handshakeTimeout: 10_000, maxPayload: 16 * 1024 * 1024 });
   }
 
   private agentError(host: Pick<HostRecord, 'name'>, method: string, path: string, status: number, body: unknown): DroverError {

@@ -38,6 +38,9 @@ import type { OperationRunner } from '../operations/operation-runner.js';
 import { publicOperation } from '../operations/operation-runner.js';
 import type { AgentLink } from '../hosts/agent-link.js';
 import { registerStorageRoutes } from '../storage/storage.routes.js';
+import { BrowserAuth, cookieValue, sessionCookie, type BrowserIdentity } from './browser-auth.js';
+import { registerConsoleRoutes, StreamQuery } from './console-relay.js';
+import { isConsolePage, registerWebConsole } from './web-console.js';
 
 export interface ManagerServerOptions {
   store: Store;
@@ -52,6 +55,33 @@ export interface ManagerServerOptions {
   bodyLimit?: number;
   /** Serve over TLS (the listener agents on other machines join through). */
   https?: { key: string; cert: string };
+  /** Sessions (cookie) and single-use tickets for browsers and streams. */
+  browserAuth: BrowserAuth;
+  /** The web console's built files (packages/web/dist); absent: no console. */
+  webRoot?: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who made the request: the admin token, or a browser session. */
+    identity?: { actor: string; session?: BrowserIdentity };
+  }
+}
+
+/** Streams a browser opens without headers: they also accept a single-use `?ticket=`. */
+function isStreamRoute(path: string): boolean {
+  return path === '/api/v1/events' || path === '/api/v1/events/ws' || /^\/api\/v1\/vms\/[^/]+\/console\/(vnc|serial)$/.test(path);
+}
+
+/** A cookie-authenticated request from another site's page (the Origin header names another host). */
+function foreignOrigin(request: FastifyRequest): boolean {
+  const origin = request.headers.origin;
+  if (origin === undefined) return false;
+  try {
+    return new URL(origin).host !== request.headers.host;
+  } catch {
+    return true;
+  }
 }
 
 /** Routes anyone may call: health, the join of a new agent (it has a one-time token, not an API token), the API description. */
@@ -143,6 +173,7 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     void reply.status(answer.status).send(answer.body);
   });
   app.setNotFoundHandler((request, reply) => {
+    if (o.webRoot && isConsolePage(request)) return reply.sendFile('index.html');
     void reply.status(404).send({ error: { code: 'not_found', message: `No route ${request.method} ${request.url.split('?')[0]}`, details: {} } });
   });
 
@@ -153,8 +184,36 @@ export async function buildManagerServer(o: ManagerServerOptions) {
       if (!sameSecret(bearer(request), o.metricsToken)) throw errors.unauthenticated('The metrics scrape token is required');
       return;
     }
+    // The web console's files are public; the API behind them is not.
+    if (!path.startsWith('/api/')) return;
+    // A ticket, when given, decides alone: a bad one is refused even next to a valid token.
+    // (A malformed one — repeated, empty, too long — is left to the query schema: 400.)
+    const ticket = request.method === 'GET' && isStreamRoute(path) ? (request.query as { ticket?: unknown } | undefined)?.ticket : undefined;
+    if (typeof ticket === 'string' && ticket.length > 0 && ticket.length <= 128) {
+      const actor = o.browserAuth.redeemTicket(ticket);
+      if (!actor) throw errors.unauthenticated('The ticket is unknown, used or expired; ask for a new one (POST /api/v1/tickets)');
+      request.identity = { actor };
+      return;
+    }
     const token = bearer(request);
-    if (!token || !sameSecret(token, o.adminToken)) throw errors.unauthenticated('A valid bearer token is required');
+    if (token) {
+      if (!sameSecret(token, o.adminToken)) throw errors.unauthenticated('A valid bearer token is required');
+      request.identity = { actor: 'admin' };
+      return;
+    }
+    // Signing in exchanges the token in the body for a session cookie.
+    if (path === '/api/v1/sessions' && request.method === 'POST') return;
+    const session = o.browserAuth.verifySession(cookieValue(request.headers.cookie, sessionCookie));
+    if (session) {
+      if (foreignOrigin(request)) throw errors.forbidden('A request with the session cookie must come from the console\'s own origin');
+      // A custom header cannot be set by a cross-site form or image: it proves the console's own script sent a change.
+      if (request.method !== 'GET' && request.method !== 'HEAD' && request.headers['x-drover-csrf'] !== '1') {
+        throw errors.forbidden('Changes made with the session cookie need the header X-Drover-CSRF: 1');
+      }
+      request.identity = { actor: session.actor, session };
+      return;
+    }
+    throw errors.unauthenticated('A valid bearer token or session is required');
   });
   app.addHook('preValidation', async (request) => {
     if ((request.method === 'POST' || request.method === 'PATCH') && request.body === undefined) request.body = {};
@@ -165,7 +224,7 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     if (route.url.startsWith('/api/v1/') && !route.schema?.hide && !route.schema?.querystring) route.schema = { ...route.schema, querystring: NoQuery };
   });
 
-  const actor = (_request: FastifyRequest) => 'admin';
+  const actor = (request: FastifyRequest) => request.identity?.actor ?? 'admin';
   const idempotencyKey = (request: FastifyRequest) => {
     const key = request.headers['idempotency-key'];
     if (key === undefined) return undefined;
@@ -203,6 +262,28 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     return registry.metrics();
   });
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  // ---------------------------------------------------------------- sessions (browsers) and tickets (streams)
+  const SessionInfo = Type.Object({ actor: Type.String(), expiresAt: Type.Union([Type.String(), Type.Null()]) });
+  const secure = o.https ? '; Secure' : '';
+  app.post('/api/v1/sessions', { schema: { tags: ['sessions'], summary: 'Sign in with a token: answers with the session cookie (HttpOnly, SameSite=Strict) the web console uses', body: Type.Object({ token: Type.String({ minLength: 1, maxLength: 512 }) }, { additionalProperties: false }), response: { 201: SessionInfo, ...errorResponses } } }, async (request, reply) => {
+    if (!sameSecret(request.body.token, o.adminToken)) throw errors.unauthenticated('That token is not valid');
+    const session = o.browserAuth.issueSession('admin');
+    void reply.header('set-cookie', `${sessionCookie}=${session.value}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${session.maxAgeSeconds}${secure}`);
+    return reply.status(201).send({ actor: session.identity.actor, expiresAt: session.identity.expiresAt });
+  });
+  app.get('/api/v1/session', { schema: { tags: ['sessions'], summary: 'Who is signed in (expiresAt is null for a bearer token)', response: { 200: SessionInfo, ...errorResponses } } }, async (request) => ({
+    actor: actor(request),
+    expiresAt: request.identity?.session?.expiresAt ?? null,
+  }));
+  app.delete('/api/v1/session', { schema: { tags: ['sessions'], summary: 'Sign out: the session cookie is refused from now on', response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
+    if (request.identity?.session) o.browserAuth.endSession(request.identity.session);
+    void reply.header('set-cookie', `${sessionCookie}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0${secure}`);
+    return reply.status(204).send(null);
+  });
+  app.post('/api/v1/tickets', { schema: { tags: ['sessions'], summary: 'A single-use ticket (60 s) that authenticates one stream request as ?ticket=', body: EmptyBody, response: { 201: Type.Object({ ticket: Type.String(), expiresAt: Type.String() }), ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(o.browserAuth.issueTicket(actor(request))),
+  );
 
   // ---------------------------------------------------------------- hosts
   app.get('/api/v1/hosts', { schema: { tags: ['hosts'], summary: 'List hosts', querystring: ListQuery, response: { 200: Page(Host), ...errorResponses } } }, async (request) => {
@@ -309,6 +390,7 @@ export async function buildManagerServer(o: ManagerServerOptions) {
   });
 
   await registerStorageRoutes(app, { store: o.store, link: o.link });
+  await registerConsoleRoutes(app, { store: o.store, link: o.link });
 
   // ---------------------------------------------------------------- operations
   app.get('/api/v1/operations', { schema: { tags: ['operations'], summary: 'List operations, newest last', querystring: ListQuery, response: { 200: Page(Operation), ...errorResponses } } }, async (request) => {
@@ -317,7 +399,7 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     return { items: page.items.map(publicOperation), ...(page.next ? { next: page.next } : {}) };
   });
   app.post('/api/v1/operations/:id/cancel', { schema: { tags: ['operations'], summary: 'Cancel an operation (409 when its kind cannot be interrupted in its phase)', params: OpRef, body: EmptyBody, response: { 200: Operation, ...errorResponses } } }, async (request) =>
-    publicOperation(await o.runner.cancel(request.params.id)),
+    publicOperation(await o.runner.cancel(request.params.id, actor(request))),
   );
   app.get('/api/v1/operations/:id', { schema: { tags: ['operations'], summary: 'Show an operation', params: OpRef, response: { 200: Operation, ...errorResponses } } }, async (request) =>
     publicOperation(await o.store.operations.get(request.params.id)),
@@ -325,11 +407,11 @@ export async function buildManagerServer(o: ManagerServerOptions) {
 
   // ---------------------------------------------------------------- events
   /** The same change feed as the SSE stream, over a WebSocket (one JSON message per event). */
-  app.get('/api/v1/events/ws', { websocket: true, schema: { tags: ['events'], summary: 'Change events over a WebSocket: {"seq","type","data"} per message' } }, (socket) => {
+  app.get('/api/v1/events/ws', { websocket: true, schema: { tags: ['events'], summary: 'Change events over a WebSocket: {"seq","type","data"} per message', querystring: StreamQuery } }, (socket) => {
     const unsubscribe = o.hub.subscribe((e) => socket.send(JSON.stringify({ seq: e.seq, type: e.type, data: e.data })));
     socket.on('close', unsubscribe);
   });
-  app.get('/api/v1/events', { schema: { tags: ['events'], summary: 'Server-sent events: operation.updated, vm.updated, host.updated ... (Last-Event-ID resumes)' } }, async (request, reply) => {
+  app.get('/api/v1/events', { schema: { tags: ['events'], summary: 'Server-sent events: operation.updated, vm.updated, host.updated ... (Last-Event-ID resumes)', querystring: StreamQuery } }, async (request, reply) => {
     // Checked before the stream opens: past that point an error has no answer and the request hangs.
     const lastEventId = request.headers['last-event-id'];
     const last = lastEventId === undefined ? undefined : Number(lastEventId);
@@ -356,6 +438,8 @@ export async function buildManagerServer(o: ManagerServerOptions) {
       unsubscribe();
     });
   });
+
+  if (o.webRoot) await registerWebConsole(app, o.webRoot);
 
   return app;
 }

@@ -10,6 +10,8 @@ export interface OperationContext {
   op: OperationRecord;
   /** Records a journaled phase and its progress (persisted before the handler goes on). */
   phase(name: string, progress: number, note?: string): Promise<void>;
+  /** Aborted when a user cancels the operation; `phase` then throws, and long steps may pass it on. */
+  signal: AbortSignal;
   logger: Logger;
 }
 
@@ -21,8 +23,13 @@ export interface OperationHandler {
    * manager restart: look at reality (the agent) and finish or compensate.
    */
   recover(ctx: OperationContext): Promise<unknown>;
-  /** Asks a running operation to stop; it then ends `cancelled`. Kinds without it cannot be cancelled. */
-  cancel?(op: OperationRecord): Promise<void>;
+  /**
+   * Whether the operation may be cancelled as it is now (its phase). Cancelling
+   * aborts `ctx.signal`: the handler stops at its next phase (or sooner, where a
+   * step listens to the signal), `compensate` undoes what it did, and the
+   * operation ends `cancelled`. Kinds without it cannot be cancelled.
+   */
+  cancellable?(op: OperationRecord): boolean;
   /** Undoes what a failed run left behind (reservations, half-made volumes). */
   compensate?(ctx: OperationContext, error: DroverError): Promise<void>;
 }
@@ -52,6 +59,7 @@ function asDroverError(error: unknown): DroverError {
 export class OperationRunner {
   private readonly handlers = new Map<string, OperationHandler>();
   private readonly running = new Map<string, Promise<void>>();
+  private readonly cancels = new Map<string, AbortController>();
 
   constructor(
     private readonly store: Store,
@@ -90,7 +98,12 @@ export class OperationRunner {
   }
 
   private start(op: OperationRecord, handler: OperationHandler, mode: 'run' | 'recover'): void {
-    const done = this.execute(op, handler, mode).finally(() => this.running.delete(op.id));
+    const controller = new AbortController();
+    this.cancels.set(op.id, controller);
+    const done = this.execute(op, handler, mode, controller.signal).finally(() => {
+      this.running.delete(op.id);
+      this.cancels.delete(op.id);
+    });
     this.running.set(op.id, done);
   }
 
@@ -106,7 +119,7 @@ export class OperationRunner {
     return updated;
   }
 
-  private async execute(initial: OperationRecord, handler: OperationHandler, mode: 'run' | 'recover'): Promise<void> {
+  private async execute(initial: OperationRecord, handler: OperationHandler, mode: 'run' | 'recover', signal: AbortSignal): Promise<void> {
     let op = initial;
     const logger = this.logger.child({ op: op.id, kind: op.kind });
     const ctx: OperationContext = {
@@ -114,7 +127,9 @@ export class OperationRunner {
         return op;
       },
       logger,
+      signal,
       phase: async (name, progress, note) => {
+        signal.throwIfAborted();
         op = await this.update(op, {
           phase: name,
           progress: Math.max(0, Math.min(100, Math.round(progress))),
@@ -127,9 +142,9 @@ export class OperationRunner {
       const result = mode === 'run' ? await handler.run(ctx) : await handler.recover(ctx);
       op = await this.update(op, { state: 'done', progress: 100, phase: 'done', result: result ?? null, finishedAt: new Date().toISOString() });
     } catch (cause) {
-      const error = asDroverError(cause);
+      const error = signal.aborted ? asDroverError(signal.reason) : asDroverError(cause);
       if (error.code === 'internal') logger.error({ err: cause }, 'operation failed unexpectedly');
-      let state: 'failed' | 'rolled_back' = 'failed';
+      let state: 'failed' | 'rolled_back' | 'cancelled' = 'failed';
       if (handler.compensate) {
         try {
           await handler.compensate(ctx, error);
@@ -138,6 +153,8 @@ export class OperationRunner {
           logger.error({ err: compensation }, 'compensation failed');
         }
       }
+      // Cancelled means stopped and undone; a cancel whose undo failed is a failure.
+      if (signal.aborted && (state === 'rolled_back' || !handler.compensate)) state = 'cancelled';
       op = await this.update(op, {
         state,
         error: { code: error.code, message: error.message, details: error.details },
@@ -168,20 +185,26 @@ export class OperationRunner {
   }
 
   /**
-   * Cancels an operation whose handler can stop it cleanly. No handler can be
-   * interrupted halfway yet (a start or a save runs to its end, then it can be
-   * undone by the opposite action), so a running one answers 409 saying so.
+   * Cancels an operation in a phase its handler can stop cleanly (a start
+   * while it prepares disks, an image import while it downloads): the handler
+   * stops, undoes its work, and the operation ends `cancelled`. Elsewhere (QEMU
+   * is being started, a save is writing) the answer is 409 saying why; wait
+   * for the end, then undo it with the opposite action.
    */
-  async cancel(id: string): Promise<OperationRecord> {
+  async cancel(id: string, actor: string): Promise<OperationRecord> {
     const op = await this.store.operations.get(id);
     if (!active.includes(op.state as (typeof active)[number])) {
       throw errors.conflict(`Operation ${id} has already ended (${op.state})`, { state: op.state });
     }
     const handler = this.handlers.get(op.kind);
-    if (!handler?.cancel) {
+    const controller = this.cancels.get(id);
+    if (!controller) {
+      throw errors.conflict(`Operation ${id} is run by another manager; cancel it there`, { kind: op.kind, phase: op.phase });
+    }
+    if (!handler?.cancellable?.(op)) {
       throw errors.conflict(`Operation ${id} (${op.kind}) cannot be cancelled in phase "${op.phase}"; wait for it to end, then undo it`, { kind: op.kind, phase: op.phase });
     }
-    await handler.cancel(op);
+    controller.abort(errors.cancelled(`Cancelled by ${actor} in phase "${op.phase}"`, { actor, phase: op.phase }));
     return this.wait(id, 60_000);
   }
 

@@ -2,7 +2,6 @@ import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, RawServerDefault } from 'fastify';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from 'pino';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { errors } from '@drover/core';
@@ -10,6 +9,7 @@ import { ErrorBody, IdOrName, maxVolumeUploadBytes, Name, PoolInfo, PoolSpec, Vo
 import type { AgentLink } from '../hosts/agent-link.js';
 import type { Store } from '../store/index.js';
 import type { HostRecord } from '../store/types.js';
+import type { ManagerApp } from '../http/app-type.js';
 
 export interface StorageRouteDeps {
   store: Store;
@@ -38,8 +38,6 @@ export async function registerStorageRoutes(parent: ManagerApp, deps: StorageRou
   // Its own scope: only the upload route takes application/octet-stream, as a stream.
   await parent.register(async (scope) => storageRoutes(scope.withTypeProvider<TypeBoxTypeProvider>(), deps));
 }
-
-type ManagerApp = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger, TypeBoxTypeProvider>;
 
 async function storageRoutes(app: FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>, { store, link }: StorageRouteDeps): Promise<void> {
   app.addContentTypeParser('application/octet-stream', (request, payload, done) => {

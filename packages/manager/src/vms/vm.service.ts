@@ -71,7 +71,11 @@ export class VmService {
       recover: (ctx: OperationContext) => this.recover(ctx, kind),
       compensate: (ctx: OperationContext, error: DroverError) => this.compensate(ctx, error),
     });
-    o.runner.register('vm.start', handler('vm.start', (ctx, vm, host) => this.runStart(ctx, vm, host)));
+    o.runner.register('vm.start', {
+      ...handler('vm.start', (ctx, vm, host) => this.runStart(ctx, vm, host)),
+      // Until QEMU is asked to boot: disks may still be importing; the compensation releases the reservation.
+      cancellable: (op) => op.phase === 'pending' || op.phase === 'prepare',
+    });
     for (const action of ['stop', 'force-off', 'pause', 'resume', 'reset', 'save', 'restore']) {
       o.runner.register(`vm.${action}`, handler(`vm.${action}`, (ctx, vm, host) => this.runSimple(ctx, vm, host, action)));
     }
@@ -329,6 +333,7 @@ export class VmService {
     // Create what is missing; a 409 means it is already there (listing the pool would
     // cost a qemu-img call per volume on the host).
     const ensure = async (body: Record<string, unknown>) => {
+      ctx.signal.throwIfAborted(); // a cancelled start stops between imports
       try {
         await this.o.link.createVolume(host, pool, body);
       } catch (error) {
