@@ -18,6 +18,8 @@ export interface CliContext {
   stdout: Output;
   stderr: Output;
   stdin?: AsyncIterable<Buffer | string> | undefined;
+  /** Puts a terminal stdin into raw mode and back (absent when stdin is not a terminal). */
+  setRawMode?: ((on: boolean) => void) | undefined;
   fetch?: typeof fetch | undefined;
   /** Operation polling interval; default 200 ms. */
   pollIntervalMs?: number | undefined;

@@ -38,6 +38,7 @@ export function processContext(): CliContext {
     stderr: process.stderr,
     // Lazy: touching process.stdin opens it, which a command that never reads should not do.
     stdin: { [Symbol.asyncIterator]: () => process.stdin[Symbol.asyncIterator]() },
+    setRawMode: process.stdin.isTTY ? (on) => process.stdin.setRawMode(on) : undefined,
     watchInterrupts: () => {
       const controller = new AbortController();
       let count = 0;

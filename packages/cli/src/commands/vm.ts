@@ -5,6 +5,7 @@ import { seg, sleep } from '../client.js';
 import { formatFields, formatLabels, formatMiB, formatTable, orDash } from '../output.js';
 import type { Forward, Operation, Snapshot, Vm, VmCreate, VmEdit } from '../types.js';
 import { fetchList, printPage, withListOptions, withWaitOption, yesNo, type ListOptions } from './common.js';
+import { attachConsole } from './console-attach.js';
 
 export function vmTable(vms: Vm[]): string {
   return formatTable(
@@ -272,21 +273,28 @@ Examples:
 
   registerSnapshotCommands(cli, vm);
 
-  apiCommand(vm, 'console <vm>', "Print a VM's serial console log and follow it")
+  apiCommand(vm, 'console <vm>', "Print a VM's serial console log and follow it, or attach to it (--attach)")
     .option('--no-follow', 'print what is there and stop')
     .option('--offset <bytes>', 'start at this byte offset of the log', positiveInt('--offset', 0), 0)
+    .option('-a, --attach', 'interactive: what you type goes to the guest; Ctrl-] detaches', false)
     .addHelpText(
       'after',
       `
-It polls the log; Ctrl-C stops following. Output is the raw log.
+Without --attach it polls the log; Ctrl-C stops following. Output is the raw log.
+With --attach it opens the live console (a WebSocket through the manager, authenticated
+with a single-use ticket): the terminal is put in raw mode, Ctrl-] or the end of stdin
+detaches, and nothing is replayed (use the log for what came before).
 
 Examples:
   $ drover vm console web1
-  $ drover vm console web1 --no-follow > web1.log`,
+  $ drover vm console web1 --no-follow > web1.log
+  $ drover vm console web1 --attach
+  $ printf 'root\n' | drover vm console web1 --attach`,
     )
     .action(
-      cli.action<{ follow: boolean; offset: number }>(async (session, [name], options) => {
-        await followConsole(session, name!, options.offset, options.follow);
+      cli.action<{ follow: boolean; offset: number; attach: boolean }>(async (session, [name], options) => {
+        if (options.attach) await attachConsole(session, name!);
+        else await followConsole(session, name!, options.offset, options.follow);
       }),
     );
 

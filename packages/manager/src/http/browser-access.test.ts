@@ -1,5 +1,7 @@
+import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { tempDir } from '@drover/agent/testing';
@@ -62,6 +64,35 @@ function firstBytes(ws: WebSocket, count: number, timeoutMs = 30_000): Promise<B
       }
     });
   });
+}
+
+/** Runs `drover vm console VM --attach`, types `input`, waits for `until` on stdout, then sends Ctrl-]. */
+function attachWithCli(vm: string, input: string, until: RegExp): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../cli/dist/main.js');
+  const child = spawn(process.execPath, [cli, 'vm', 'console', vm, '--attach'], {
+    env: { PATH: process.env.PATH, HOME: webRoot, DROVER_URL: cluster.manager.url, DROVER_TOKEN: cluster.manager.adminToken },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    // Type once connected, and again now and then: the shell may still be starting.
+    if (stderr.includes('Connected')) child.stdin.write(input);
+  });
+  const retype = setInterval(() => stderr.includes('Connected') && child.stdin.write(input), 3000);
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    if (until.test(stdout)) child.stdin.write(Buffer.from([0x1d]));
+  });
+  return new Promise((resolve) =>
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      clearInterval(retype);
+      resolve({ code, stdout, stderr });
+    }),
+  );
 }
 
 describe('browser sessions', () => {
@@ -141,6 +172,12 @@ describe('consoles through the manager', () => {
     });
     expect(text).toMatch(/DROVER-COUNTER gen=\d+/);
     (serial as WebSocket).close();
+
+    // The CLI attaches to the same console: what it types runs in the guest's shell; Ctrl-] detaches.
+    const attached = await attachWithCli('screen', 'echo ATTACHED-$((6*7))\n', /ATTACHED-42/);
+    expect(attached.code).toBe(0);
+    expect(attached.stdout).toMatch(/ATTACHED-42/);
+    expect(attached.stderr).toContain('Detached');
 
     // The screen: an RFB server greets with its protocol version.
     const ticket = await cluster.api<{ ticket: string }>('POST', '/api/v1/tickets', {});
