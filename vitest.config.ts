@@ -9,7 +9,7 @@ export default defineConfig({
   resolve: { conditions },
   ssr: { resolve: { conditions } },
   test: {
-    include: ['packages/*/src/**/*.test.ts', 'appliances/src/**/*.test.ts', 'test/**/*.test.ts', 'bench/src/**/*.test.ts'],
+    include: ['packages/*/src/**/*.test.ts', 'appliances/src/**/*.test.ts', 'test/**/*.test.ts', 'bench/src/**/*.test.ts', 'packages/web/test/**/*.test.ts'],
     testTimeout: 120_000,
     hookTimeout: 300_000,
     maxWorkers: 2,

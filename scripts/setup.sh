@@ -16,6 +16,7 @@ DEBIAN_PACKAGES=(
   postgresql                                    # the store's second backend (conformance tests)
   python3 make g++                              # better-sqlite3 compiles from source with node-gyp
   genisoimage                                   # cloud-init NoCloud seeds (ISO 9660, label cidata)
+  isolinux syslinux-common syslinux-utils       # the bootable hybrid test ISO (isolinux.bin, ldlinux.c32, isohybrid)
   chromium fonts-dejavu-core                    # the web console's browser tests (playwright-core drives it)
 )
 
@@ -50,3 +51,9 @@ fi
 
 log "building (tsc -b)"
 npx tsc -b
+# The web console: Vite bundles it; rebuilt only when a source is newer than the bundle.
+web_index=packages/web/dist/index.html
+if [[ ! -f "$web_index" ]] || [[ -n "$(find packages/web/src packages/web/test packages/web/index.html packages/web/package.json packages/web/vite.config.ts packages/web/tsconfig.json packages/api/src -newer "$web_index" -print -quit)" ]]; then
+  log "building the web console (packages/web/dist)"
+  npm run build -w packages/web --silent
+fi

@@ -1,0 +1,46 @@
+// Types only: the schemas themselves stay on the server (no TypeBox in the bundle).
+import type { Host, Image, Operation, Vm, VmCreate, VmEdit, ManagedVmState } from '@drover/api';
+import type { PoolInfo, VolumeInfo, SnapshotInfo } from '@drover/api';
+
+export type { Host, Image, Operation, Vm, VmCreate, VmEdit, ManagedVmState, PoolInfo, VolumeInfo, SnapshotInfo };
+/** The answer of POST /api/v1/hosts/join-tokens (schema JoinToken). */
+export interface JoinTokenAnswer {
+  token: string;
+  expiresAt: string;
+  caFingerprint: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  next?: string;
+}
+
+export interface Session {
+  actor: string;
+  expiresAt: string;
+}
+
+export interface Ticket {
+  ticket: string;
+  expiresAt: string;
+}
+
+export interface ListParams {
+  limit?: number;
+  cursor?: string;
+  state?: string;
+  name?: string;
+  label?: string;
+  host?: string;
+}
+
+/** What `/api/v1/events` carries (see docs/api.md, Events). */
+export type DroverEvent =
+  | { seq: number; type: 'vm.updated'; data: Vm }
+  | { seq: number; type: 'vm.deleted'; data: { id: string; name: string } }
+  | { seq: number; type: 'host.updated'; data: Host }
+  | { seq: number; type: 'host.removed'; data: { id: string; name: string } }
+  | { seq: number; type: 'operation.updated'; data: Operation };
+
+export type DroverEventType = DroverEvent['type'];
+export const eventTypes: readonly DroverEventType[] = ['vm.updated', 'vm.deleted', 'host.updated', 'host.removed', 'operation.updated'];

@@ -1,0 +1,89 @@
+import type { ApiClient } from '../src/api/client.js';
+
+/**
+ * Every operation of the manager's OpenAPI document, mapped either to the
+ * console control that performs it or to the list of API-only operations with
+ * the reason. browser.test.ts checks the map against the live document (a new
+ * route fails the test until it is placed here), calls each client method to
+ * see that it reaches that very route, and checks that the console's pages
+ * call the method.
+ */
+
+type ClientMethod = { [K in keyof ApiClient]: ApiClient[K] extends (...args: never[]) => unknown ? K : never }[keyof ApiClient];
+
+export interface UiOperation {
+  /** Where an operator finds it. */
+  control: string;
+  /** The ApiClient method the control calls, and arguments to call it with in the test. */
+  client: ClientMethod;
+  args: unknown[];
+  /** `url`: the method returns the route's URL (a link, an XHR upload) instead of calling it. */
+  via?: 'url';
+  /** A string that must appear in the console's sources, for calls made outside ApiClient. */
+  source?: string;
+}
+
+export const uiOperations: Record<string, UiOperation> = {
+  'POST /api/v1/sessions': { control: 'Login page: Log in', client: 'login', args: ['t'] },
+  'GET /api/v1/session': { control: 'Console start: am I logged in?', client: 'session', args: [] },
+  'DELETE /api/v1/session': { control: 'Header: Log out', client: 'logout', args: [] },
+  'POST /api/v1/tickets': { control: 'VM page: serial console and VNC screen (one ticket per WebSocket)', client: 'socketUrl', args: ['/vms/v/console/vnc'] },
+
+  'GET /api/v1/hosts': { control: 'Dashboard: Hosts; Hosts page; Storage: Host', client: 'hosts', args: [] },
+  'DELETE /api/v1/hosts/{id}': { control: 'Hosts page: Remove…', client: 'removeHost', args: ['h1'] },
+  'POST /api/v1/hosts/{id}/rotate-certificate': { control: 'Hosts page: Rotate certificate', client: 'rotateCertificate', args: ['h1'] },
+  'POST /api/v1/hosts/join-tokens': { control: 'Hosts page: Add a host…', client: 'joinToken', args: [3600] },
+
+  'GET /api/v1/hosts/{id}/pools': { control: 'Storage: Pools on <host>', client: 'pools', args: ['h1'] },
+  'POST /api/v1/hosts/{id}/pools': { control: 'Storage: Add pool…', client: 'createPool', args: ['h1', { name: 'p', path: '/p' }] },
+  'DELETE /api/v1/hosts/{id}/pools/{pool}': { control: 'Storage: pool Delete', client: 'deletePool', args: ['h1', 'p'] },
+  'GET /api/v1/hosts/{id}/pools/{pool}/volumes': { control: 'Storage: Volumes in <pool>', client: 'volumes', args: ['h1', 'p'] },
+  'POST /api/v1/hosts/{id}/pools/{pool}/volumes': { control: 'Storage: Create volume…', client: 'createVolume', args: ['h1', 'p', { name: 'v', sizeBytes: 1048576 }] },
+  'POST /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}/resize': { control: 'Storage: volume Resize', client: 'resizeVolume', args: ['h1', 'p', 'v', 2097152] },
+  'DELETE /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}': { control: 'Storage: volume Delete', client: 'deleteVolume', args: ['h1', 'p', 'v'] },
+  'GET /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}/content': { control: 'Storage: volume Download (a link)', client: 'volumeContentUrl', args: ['h1', 'p', 'v'], via: 'url' },
+  'PUT /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}/content': { control: 'Storage: Upload… (XHR, for progress)', client: 'volumeContentUrl', args: ['h1', 'p', 'v'], via: 'url', source: "xhr.open('PUT'" },
+
+  'GET /api/v1/images': { control: 'Create VM dialog: Image', client: 'images', args: [] },
+
+  'GET /api/v1/vms': { control: 'VM list; Dashboard: VMs', client: 'vms', args: [] },
+  'POST /api/v1/vms': { control: 'Create VM dialog', client: 'createVm', args: [{ name: 'v', image: 'web' }] },
+  'GET /api/v1/vms/{id}': { control: 'VM page', client: 'vm', args: ['v'] },
+  'PATCH /api/v1/vms/{id}': { control: 'VM page: Edit, Save changes', client: 'editVm', args: ['v', { cpus: 2 }, 1] },
+  'DELETE /api/v1/vms/{id}': { control: 'VM page: Delete…', client: 'deleteVm', args: ['v'] },
+  'POST /api/v1/vms/{id}/start': { control: 'VM page: Start; Create VM dialog: Start it now', client: 'vmAction', args: ['v', 'start'] },
+  'POST /api/v1/vms/{id}/stop': { control: 'VM page: Stop', client: 'vmAction', args: ['v', 'stop'] },
+  'POST /api/v1/vms/{id}/force-off': { control: 'VM page: Force off', client: 'vmAction', args: ['v', 'force-off'] },
+  'POST /api/v1/vms/{id}/pause': { control: 'VM page: Pause', client: 'vmAction', args: ['v', 'pause'] },
+  'POST /api/v1/vms/{id}/resume': { control: 'VM page: Resume', client: 'vmAction', args: ['v', 'resume'] },
+  'POST /api/v1/vms/{id}/reset': { control: 'VM page: Reset', client: 'vmAction', args: ['v', 'reset'] },
+  'POST /api/v1/vms/{id}/save': { control: 'VM page: Save', client: 'vmAction', args: ['v', 'save'] },
+  'POST /api/v1/vms/{id}/restore': { control: 'VM page: Restore', client: 'vmAction', args: ['v', 'restore'] },
+  'GET /api/v1/vms/{id}/snapshots': { control: 'VM page: Snapshots', client: 'snapshots', args: ['v'] },
+  'POST /api/v1/vms/{id}/snapshots': { control: 'VM page: Create snapshot', client: 'createSnapshot', args: ['v', 's'] },
+  'POST /api/v1/vms/{id}/snapshots/{snapshot}/revert': { control: 'VM page: snapshot Revert', client: 'revertSnapshot', args: ['v', 's'] },
+  'DELETE /api/v1/vms/{id}/snapshots/{snapshot}': { control: 'VM page: snapshot Delete', client: 'deleteSnapshot', args: ['v', 's'] },
+  'GET /api/v1/vms/{id}/console/serial/log': { control: 'VM page: Serial console (what the guest printed before)', client: 'serialLog', args: ['v'] },
+
+  'GET /api/v1/operations': { control: 'Operations page; Dashboard: Running operations', client: 'operations', args: [] },
+  'GET /api/v1/operations/{id}': { control: 'Operations page: an operation (?focus=)', client: 'operation', args: ['o'] },
+  'POST /api/v1/operations/{id}/cancel': { control: 'Operations page: Cancel', client: 'cancelOperation', args: ['o'] },
+  'GET /api/v1/events': { control: 'Every page: live updates (EventSource)', client: 'url', args: ['/events'], via: 'url', source: "api.url('/events')" },
+};
+
+/** Operations the console does not offer, and why. */
+export const apiOnlyOperations: Record<string, string> = {
+  'POST /api/v1/hosts/join': 'called by drover-agent --join with a one-time token, never by a person',
+  'GET /api/v1/hosts/{id}': 'the Hosts page lists every host with all its fields',
+  'GET /api/v1/hosts/{id}/pools/{pool}': 'the Storage page lists every pool with all its fields',
+  'GET /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}': 'the Storage page lists every volume with all its fields',
+  'GET /api/v1/images/{id}': 'image import is newer than the console: no Images page yet (docs/web.md)',
+  'POST /api/v1/images': 'image import is newer than the console: no Images page yet (docs/web.md)',
+  'DELETE /api/v1/images/{id}': 'image import is newer than the console: no Images page yet (docs/web.md)',
+  'GET /api/v1/vms/{id}/disks': 'disk hotplug is newer than the console: not on the VM page yet (docs/web.md)',
+  'POST /api/v1/vms/{id}/disks': 'disk hotplug is newer than the console: not on the VM page yet (docs/web.md)',
+  'DELETE /api/v1/vms/{id}/disks/{disk}': 'disk hotplug is newer than the console: not on the VM page yet (docs/web.md)',
+  'GET /api/v1/vms/{id}/nics': 'NIC hotplug is newer than the console: not on the VM page yet (docs/web.md)',
+  'POST /api/v1/vms/{id}/nics': 'NIC hotplug is newer than the console: not on the VM page yet (docs/web.md)',
+  'DELETE /api/v1/vms/{id}/nics/{nic}': 'NIC hotplug is newer than the console: not on the VM page yet (docs/web.md)',
+};
