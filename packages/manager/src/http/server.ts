@@ -419,6 +419,8 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     reply.hijack();
     const out = reply.raw;
     out.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+    // Sent at once, so a browser's EventSource opens now, not at the first event or keep-alive.
+    out.write(': connected\n\n');
     const send = (e: { seq: number; type: string; data: unknown }) => out.write(`id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(e.data)}\n\n`);
     const pending: Array<{ seq: number; type: string; data: unknown }> = [];
     let replaying = true;
