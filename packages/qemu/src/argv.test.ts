@@ -167,6 +167,29 @@ describe('buildQemuArgv', () => {
     expect(findQmpSocket(argv)).toBe('/run/a,b/qmp.sock');
   });
 
+  it('makes the hot-pluggable root ports asked for, in index order, and puts devices with a port on them', () => {
+    const argv = buildQemuArgv(
+      baseConfig({
+        rootPorts: [9, 0, 1, 2, 3, 4, 5, 6, 7, 8],
+        disks: [
+          { nodeName: 'disk0', path: '/images/root.qcow2', format: 'qcow2', port: 0 },
+          { nodeName: 'cd0', path: '/images/seed.iso', format: 'raw', media: 'cdrom' },
+        ],
+        nics: [{ id: 'net0', mac: '52:54:00:00:00:01', mode: 'user', hostForwards: [], port: 9 }],
+      }),
+    );
+    const ports = argv.filter((arg) => arg.startsWith('pcie-root-port,'));
+    expect(ports).toHaveLength(10);
+    expect(ports[0]).toBe('pcie-root-port,id=rp0,bus=pcie.0,chassis=1,addr=0x10.0,multifunction=on,io-reserve=0');
+    expect(ports[7]).toBe('pcie-root-port,id=rp7,bus=pcie.0,chassis=8,addr=0x10.7,io-reserve=0');
+    expect(ports[8]).toBe('pcie-root-port,id=rp8,bus=pcie.0,chassis=9,addr=0x11.0,multifunction=on,io-reserve=0');
+    // The ports come before the devices that sit on them.
+    expect(argv.indexOf(ports[9]!)).toBeLessThan(argv.indexOf('virtio-blk-pci,drive=disk0,id=disk0-dev,bus=rp0'));
+    expect(argv).toContain('ide-cd,drive=cd0,id=cd0-dev,bus=ide.0');
+    expect(argv).toContain('virtio-net-pci,netdev=net0,id=net0-dev,mac=52:54:00:00:00:01,romfile=,bus=rp9');
+    expect(buildQemuArgv(baseConfig()).some((arg) => arg.startsWith('pcie-root-port'))).toBe(false);
+  });
+
   it('refuses bad input with errors.invalid', () => {
     const cases: Array<[Partial<QemuLaunchConfig>, RegExp]> = [
       [{ qmpSocket: '/run/x\n/qmp.sock' }, /newline or NUL/],
@@ -200,6 +223,15 @@ describe('buildQemuArgv', () => {
         /host port 70000/,
       ],
       [{ boot: { kind: 'cdrom' } }, /no CD-ROM/],
+      [{ rootPorts: [64] }, /root port 64: expected an integer from 0 to 63/],
+      [{ rootPorts: [1, 1] }, /Root port 1 is listed twice/],
+      [{ rootPorts: [0, 1], disks: [{ nodeName: 'd', path: '/a', format: 'raw', port: 2 }] }, /root port 2 for "d": the VM has no such root port/],
+      [{ disks: [{ nodeName: 'd', path: '/a', format: 'raw', port: 0 }] }, /no such root port/],
+      [
+        { rootPorts: [0, 1], disks: [{ nodeName: 'd', path: '/a', format: 'raw', port: 1 }], nics: [{ id: 'n0', mac: '52:54:00:00:00:01', mode: 'user', hostForwards: [], port: 1 }] },
+        /Root port 1 is given to two devices/,
+      ],
+      [{ rootPorts: [0], disks: [{ nodeName: 'cd', path: '/a.iso', format: 'raw', media: 'cdrom', port: 0 }] }, /CD-ROMs are on the AHCI bus/],
       [{ disks: [], boot: { kind: 'disk' } }, /no disk/],
     ];
     for (const [overrides, message] of cases) {

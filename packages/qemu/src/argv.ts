@@ -1,7 +1,10 @@
 import { isIPv4 } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { errors } from '@drover/core';
-import type { DiskConfig, NicConfig, QemuLaunchConfig } from './launch-config.js';
+import { diskBlockdevs, diskDevice, escapeOptionValue, maxRootPorts, nicDevice, nicNetdevOption, optionString, rootPortProps } from './devices.js';
+import type { DiskConfig, QemuLaunchConfig } from './launch-config.js';
+
+export { escapeOptionValue };
 
 /** The full seccomp lockdown; see `QemuLaunchConfig.sandbox` for why it is safe here. */
 export const sandboxOption = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
@@ -13,15 +16,6 @@ const nodeNamePattern = /^[A-Za-z][A-Za-z0-9_.-]*$/;
 const maxNodeNameLength = 31;
 /** q35's built-in AHCI controller has six ports, buses `ide.0` to `ide.5`. */
 const ahciPorts = 6;
-
-/**
- * Escapes a value for QEMU's `key=value,...` option syntax, where a literal comma is
- * written twice.
- * @example escapeOptionValue('/srv/a,b.qcow2') === '/srv/a,,b.qcow2'
- */
-export function escapeOptionValue(value: string): string {
-  return value.replaceAll(',', ',,');
-}
 
 /**
  * Splits a `key=value,...` option string the way QEMU does: a doubled comma is a literal
@@ -129,9 +123,30 @@ function validate(config: QemuLaunchConfig): void {
     if (qdevIds.has(id)) throw errors.invalid(`Duplicate device id "${id}"`, { field: what });
     qdevIds.add(id);
   };
+  const rootPorts = new Set<number>();
+  for (const index of config.rootPorts ?? []) {
+    if (!Number.isInteger(index) || index < 0 || index >= maxRootPorts) {
+      throw errors.invalid(`Invalid root port ${index}: expected an integer from 0 to ${maxRootPorts - 1}`, { field: 'rootPorts' });
+    }
+    if (rootPorts.has(index)) throw errors.invalid(`Root port ${index} is listed twice`, { field: 'rootPorts' });
+    rootPorts.add(index);
+  }
+  const usedPorts = new Set<number>();
+  const claimPort = (port: number | undefined, owner: string): void => {
+    if (port === undefined) return;
+    if (!rootPorts.has(port)) {
+      throw errors.invalid(`Invalid root port ${port} for "${owner}": the VM has no such root port`, { field: 'port' });
+    }
+    if (usedPorts.has(port)) throw errors.invalid(`Root port ${port} is given to two devices ("${owner}" and another)`, { field: 'port' });
+    usedPorts.add(port);
+  };
   const bootIndexes = new Set<number>();
   for (const disk of config.disks) {
     claim(disk.nodeName, 'disk node name');
+    if (disk.port !== undefined && disk.media === 'cdrom') {
+      throw errors.invalid(`CD-ROM "${disk.nodeName}" cannot sit on a root port: CD-ROMs are on the AHCI bus`, { field: 'port' });
+    }
+    claimPort(disk.port, disk.nodeName);
     checkPath(disk.path, 'disk path');
     if (disk.format !== 'qcow2' && disk.format !== 'raw') {
       throw errors.invalid(`Invalid disk format "${String(disk.format)}" for "${disk.path}": expected "qcow2" or "raw"`, {
@@ -158,6 +173,7 @@ function validate(config: QemuLaunchConfig): void {
   }
   for (const nic of config.nics) {
     claim(nic.id, 'NIC id');
+    claimPort(nic.port, nic.id);
     if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(nic.mac) || (parseInt(nic.mac.slice(0, 2), 16) & 1) === 1) {
       throw errors.invalid(`Invalid MAC address "${nic.mac}" for NIC "${nic.id}": expected a unicast xx:xx:xx:xx:xx:xx`, {
         field: 'mac',
@@ -214,35 +230,9 @@ function bootIndexesOf(config: QemuLaunchConfig): Map<DiskConfig, number> {
 }
 
 function diskArgs(disk: DiskConfig, bootIndex: number | undefined, ahciPort: number): string[] {
-  const cdrom = disk.media === 'cdrom';
-  // A CD-ROM is read-only media whatever the caller says.
-  const readOnly = cdrom || disk.readOnly === true ? 'on' : 'off';
-  const fileNode = `${disk.nodeName}-file`;
-  // locking=on (not auto): two QEMUs on one image must fail, never both run.
-  const file = [
-    'driver=file',
-    `filename=${escapeOptionValue(disk.path)}`,
-    `node-name=${fileNode}`,
-    `read-only=${readOnly}`,
-    'locking=on',
-  ];
-  const format = [`driver=${disk.format}`, `file=${fileNode}`, `node-name=${disk.nodeName}`, `read-only=${readOnly}`];
-  const device = cdrom
-    ? ['ide-cd', `drive=${disk.nodeName}`, `id=${disk.nodeName}-dev`, `bus=ide.${ahciPort}`]
-    : ['virtio-blk-pci', `drive=${disk.nodeName}`, `id=${disk.nodeName}-dev`];
-  if (bootIndex !== undefined) device.push(`bootindex=${bootIndex}`);
-  if (disk.serial !== undefined) device.push(`serial=${escapeOptionValue(disk.serial)}`);
-  return ['-blockdev', file.join(','), '-blockdev', format.join(','), '-device', device.join(',')];
-}
-
-function nicArgs(nic: NicConfig): string[] {
-  const netdev = ['user', `id=${nic.id}`];
-  for (const forward of nic.hostForwards) {
-    netdev.push(`hostfwd=${forward.protocol}:${forward.hostAddress}:${forward.hostPort}-:${forward.guestPort}`);
-  }
-  // An empty romfile skips the iPXE option ROM: we never boot from the network and it is slow under TCG.
-  const device = ['virtio-net-pci', `netdev=${nic.id}`, `id=${nic.id}-dev`, `mac=${nic.mac.toLowerCase()}`, 'romfile='];
-  return ['-netdev', netdev.join(','), '-device', device.join(',')];
+  const [file, format] = diskBlockdevs(disk);
+  const device = diskDevice(disk, { ...(bootIndex === undefined ? {} : { bootIndex }), ahciPort });
+  return ['-blockdev', optionString(file), '-blockdev', optionString(format), '-device', optionString(device, 'driver')];
 }
 
 /**
@@ -296,13 +286,15 @@ export function buildQemuArgv(config: QemuLaunchConfig, binary = 'qemu-system-x8
   // -nodefaults removes the default VGA, and VNC without a display device shows nothing.
   if (config.vncSocket !== undefined) argv.push('-vnc', `unix:${escapeOptionValue(config.vncSocket)}`, '-device', 'VGA');
 
+  // Root ports before the devices that sit on them.
+  for (const index of [...(config.rootPorts ?? [])].sort((a, b) => a - b)) argv.push('-device', optionString(rootPortProps(index), 'driver'));
   const bootIndexes = bootIndexesOf(config);
   let ahciPort = 0;
   for (const disk of config.disks) {
     argv.push(...diskArgs(disk, bootIndexes.get(disk), ahciPort));
     if (disk.media === 'cdrom') ahciPort++;
   }
-  for (const nic of config.nics) argv.push(...nicArgs(nic));
+  for (const nic of config.nics) argv.push('-netdev', nicNetdevOption(nic), '-device', optionString(nicDevice(nic), 'driver'));
 
   if (config.boot.kind === 'kernel') {
     argv.push('-kernel', config.boot.kernel);

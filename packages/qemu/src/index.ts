@@ -15,6 +15,21 @@ export type {
 export { buildQemuArgv, escapeOptionValue, findQmpSocket, sandboxOption, splitOptionString } from './argv.js';
 
 export {
+  diskBlockdevs,
+  diskDevice,
+  maxRootPorts,
+  nicDevice,
+  nicNetdevArgs,
+  nicNetdevOption,
+  optionString,
+  rootPortId,
+  rootPortProps,
+  type QemuProps,
+} from './devices.js';
+
+export { deletedDeviceId, plugDisk, plugNic, releaseDiskNodes, releaseNicBackend, unplugDevice } from './hotplug.js';
+
+export {
   QmpClient,
   QmpCommandError,
   QmpJobError,
@@ -53,6 +68,7 @@ export {
   createQemuImg,
   defaultQemuImgLimits,
   qemuImgArgv,
+  runLimitedTool,
   runQemuImg,
   untrustedImageProblems,
   type ImageCheckResult,
@@ -63,6 +79,7 @@ export {
   type QemuImgApi,
   type QemuImgLimits,
   type QemuImgOptions,
+  type RunContext,
 } from './qemu-img.js';
 
 export {

@@ -15,6 +15,12 @@ export interface DiskConfig {
   /** Boot order index (bootindex=) for disk/cdrom boots. */
   bootIndex?: number;
   serial?: string;
+  /**
+   * The PCIe root port (one of `QemuLaunchConfig.rootPorts`) a virtio disk sits on:
+   * such a disk can be unplugged while QEMU runs. Without it the disk is built into
+   * pcie.0 and stays until QEMU ends. CD-ROMs sit on AHCI and take none.
+   */
+  port?: number;
 }
 
 export interface HostForward {
@@ -31,6 +37,8 @@ export interface NicConfig {
   /** QEMU user-mode networking (slirp) until the networks issue adds bridges and taps. */
   mode: 'user';
   hostForwards: HostForward[];
+  /** The PCIe root port the NIC sits on (see `DiskConfig.port`). */
+  port?: number;
 }
 
 export type BootConfig =
@@ -50,6 +58,12 @@ export interface QemuLaunchConfig {
   machine?: string;
   disks: DiskConfig[];
   nics: NicConfig[];
+  /**
+   * PCIe root ports to create, by index (`rp<index>`, at a fixed address per index): the
+   * slots of the devices given a `port`, and free slots for devices hot-plugged later
+   * (`hotplug.ts`). q35 has no hotplug on pcie.0.
+   */
+  rootPorts?: readonly number[];
   boot: BootConfig;
   /** Unix socket paths; QEMU creates them (server=on,wait=off). */
   qmpSocket: string;

@@ -77,7 +77,7 @@ export interface RunResult {
   stderr: string;
 }
 
-interface RunContext {
+export interface RunContext {
   op: string;
   path: string;
 }
@@ -106,9 +106,9 @@ export function qemuImgArgv(args: readonly string[], options: QemuImgOptions = {
   ];
 }
 
-function lastLine(text: string): string {
+function lastLine(text: string, tool: string): string {
   const lines = text.trim().split('\n');
-  return (lines.at(-1) ?? '').replace(/^qemu-img: /, '');
+  return (lines.at(-1) ?? '').replace(new RegExp(`^${tool.replace(/[^A-Za-z0-9]/g, '\\$&')}: `), '');
 }
 
 /**
@@ -120,7 +120,17 @@ export function runQemuImg(
   options: QemuImgOptions = {},
   context: RunContext = { op: String(args[0]), path: String(args.at(-1)) },
 ): Promise<RunResult> {
-  const argv = qemuImgArgv(args, options);
+  return runLimitedTool('qemu-img', args, options, context);
+}
+
+/**
+ * Runs another image tool that reads untrusted or caller-given input the same way as
+ * qemu-img: never through a shell, under prlimit, with a wall-clock timeout and
+ * bounded output; `tool` is the binary (looked up in PATH) and names it in errors.
+ * @example await runLimitedTool('genisoimage', ['-quiet', '-o', out, '-V', 'cidata', dir], {}, { op: 'seed', path: out })
+ */
+export function runLimitedTool(tool: string, args: readonly string[], options: QemuImgOptions, context: RunContext): Promise<RunResult> {
+  const argv = qemuImgArgv(args, { ...options, binary: options.binary ?? tool });
   const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
   const limits = limitsOf(options);
   log.debug({ argv }, 'qemu-img');
@@ -164,26 +174,26 @@ export function runQemuImg(
       const details = { op: context.op, path: context.path, exitCode: code, signal, stderr: err, limits };
       if (timedOut) {
         reject(
-          errors.timeout(`qemu-img ${context.op} of "${context.path}" did not finish within ${timeoutMs} ms; it was killed`, {
+          errors.timeout(`${tool} ${context.op} of "${context.path}" did not finish within ${timeoutMs} ms; it was killed`, {
             ...details,
             timeoutMs,
           }),
         );
       } else if (overflow) {
-        reject(errors.tooLarge(`qemu-img ${context.op} of "${context.path}" printed more than ${maxStdoutBytes} bytes`, details));
+        reject(errors.tooLarge(`${tool} ${context.op} of "${context.path}" printed more than ${maxStdoutBytes} bytes`, details));
       } else if (signal !== null) {
         // A signal here is almost always a limit: SIGXCPU/SIGKILL for CPU time, SIGABRT or
         // SIGSEGV when an allocation fails under the address-space limit.
         reject(
           new DroverError(
             'unprocessable',
-            `qemu-img ${context.op} of "${context.path}" was killed by ${signal} (limits: ${limits.cpuSeconds} s CPU, ` +
-              `${limits.addressSpaceBytes} bytes of address space)${err.trim() === '' ? '' : `: ${lastLine(err)}`}`,
+            `${tool} ${context.op} of "${context.path}" was killed by ${signal} (limits: ${limits.cpuSeconds} s CPU, ` +
+              `${limits.addressSpaceBytes} bytes of address space)${err.trim() === '' ? '' : `: ${lastLine(err, tool)}`}`,
             { details },
           ),
         );
       } else if (code !== 0) {
-        const message = `qemu-img ${context.op} failed for "${context.path}": ${lastLine(err) || `exit code ${code}`}`;
+        const message = `${tool} ${context.op} failed for "${context.path}": ${lastLine(err, tool) || `exit code ${code}`}`;
         const notFound = /No such file or directory/.test(err);
         // Some commands report through stdout even when they fail (check: exit 2 and 3).
         const withOutput = { ...details, stdout: out.slice(0, maxStderrBytes) };

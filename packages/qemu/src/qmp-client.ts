@@ -485,6 +485,43 @@ export class QmpClient extends EventEmitter {
     return this.execute<BlockInfo[]>('query-block');
   }
 
+  /** Adds a block node (`blockdev-add`), e.g. `{ driver: 'file', filename, 'node-name' }`. */
+  async blockdevAdd(node: Record<string, unknown>): Promise<void> {
+    await this.execute('blockdev-add', node);
+  }
+
+  /** Removes a block node no device uses any more. */
+  async blockdevDel(nodeName: string): Promise<void> {
+    await this.execute('blockdev-del', { 'node-name': nodeName });
+  }
+
+  /** Adds a device (`device_add`); `driver` and `id` among the properties. */
+  async deviceAdd(props: Record<string, unknown>): Promise<void> {
+    await this.execute('device_add', props);
+  }
+
+  /**
+   * Asks for a device's removal (`device_del`). On q35 this only presses the slot's
+   * button: the device goes when the guest releases it, which the `DEVICE_DELETED`
+   * event reports (see `unplugDevice` in hotplug.ts).
+   */
+  async deviceDel(id: string): Promise<void> {
+    await this.execute('device_del', { id });
+  }
+
+  async netdevAdd(netdev: Record<string, unknown>): Promise<void> {
+    await this.execute('netdev_add', netdev);
+  }
+
+  async netdevDel(id: string): Promise<void> {
+    await this.execute('netdev_del', { id });
+  }
+
+  /** The children of a QOM path, e.g. `/machine/peripheral` lists the devices that have an id. */
+  qomList(path: string): Promise<Array<{ name: string; type: string }>> {
+    return this.execute<Array<{ name: string; type: string }>>('qom-list', { path });
+  }
+
   private async runJob(command: string, args: Record<string, unknown>, options: SnapshotJobOptions): Promise<void> {
     const jobId = options.jobId ?? `drover-${command}-${process.pid}-${this.nextJob++}`;
     const timeoutMs = options.timeoutMs ?? defaultJobTimeoutMs;
