@@ -6,6 +6,8 @@ import {
   APPLIANCES,
   APPLIANCE_NAMES,
   BASE_CMDLINE,
+  LIVE_ISO_EXPECT,
+  LIVE_ISO_VERSION,
   PROBE_EXPECT,
   READY_PATTERN,
   isApplianceName,
@@ -51,6 +53,14 @@ export interface ProbeImage {
   initrd: string;
   cmdline: string;
   /** Printed on the serial console when the guest ran; it powers off right after. */
+  expect: string;
+}
+
+export interface LiveIso {
+  /** A hybrid ISO 9660 image: isolinux boots it from a CD-ROM, and from a disk too. */
+  iso: string;
+  version: string;
+  /** Printed on the serial console once it booted; a shell stays on the console after it. */
   expect: string;
 }
 
@@ -109,14 +119,14 @@ async function ensureKernel(cacheDir: string, host: HostInputs) {
 }
 
 interface InitrdManifest {
-  kind: 'initrd' | 'probe-initrd';
+  kind: 'initrd' | 'probe-initrd' | 'live-initrd';
   kernelVersion?: string;
   modules: string[];
   file: string;
 }
 
-async function ensureInitrd(cacheDir: string, host: HostInputs, kind: 'initrd' | 'probe-initrd') {
-  const initScript = join(GUEST_DIR, kind === 'initrd' ? 'initramfs/init' : 'probe/init');
+async function ensureInitrd(cacheDir: string, host: HostInputs, kind: 'initrd' | 'probe-initrd' | 'live-initrd') {
+  const initScript = join(GUEST_DIR, { initrd: 'initramfs/init', 'probe-initrd': 'probe/init', 'live-initrd': 'live/init' }[kind]);
   const modules = kind === 'initrd' ? host.modules : [];
   const result = await ensureArtifact<InitrdManifest>({
     cacheDir,
@@ -339,3 +349,68 @@ function checkCacheDir(opts: BuildOptions): string {
   return dir;
 }
 
+/** isolinux's files from Debian's isolinux and syslinux-common packages. */
+const ISOLINUX_BIN = '/usr/lib/ISOLINUX/isolinux.bin';
+const LDLINUX_C32 = '/usr/lib/syslinux/modules/bios/ldlinux.c32';
+const LIVE_ISOLINUX_CFG = `SERIAL 0 115200
+DEFAULT live
+PROMPT 0
+TIMEOUT 0
+LABEL live
+  KERNEL /vmlinuz
+  INITRD /initrd.img
+  APPEND ${BASE_CMDLINE}
+`;
+
+interface LiveIsoManifest {
+  kind: 'live-iso';
+  version: string;
+  file: string;
+}
+
+/**
+ * A small bootable ISO for ISO-boot tests and demos: isolinux, the appliance
+ * kernel and an initramfs that prints `DROVER-LIVE-OK` and keeps a shell on
+ * the console. Made hybrid (`isohybrid`), so the same file also boots as a raw
+ * disk. Needs genisoimage, isolinux, syslinux-common and syslinux-utils.
+ */
+export async function buildLiveIso(opts: BuildOptions): Promise<LiveIso> {
+  const cacheDir = checkCacheDir(opts);
+  await removeStaleTemporaries(cacheDir);
+  const host = await collectHostInputs();
+  const genisoimage = await findTool('genisoimage', ['/usr/bin/genisoimage']);
+  const isohybrid = await findTool('isohybrid', ['/usr/bin/isohybrid']);
+  const [isolinuxSha256, ldlinuxSha256] = await Promise.all(
+    [ISOLINUX_BIN, LDLINUX_C32].map((file) =>
+      sha256File(file).catch((cause: unknown) => {
+        throw errors.unavailable(`Cannot read ${file}: install the isolinux and syslinux-common packages`, { file }, cause);
+      }),
+    ),
+  );
+  const [kernel, initrd] = await Promise.all([ensureKernel(cacheDir, host), ensureInitrd(cacheDir, host, 'live-initrd')]);
+  const result = await ensureArtifact<LiveIsoManifest>({
+    cacheDir,
+    inputs: { format: BUILDER_FORMAT, kind: 'live-iso', version: LIVE_ISO_VERSION, kernel: kernel.hash, initrd: initrd.hash, isolinuxSha256, ldlinuxSha256, cfg: LIVE_ISOLINUX_CFG },
+    build: async (tmp) => {
+      const tree = join(tmp, 'tree');
+      await mkdir(join(tree, 'isolinux'), { recursive: true });
+      await copyFile(ISOLINUX_BIN, join(tree, 'isolinux/isolinux.bin'));
+      await copyFile(LDLINUX_C32, join(tree, 'isolinux/ldlinux.c32'));
+      await writeFile(join(tree, 'isolinux/isolinux.cfg'), LIVE_ISOLINUX_CFG);
+      await copyFile(kernel.path, join(tree, 'vmlinuz'));
+      await copyFile(initrd.path, join(tree, 'initrd.img'));
+      const iso = join(tmp, 'live.iso');
+      // El Torito no-emulation boot of isolinux; -boot-info-table patches the tree's copy of isolinux.bin.
+      await runTool(genisoimage, [
+        '-quiet', '-input-charset', 'utf-8', '-output', iso, '-volid', 'DROVER_LIVE', '-joliet', '-rock',
+        '-b', 'isolinux/isolinux.bin', '-c', 'isolinux/boot.cat', '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table',
+        tree,
+      ]);
+      await runTool(isohybrid, [iso]);
+      await rm(tree, { recursive: true, force: true });
+      await chmod(iso, 0o444);
+      return { kind: 'live-iso', version: LIVE_ISO_VERSION, file: 'live.iso' };
+    },
+  });
+  return { iso: join(result.dir, result.manifest.file), version: LIVE_ISO_VERSION, expect: LIVE_ISO_EXPECT };
+}

@@ -51,3 +51,6 @@ export function isApplianceName(value: string): value is ApplianceName {
 export const BASE_CMDLINE = 'console=ttyS0 quiet panic=-1';
 export const READY_PATTERN = 'DROVER-READY';
 export const PROBE_EXPECT = 'DROVER-PROBE-OK';
+/** Printed by the live ISO (`buildLiveIso`) once it booted. */
+export const LIVE_ISO_EXPECT = 'DROVER-LIVE-OK';
+export const LIVE_ISO_VERSION = '1.0.0';

@@ -6,16 +6,20 @@
 export {
   buildAppliance,
   buildAllAppliances,
+  buildLiveIso,
   buildProbeImage,
   defaultApplianceCacheDir,
   type ApplianceArtifacts,
   type BuildOptions,
+  type LiveIso,
   type ProbeImage,
 } from './build.js';
 export {
   APPLIANCES,
   APPLIANCE_NAMES,
   BASE_CMDLINE,
+  LIVE_ISO_EXPECT,
+  LIVE_ISO_VERSION,
   PROBE_EXPECT,
   READY_PATTERN,
   isApplianceName,

@@ -23,7 +23,8 @@ export interface KernelSearchOptions {
 
 /**
  * The modules the appliance initramfs loads, in load order (virtio_ring before virtio,
- * failover before net_failover before virtio_net; button + evdev for acpid).
+ * failover before net_failover before virtio_net; cdrom before isofs, which mounts a
+ * cloud-init NoCloud seed; button + evdev for acpid).
  */
 export const APPLIANCE_MODULES = [
   'virtio_ring',
@@ -35,6 +36,8 @@ export const APPLIANCE_MODULES = [
   'net_failover',
   'virtio_net',
   'virtio_blk',
+  'cdrom',
+  'isofs',
   'button',
   'evdev',
 ] as const;

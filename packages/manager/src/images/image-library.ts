@@ -17,15 +17,23 @@ async function sha256File(file: string): Promise<string> {
 }
 
 /**
- * The appliance library. Today its images are the demo appliances, built (or
- * found in the content-hash cache) at manager start; VMcasting feeds add more
- * later. Each image's `source` is a manifest file naming its artifacts, which
- * agents on this machine (or seeing the same paths) import into their pools.
+ * The image library. Two kinds of images live in it:
+ * - the demo appliances (format `appliance`), built (or found in the
+ *   content-hash cache) at manager start; each one's `source` is a manifest
+ *   file naming its artifacts, which agents on this machine (or seeing the same
+ *   paths) import into their pools;
+ * - images imported through the API (format `qcow2` or `iso`, see
+ *   image-import.ts), whose one file is `<libraryDir>/<name>-<version>.<format>`
+ *   and whose `source` is where they came from; hosts get them streamed over
+ *   the agent link (vm-media.ts).
+ * VMcasting feeds add more later.
  */
 export class ImageLibrary {
   constructor(
     private readonly store: Store,
     private readonly dir: string,
+    /** Where imported images are kept: `<dataDir>/library` beside `<dataDir>/images`. */
+    readonly libraryDir: string = path.join(path.dirname(dir), 'library'),
   ) {}
 
   async registerAppliances(cacheDir: string): Promise<ImageRecord[]> {
@@ -64,17 +72,24 @@ export class ImageLibrary {
     });
   }
 
-  /** Finds an image by "name" (newest release) or "name:version". */
-  async resolve(reference: string): Promise<ImageRecord> {
+  /** Finds an image by "name" (newest release) or "name:version"; `field` names the request field in the error. */
+  async resolve(reference: string, field = 'image'): Promise<ImageRecord> {
     const [name, version] = reference.split(':', 2) as [string, string | undefined];
     const page = await this.store.images.list({ limit: 1000, filter: { exactName: name } });
     const candidates = version ? page.items.filter((i) => i.version === version) : page.items;
-    if (candidates.length === 0) throw errors.invalid(`Image "${reference}" is not in the library`, { field: 'image' });
+    if (candidates.length === 0) throw errors.invalid(`Image "${reference}" is not in the library`, { field });
     return candidates.sort((a, b) => compareVersions(b.version, a.version))[0]!;
   }
 
   async manifest(image: ImageRecord): Promise<ApplianceManifest> {
+    if (image.format !== 'appliance') throw errors.internal(`Image "${image.name}:${image.version}" is not an appliance; it has no manifest`);
     return JSON.parse(await readFile(image.source, 'utf8')) as ApplianceManifest;
+  }
+
+  /** The file of an imported image (qcow2 or iso) in the library directory. */
+  fileOf(image: Pick<ImageRecord, 'name' | 'version' | 'format'>): string {
+    if (image.format !== 'qcow2' && image.format !== 'iso') throw errors.internal(`Image "${image.name}:${image.version}" (${image.format}) has no file of its own in the library`);
+    return path.join(this.libraryDir, `${image.name}-${image.version}.${image.format}`);
   }
 }
 

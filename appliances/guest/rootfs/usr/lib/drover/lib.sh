@@ -129,3 +129,64 @@ setup_network() {
   fi
   return 0
 }
+
+# cloud-init NoCloud, the small part of it an appliance needs: an ISO 9660
+# filesystem labelled cidata holding meta-data and user-data. Its
+# local-hostname names the guest (it wins over drover.hostname); user-data that
+# starts with `#!` runs once per instance-id, its output on the console.
+NOCLOUD_DIR=/run/drover/nocloud
+
+# _nocloud_value KEY < meta-data: the value of a top-level `KEY: value` line, unquoted.
+_nocloud_value() {
+  sed -n "s/^$1:[[:space:]]*//p" | head -n 1 | tr -d '\r' | sed "s/^[\"']//; s/[\"'][[:space:]]*\$//; s/[[:space:]]*\$//"
+}
+
+nocloud_seed() {
+  dev=$(findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null)
+  [ -n "$dev" ] && [ -b "$dev" ] || return 0
+  mkdir -p "$NOCLOUD_DIR/mnt"
+  if ! mount -o ro -t iso9660 "$dev" "$NOCLOUD_DIR/mnt" 2>/dev/null; then
+    echo "DROVER-WARN cloud-init seed $dev cannot be mounted as iso9660"
+    return 0
+  fi
+  for f in meta-data user-data network-config; do
+    [ -f "$NOCLOUD_DIR/mnt/$f" ] && cp "$NOCLOUD_DIR/mnt/$f" "$NOCLOUD_DIR/$f"
+  done
+  umount "$NOCLOUD_DIR/mnt"
+  NOCLOUD_INSTANCE=$(_nocloud_value instance-id < "$NOCLOUD_DIR/meta-data" 2>/dev/null)
+  local_hostname=$(_nocloud_value local-hostname < "$NOCLOUD_DIR/meta-data" 2>/dev/null)
+  case "$local_hostname" in
+    '') ;;
+    *[!A-Za-z0-9.-]*) echo "DROVER-WARN cloud-init local-hostname '$local_hostname' ignored: use letters, digits, '.' and '-'" ;;
+    *)
+      DROVER_HOSTNAME=$(echo "$local_hostname" | cut -c1-63)
+      echo "DROVER_HOSTNAME='$DROVER_HOSTNAME'" >> "$DROVER_ENV"
+      ;;
+  esac
+  echo "DROVER-INFO cloud-init seed $dev instance=${NOCLOUD_INSTANCE:-none} hostname=${local_hostname:-unchanged}"
+}
+
+nocloud_user_data() {
+  script=$NOCLOUD_DIR/user-data
+  [ -s "$script" ] || return 0
+  case "$(head -c 2 "$script")" in
+    '#!') ;;
+    *)
+      echo "DROVER-WARN cloud-init user-data ignored: only scripts starting with #! run here ($(head -n 1 "$script" | cut -c1-40))"
+      return 0
+      ;;
+  esac
+  instance=${NOCLOUD_INSTANCE:-none}
+  done_file=/var/lib/drover/cloud-init-instance
+  if [ "$(cat "$done_file" 2>/dev/null)" = "$instance" ]; then
+    echo "DROVER-INFO cloud-init user-data already ran for instance $instance"
+    return 0
+  fi
+  chmod 0700 "$script"
+  echo "DROVER-CLOUD-INIT user-data start instance=$instance"
+  (cd / && "$script" < /dev/null 2>&1)
+  rc=$?
+  mkdir -p /var/lib/drover
+  echo "$instance" > "$done_file" && sync
+  echo "DROVER-CLOUD-INIT user-data done instance=$instance rc=$rc"
+}
