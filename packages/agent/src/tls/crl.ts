@@ -8,15 +8,17 @@ export interface CrlFacts {
   crlNumber: bigint;
   lastUpdate: Date;
   nextUpdate: Date;
+  /** Serials the CRL lists, upper-case hex without leading zeros (as ClusterCa records them). */
+  revokedSerials: string[];
 }
 
 export const maxCrlBytes = 1024 * 1024;
 
 /**
- * Checks that a CRL is signed by the cluster CA and reads its number and dates.
- * A CRL from another issuer must never reach the TLS context: with a CRL loaded,
- * OpenSSL refuses every client whose issuer has no CRL ("unable to get certificate
- * CRL"), so a wrong one would lock everybody out, the manager included.
+ * Checks that a CRL is signed by the cluster CA and reads its number, dates and
+ * revoked serials. A CRL from another issuer must never reach the TLS context: with
+ * a CRL loaded, OpenSSL refuses every client whose issuer has no CRL ("unable to get
+ * certificate CRL"), so a wrong one would lock everybody out, the manager included.
  */
 export async function inspectCrl(crlPem: string, caPem: string, timeoutMs = 30_000): Promise<CrlFacts> {
   if (typeof crlPem !== 'string' || Buffer.byteLength(crlPem) > maxCrlBytes) throw errors.invalid(`CRL must be a PEM string of at most ${maxCrlBytes} bytes`);
@@ -28,7 +30,7 @@ export async function inspectCrl(crlPem: string, caPem: string, timeoutMs = 30_0
     await writeFile(caPath, caPem);
     let run;
     try {
-      run = await runOpenssl(['crl', '-noout', '-CAfile', caPath, '-crlnumber', '-lastupdate', '-nextupdate'], { input: `${trimmed}\n`, timeoutMs });
+      run = await runOpenssl(['crl', '-noout', '-CAfile', caPath, '-crlnumber', '-lastupdate', '-nextupdate', '-text'], { input: `${trimmed}\n`, timeoutMs });
     } catch (error) {
       if (error instanceof DroverError && error.code === 'internal') throw errors.invalid(`CRL is not signed by the cluster CA or unreadable: ${error.message}`);
       throw error;
@@ -42,8 +44,31 @@ export async function inspectCrl(crlPem: string, caPem: string, timeoutMs = 30_0
     if (!number || !/^0x[0-9A-Fa-f]+$/.test(number) || Number.isNaN(lastUpdate.getTime()) || Number.isNaN(nextUpdate.getTime())) {
       throw errors.invalid('CRL lacks a CRL number or its update times');
     }
-    return { crlNumber: BigInt(number), lastUpdate, nextUpdate };
+    const listed = run.stdout.split(/^Revoked Certificates:$/m)[1] ?? '';
+    const revokedSerials = [...listed.matchAll(/^\s+Serial Number: ([0-9A-Fa-f]+)$/gm)].map((match) => (match[1] as string).toUpperCase().replace(/^0+(?=.)/, ''));
+    return { crlNumber: BigInt(number), lastUpdate, nextUpdate, revokedSerials };
   } finally {
     await rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Refuses a CRL that OpenSSL would not accept right now: once loaded, a CRL past its
+ * nextUpdate ("CRL has expired") or before its lastUpdate ("CRL is not yet valid")
+ * makes the TLS layer refuse every client, the manager included. Keeping the CRL
+ * already installed is always better than that.
+ */
+export function assertCrlUsable(facts: CrlFacts, now = Date.now()): void {
+  if (facts.nextUpdate.getTime() <= now) {
+    throw errors.invalid(`CRL ${facts.crlNumber} expired at ${facts.nextUpdate.toISOString()}; installing it would lock every client out`, {
+      crlNumber: facts.crlNumber.toString(),
+      nextUpdate: facts.nextUpdate.toISOString(),
+    });
+  }
+  if (facts.lastUpdate.getTime() > now) {
+    throw errors.invalid(`CRL ${facts.crlNumber} is not valid before ${facts.lastUpdate.toISOString()} (is this host's clock behind?); installing it would lock every client out`, {
+      crlNumber: facts.crlNumber.toString(),
+      lastUpdate: facts.lastUpdate.toISOString(),
+    });
   }
 }

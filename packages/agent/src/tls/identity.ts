@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { errors } from '@drover/core';
 import { runOpenssl } from './openssl.js';
-import { inspectCrl, type CrlFacts } from './crl.js';
+import { assertCrlUsable, inspectCrl, type CrlFacts } from './crl.js';
 
 /** What the agent's TLS server needs; everything PEM. */
 export interface AgentIdentity {
@@ -79,7 +79,8 @@ export async function createAgentIdentity(dir: string, request: AgentIdentityReq
  * Installs a certificate from the manager. It must be signed by `caPem`, be valid
  * now, carry both serverAuth and clientAuth, and belong to the pending key (join,
  * rotation) or to the current one (re-delivery). A CRL, when given, must be signed
- * by the same CA. The identity switches atomically; the pending key is then removed.
+ * by the same CA and be usable now; it is not installed when a newer one already is
+ * (no rollback). The identity switches atomically; the pending key is then removed.
  */
 export async function saveAgentCertificate(dir: string, certPem: string, caPem: string, crlPem?: string, timeoutMs = defaultTimeoutMs): Promise<AgentIdentity> {
   const certificate = parsePem(certPem, 'certificate');
@@ -96,50 +97,93 @@ export async function saveAgentCertificate(dir: string, certPem: string, caPem: 
   if (!usages.includes(serverAuth) || !usages.includes(clientAuth)) {
     throw errors.invalid('agent certificate must allow both serverAuth and clientAuth', { extendedKeyUsage: usages });
   }
-  if (crlPem !== undefined) await inspectCrl(crlPem, caPem, timeoutMs);
+  const offeredCrl = crlPem === undefined ? undefined : await inspectCrl(crlPem, caPem, timeoutMs);
+  if (offeredCrl) assertCrlUsable(offeredCrl);
 
-  const candidates = [await readOptional(join(dir, files.pendingKey)), splitIdentity(await readOptional(join(dir, files.identity)))?.keyPem];
-  const keyPem = candidates.find((pem) => pem !== undefined && certificate.checkPrivateKey(privateKey(pem)));
-  if (keyPem === undefined) throw errors.invalid('certificate does not belong to this agent\'s key (no pending or current key matches)');
+  return withDirLock(dir, async () => {
+    const candidates = [await readOptional(join(dir, files.pendingKey)), splitIdentity(await readOptional(join(dir, files.identity)))?.keyPem];
+    const keyPem = candidates.find((pem) => pem !== undefined && certificate.checkPrivateKey(privateKey(pem)));
+    if (keyPem === undefined) throw errors.invalid('certificate does not belong to this agent\'s key (no pending or current key matches)');
 
-  await ensurePrivateDir(dir);
-  const previousCa = await readOptional(join(dir, files.ca));
-  await atomicWrite(join(dir, files.ca), normalizePem(caPem), 0o644);
-  if (crlPem !== undefined) {
-    await atomicWrite(join(dir, files.crl), normalizePem(crlPem), 0o644);
-  } else if (previousCa !== undefined && parsePem(previousCa, 'CA certificate').fingerprint256 !== ca.fingerprint256) {
-    // A CRL of the previous CA would make OpenSSL refuse every client of the new one.
-    await rm(join(dir, files.crl), { force: true });
-  }
-  await atomicWrite(join(dir, files.identity), `${normalizePem(keyPem)}${normalizePem(certPem)}`, 0o600);
-  await rm(join(dir, files.pendingKey), { force: true });
-  await rm(join(dir, files.pendingCsr), { force: true });
-  const identity = await loadAgentIdentity(dir);
-  if (!identity) throw errors.internal(`identity in ${dir} vanished while being saved`);
-  return identity;
+    await ensurePrivateDir(dir);
+    const previousCa = await readOptional(join(dir, files.ca));
+    await atomicWrite(join(dir, files.ca), normalizePem(caPem), 0o644);
+    if (crlPem !== undefined && offeredCrl !== undefined) {
+      // Never a rollback: a newer CRL pushed meanwhile stays (an installed CRL of another CA does not count).
+      const installed = await installedCrlFacts(dir, caPem, timeoutMs);
+      if (installed === undefined || offeredCrl.crlNumber >= installed.crlNumber) await atomicWrite(join(dir, files.crl), normalizePem(crlPem), 0o644);
+    } else if (previousCa !== undefined && parsePem(previousCa, 'CA certificate').fingerprint256 !== ca.fingerprint256) {
+      // A CRL of the previous CA would make OpenSSL refuse every client of the new one.
+      await rm(join(dir, files.crl), { force: true });
+    }
+    await atomicWrite(join(dir, files.identity), `${normalizePem(keyPem)}${normalizePem(certPem)}`, 0o600);
+    await rm(join(dir, files.pendingKey), { force: true });
+    await rm(join(dir, files.pendingCsr), { force: true });
+    const identity = await loadAgentIdentity(dir);
+    if (!identity) throw errors.internal(`identity in ${dir} vanished while being saved`);
+    return identity;
+  });
+}
+
+export interface SavedCrl extends CrlFacts {
+  /** False when the same CRL number was installed already (nothing was written). */
+  changed: boolean;
 }
 
 /**
- * Installs a newer CRL (the manager pushes one after each revocation and before the
- * current one expires). It must be signed by the cluster CA and must not be older
- * than the installed one, so an old CRL cannot be replayed to un-revoke a serial.
+ * Installs a CRL the manager pushes (after each revocation, and before the current
+ * one expires). It must be signed by the cluster CA (`invalid` otherwise), be usable
+ * now (not expired, not from the future: `invalid`), and must not be older than the
+ * installed one (`conflict`), so an old CRL cannot be replayed to un-revoke a serial.
+ * The file is replaced atomically; the same number again changes nothing. The caller
+ * reloads the TLS context (`applyAgentTlsContext`) when `changed`.
  */
-export async function saveAgentCrl(dir: string, crlPem: string, timeoutMs = defaultTimeoutMs): Promise<CrlFacts> {
+export async function saveAgentCrl(dir: string, crlPem: string, timeoutMs = defaultTimeoutMs): Promise<SavedCrl> {
   const caPem = await readOptional(join(dir, files.ca));
   if (caPem === undefined) throw errors.conflict(`agent in ${dir} has not joined a cluster: no CA to check the CRL against`);
   const facts = await inspectCrl(crlPem, caPem, timeoutMs);
-  const currentPem = await readOptional(join(dir, files.crl));
-  if (currentPem !== undefined) {
-    const current = await inspectCrl(currentPem, caPem, timeoutMs).catch(() => undefined);
+  return withDirLock(dir, async () => {
+    const current = await installedCrlFacts(dir, caPem, timeoutMs);
     if (current && facts.crlNumber < current.crlNumber) {
       throw errors.conflict(`CRL number ${facts.crlNumber} is older than the installed ${current.crlNumber}`, {
         offered: facts.crlNumber.toString(),
         installed: current.crlNumber.toString(),
       });
     }
-  }
-  await atomicWrite(join(dir, files.crl), normalizePem(crlPem), 0o644);
-  return facts;
+    if (current && facts.crlNumber === current.crlNumber) return { ...current, changed: false };
+    assertCrlUsable(facts);
+    await atomicWrite(join(dir, files.crl), normalizePem(crlPem), 0o644);
+    return { ...facts, changed: true };
+  });
+}
+
+/** Number, dates and revoked serials of the installed CRL; undefined when there is none. */
+export async function loadAgentCrl(dir: string, timeoutMs = defaultTimeoutMs): Promise<CrlFacts | undefined> {
+  const caPem = await readOptional(join(dir, files.ca));
+  const crlPem = await readOptional(join(dir, files.crl));
+  if (caPem === undefined || crlPem === undefined) return undefined;
+  return inspectCrl(crlPem, caPem, timeoutMs);
+}
+
+/** The installed CRL if it is one of `caPem`'s (anything else is about to be replaced). */
+async function installedCrlFacts(dir: string, caPem: string, timeoutMs: number): Promise<CrlFacts | undefined> {
+  const currentPem = await readOptional(join(dir, files.crl));
+  if (currentPem === undefined) return undefined;
+  return inspectCrl(currentPem, caPem, timeoutMs).catch(() => undefined);
+}
+
+const dirLocks = new Map<string, Promise<unknown>>();
+
+/** One change of a TLS directory's CRL or identity at a time (the read-compare-write must not interleave). */
+function withDirLock<T>(dir: string, work: () => Promise<T>): Promise<T> {
+  const previous = dirLocks.get(dir) ?? Promise.resolve();
+  const result = previous.then(work, work);
+  const settled = result.catch(() => undefined);
+  dirLocks.set(dir, settled);
+  void settled.then(() => {
+    if (dirLocks.get(dir) === settled) dirLocks.delete(dir);
+  });
+  return result;
 }
 
 /** The agent's identity, or undefined when it has not joined a cluster yet. */

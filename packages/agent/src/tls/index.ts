@@ -2,6 +2,7 @@ export {
   createAgentIdentity,
   saveAgentCertificate,
   saveAgentCrl,
+  loadAgentCrl,
   loadAgentIdentity,
   saveJoinRecord,
   loadJoinRecord,
@@ -10,11 +11,13 @@ export {
   type AgentIdentityRequest,
   type CertificateFacts,
   type JoinRecord,
+  type SavedCrl,
 } from './identity.js';
-export { inspectCrl, maxCrlBytes, type CrlFacts } from './crl.js';
+export { inspectCrl, assertCrlUsable, maxCrlBytes, type CrlFacts } from './crl.js';
 export {
   agentTlsOptions,
   applyAgentTlsContext,
+  trackAgentConnections,
   clientCertificateOf,
   requireManagerCertificate,
   managerCommonName,

@@ -43,14 +43,51 @@ export function agentTlsOptions(identity: AgentIdentity): AgentTlsOptions {
   };
 }
 
+const openConnections = new WeakMap<TlsServer, Set<TLSSocket>>();
+
 /**
- * Puts a new identity or CRL into a running server (`fastify.server`). Only new
- * connections see it: connections already open (keep-alive, event streams) keep the
- * peer they authenticated, so after a revocation close them too
- * (`server.closeAllConnections()` on an https.Server).
+ * Keeps the set of a server's open TLS connections, so that installing a CRL can
+ * close the ones whose client certificate it revokes. Call it once, before listening.
  */
-export function applyAgentTlsContext(server: TlsServer, identity: AgentIdentity): void {
+export function trackAgentConnections(server: TlsServer): void {
+  if (openConnections.has(server)) return;
+  const open = new Set<TLSSocket>();
+  openConnections.set(server, open);
+  server.on('secureConnection', (socket: TLSSocket) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+  });
+}
+
+export interface ApplyAgentTlsOptions {
+  /** Serials the new CRL revokes: open connections authenticated with one of them are closed. */
+  revokedSerials?: Iterable<string>;
+  /** A connection to leave open (the one carrying the request that installs the CRL). */
+  keep?: Socket | TLSSocket | null;
+}
+
+/**
+ * Puts a new identity or CRL into a running server (`fastify.server`) without
+ * closing its listener: new connections are checked against it at once. Connections
+ * already open keep the peer they authenticated, so those of a peer the new CRL
+ * revokes are closed here (for servers set up with `trackAgentConnections`); the
+ * others, the manager's keep-alive connections and console streams, stay. Returns
+ * how many connections were closed.
+ */
+export function applyAgentTlsContext(server: TlsServer, identity: AgentIdentity, options: ApplyAgentTlsOptions = {}): number {
   server.setSecureContext(agentTlsOptions(identity));
+  const revoked = new Set(options.revokedSerials ?? []);
+  if (revoked.size === 0) return 0;
+  let closed = 0;
+  for (const socket of openConnections.get(server) ?? []) {
+    if (socket === options.keep) continue;
+    const serial = clientCertificateOf(socket)?.serial;
+    if (serial !== undefined && revoked.has(serial)) {
+      socket.destroy();
+      closed += 1;
+    }
+  }
+  return closed;
 }
 
 export interface ClientCertificate {

@@ -6,11 +6,14 @@ import type { Store } from '../store/index.js';
 import type { HostRecord } from '../store/types.js';
 import type { EventHub } from '../http/event-hub.js';
 import type { AgentLink } from './agent-link.js';
+import type { CrlPush } from './crl-push.js';
 
 export interface HostServiceOptions {
   store: Store;
   ca: ClusterCa;
   link: AgentLink;
+  /** Keeps agents' CRLs current (refreshed each round, pushed in the background). */
+  crl?: CrlPush;
   hub: EventHub;
   logger: Logger;
   /** How often agents are asked for their facts. */
@@ -103,6 +106,8 @@ export class HostService {
     if (this.beating) return;
     this.beating = true;
     try {
+      // The CA re-signs a CRL that is getting stale; a new one is pushed in the background.
+      void this.o.crl?.refresh();
       // Reservations of starts whose manager died are released after their TTL.
       await this.o.store.reservations.deleteExpired(new Date());
       let after: string | undefined;
@@ -122,6 +127,7 @@ export class HostService {
     try {
       facts = await this.o.link.facts(host);
     } catch (error) {
+      this.o.crl?.lost(host.id);
       const misses = (this.misses.get(host.id) ?? 0) + 1;
       this.misses.set(host.id, misses);
       if (misses >= this.o.missesBeforeUnreachable && host.state === 'online') {
@@ -144,6 +150,8 @@ export class HostService {
       lastHeartbeatAt: new Date().toISOString(),
     });
     if (changed) await this.publish(updated);
+    // A host that missed a CRL (unreachable, failed push, manager restart) gets it now, in the background.
+    this.o.crl?.seen(updated);
     await this.o.onHeartbeat?.(updated);
     if (next !== host.state && next === 'online') await this.o.onHostBack?.(updated);
   }
@@ -180,6 +188,8 @@ export class HostService {
     await this.o.ca.revoke(host.certSerial, 'superseded');
     // Pooled connections still speak with the old certificate's session: start afresh.
     this.o.link.forget(host.id);
+    // The CRL the agent installed above predates this revocation: push the new one to every host.
+    await this.o.crl?.revoked();
     await this.publish(updated);
     return { serial: issued.serial, revoked: host.certSerial };
   }
@@ -192,6 +202,8 @@ export class HostService {
     if (placed.items.length > 0) throw errors.conflict(`Host "${host.name}" still holds VM "${placed.items[0]!.name}"; delete or move it first`);
     await this.o.ca.revoke(host.certSerial, 'cessationOfOperation');
     this.o.link.forget(host.id);
+    this.o.crl?.forget(host.id);
+    await this.o.crl?.revoked();
     await this.o.store.hosts.delete(host.id);
     const event = await this.o.store.events.append({ type: 'host.removed', objectKind: 'host', objectId: host.id, data: { id: host.id, name: host.name } });
     this.o.hub.publish(event);

@@ -181,6 +181,24 @@ describe('ClusterCa', () => {
     expect(ca.certificate(renewed.serial)?.revocationReason).toBe('superseded');
   });
 
+  it('re-signs the CRL once less than half of its validity is left', async () => {
+    await expect(ClusterCa.open(join(dir, 'short-ca'), { crlValiditySeconds: 5 })).rejects.toMatchObject({ code: 'invalid' });
+    const short = await ClusterCa.open(join(dir, 'short-ca'), { crlValiditySeconds: 10 });
+    const first = await short.crl();
+    const nextUpdate = (pem: string) => new Date(/nextUpdate=(.+)/.exec(opensslText(['crl', '-noout', '-nextupdate'], pem))?.[1] ?? '');
+    // openssl writes whole seconds.
+    expect(Math.abs(nextUpdate(first.crlPem).getTime() - first.nextUpdate.getTime())).toBeLessThan(1_000);
+    expect(first.nextUpdate.getTime() - Date.now()).toBeLessThanOrEqual(10_000);
+    expect(await short.crl()).toEqual(first);
+    expect(await short.crlPem()).toBe(first.crlPem);
+    await new Promise((resolve) => setTimeout(resolve, first.nextUpdate.getTime() - 5_000 - Date.now() + 200));
+    const second = await short.crl();
+    expect(second.crlNumber).toBe(first.crlNumber + 1);
+    expect(second.nextUpdate.getTime()).toBeGreaterThan(first.nextUpdate.getTime());
+    // A reopened CA serves the same CRL from its directory.
+    expect(await (await ClusterCa.open(join(dir, 'short-ca'), { crlValiditySeconds: 10 })).crl()).toEqual(second);
+  });
+
   it('refuses to open a CA directory that lost its certificate', async () => {
     const broken = join(dir, 'broken-ca');
     await ClusterCa.open(broken);

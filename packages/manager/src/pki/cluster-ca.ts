@@ -20,8 +20,10 @@ import {
 import { generateCrl, inspectCsr, selfSignCa, signCsr, withWorkDir, type LeafExtensions } from './openssl-ca.js';
 
 export interface ClusterCaOptions {
-  /** How long a CRL stays valid; a fresh one is made when a third of it is left. */
+  /** How long a CRL stays valid (default 90 days); a fresh one is made when less than half of it is left. */
   crlValidityDays?: number;
+  /** The same in seconds (at least 10), for tests that watch a CRL expire; wins over `crlValidityDays`. */
+  crlValiditySeconds?: number;
   /** Timeout of each openssl run. */
   timeoutMs?: number;
 }
@@ -56,6 +58,14 @@ export interface RotateCertificateRequest extends IssueAgentCertificateRequest {
   previousSerial: string;
 }
 
+/** The CA's current CRL. */
+export interface CurrentCrl {
+  crlPem: string;
+  /** Grows with every CRL the CA signs: agents refuse a smaller one. */
+  crlNumber: number;
+  nextUpdate: Date;
+}
+
 export interface RotatedCertificate extends IssuedCertificate {
   revokedSerial: string;
   crlPem: string;
@@ -88,8 +98,10 @@ export class ClusterCa {
   readonly #caCertPem: string;
   readonly #caCert: X509Certificate;
   readonly #timeoutMs: number;
-  readonly #crlValidityDays: number;
+  readonly #crlValidityMs: number;
   #index: CaIndex;
+  /** The CRL in crl.pem, once read or written by this process. */
+  #crl: CurrentCrl | undefined;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -102,7 +114,10 @@ export class ClusterCa {
     this.#caCert = new X509Certificate(caCertPem);
     this.#index = index;
     this.#timeoutMs = options.timeoutMs ?? defaultOpensslTimeoutMs;
-    this.#crlValidityDays = validateDays(options.crlValidityDays, defaultCrlValidityDays, 3650);
+    this.#crlValidityMs =
+      options.crlValiditySeconds === undefined
+        ? validateDays(options.crlValidityDays, defaultCrlValidityDays, 3650) * dayMs
+        : validateCrlSeconds(options.crlValiditySeconds);
   }
 
   /** Opens the CA in `dir`, creating key, certificate and index on first use. */
@@ -267,19 +282,29 @@ export class ClusterCa {
     return this.#index.certificates.map((entry) => ({ ...entry }));
   }
 
+  /** The current CRL (PEM); see `crl()`. */
+  async crlPem(): Promise<string> {
+    return (await this.crl()).crlPem;
+  }
+
   /**
-   * The current CRL (PEM). A new one is signed when none exists or when less than a
-   * third of its validity is left, so calling this regularly (and pushing the result
-   * to agents) keeps agents from holding an expired CRL, which would make them refuse
+   * The current CRL with its number and end of validity. A new one is signed when
+   * none exists or when less than half of its validity is left, so calling this
+   * regularly (the manager does at every heartbeat round, and pushes the result to
+   * agents) keeps agents from holding an expired CRL, which would make them refuse
    * every client, the manager included.
    */
-  async crlPem(): Promise<string> {
+  async crl(): Promise<CurrentCrl> {
     return this.#exclusive(async () => {
       const next = this.#index.crlNextUpdate ? Date.parse(this.#index.crlNextUpdate) : 0;
-      const freshEnough = next - Date.now() > (this.#crlValidityDays * dayMs) / 3;
+      const freshEnough = next - Date.now() > this.#crlValidityMs / 2;
       if (freshEnough) {
+        if (this.#crl?.crlNumber === this.#index.crlNumber) return this.#crl;
         try {
-          return await readFile(join(this.dir, 'crl.pem'), 'utf8');
+          // crlNextUpdate is set only once crl.pem holds the CRL numbered crlNumber.
+          const crlPem = await readFile(join(this.dir, 'crl.pem'), 'utf8');
+          this.#crl = { crlPem, crlNumber: this.#index.crlNumber, nextUpdate: new Date(next) };
+          return this.#crl;
         } catch (error) {
           if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
         }
@@ -308,10 +333,10 @@ export class ClusterCa {
     return { ...updated };
   }
 
-  async #publishCrl(): Promise<string> {
+  async #publishCrl(): Promise<CurrentCrl> {
     const now = Date.now();
     const crlNumber = this.#index.crlNumber + 1;
-    const nextUpdate = new Date(now + this.#crlValidityDays * dayMs);
+    const nextUpdate = new Date(now + this.#crlValidityMs);
     const revoked = this.#index.certificates
       .filter((entry) => entry.revokedAt !== undefined && Date.parse(entry.notAfter) > now)
       .map((entry) => ({
@@ -334,7 +359,8 @@ export class ClusterCa {
     await this.#saveIndex({ ...this.#index, crlNumber, crlNextUpdate: undefined });
     await atomicWrite(join(this.dir, 'crl.pem'), crlPem, 0o644);
     await this.#saveIndex({ ...this.#index, crlNextUpdate: nextUpdate.toISOString() });
-    return crlPem;
+    this.#crl = { crlPem, crlNumber, nextUpdate };
+    return this.#crl;
   }
 
   #issueWithNewKey(commonName: string, days: number, extensions: LeafExtensions, profile: CertificateProfile): Promise<IssuedCredentials> {
@@ -408,6 +434,13 @@ export class ClusterCa {
     this.#queue = result.catch(() => undefined);
     return result;
   }
+}
+
+function validateCrlSeconds(seconds: unknown): number {
+  if (typeof seconds !== 'number' || !Number.isInteger(seconds) || seconds < 10 || seconds > 3650 * 86_400) {
+    throw errors.invalid(`crlValiditySeconds must be an integer between 10 and ${3650 * 86_400}, got ${JSON.stringify(seconds)}`);
+  }
+  return seconds * 1000;
 }
 
 function recordOf(issued: IssuedCertificate, profile: CertificateProfile): CertificateRecord {

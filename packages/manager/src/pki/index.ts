@@ -1,6 +1,7 @@
 export {
   ClusterCa,
   type ClusterCaOptions,
+  type CurrentCrl,
   type IssueAgentCertificateRequest,
   type IssuedCertificate,
   type IssuedCredentials,

@@ -21,6 +21,7 @@ import {
   rotateAgentCertificate,
   saveAgentCertificate,
   saveAgentCrl,
+  trackAgentConnections,
   type AgentIdentity,
 } from '../../../agent/src/tls/index.js';
 import { ClusterCa, type IssuedCredentials } from './cluster-ca.js';
@@ -209,13 +210,63 @@ describe('manager ↔ agent mutual TLS', () => {
     const der = Buffer.from((await ca.crlPem()).replace(/-----[^-]+-----/g, '').replace(/\s/g, ''), 'base64');
     der[der.length - 3] = (der[der.length - 3] ?? 0) ^ 0x01;
     const tampered = `-----BEGIN X509 CRL-----\n${der.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END X509 CRL-----\n`;
-    await expect(saveAgentCrl(agentDir, tampered)).rejects.toMatchObject({ code: 'invalid', message: /signature/ });
+    await expect(saveAgentCrl(agentDir, tampered)).rejects.toMatchObject({ code: 'invalid', message: /signature|not signed by the cluster CA/ });
     const current = await ca.crlPem();
     const older = (await readFile(join(agentDir, 'crl.pem'), 'utf8')) === current;
     expect(older).toBe(true);
     await ca.revoke((await ca.issueManagerClientCert()).serial);
     await saveAgentCrl(agentDir, await ca.crlPem());
     await expect(saveAgentCrl(agentDir, current)).rejects.toMatchObject({ code: 'conflict' });
+  });
+
+  it('closes the open connections of a client that a new CRL revokes, and only those', async () => {
+    const identityNow = (await loadAgentIdentity(agentDir)) as AgentIdentity;
+    const server = https.createServer(agentTlsOptions(identityNow), (request, response) => {
+      try {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(requireManagerCertificate(request.socket)));
+      } catch (error) {
+        response.writeHead(httpStatusOf((error as DroverError).code)).end();
+      }
+    });
+    trackAgentConnections(server);
+    const running = await listen(server, 'https', { hits: 0 });
+    closers.push(() => running.close());
+    const doomed = await ca.issueManagerClientCert();
+    // Kept-alive connections: authenticated once, never checked against a later CRL by TLS itself.
+    const doomedAgent = managerAgent(doomed, { keepAlive: true });
+    const keptAgent = managerAgent(manager, { keepAlive: true });
+    const url = `${running.url}/v1/ping`;
+    expect((await mtlsJson(doomedAgent, url, 'GET', undefined, 10_000)).status).toBe(200);
+    expect((await mtlsJson(keptAgent, url, 'GET', undefined, 10_000)).status).toBe(200);
+    const keptSocket = Object.values(keptAgent.freeSockets).flat()[0];
+    expect(keptSocket).toBeDefined();
+
+    await ca.revoke(doomed.serial, 'keyCompromise');
+    const saved = await saveAgentCrl(agentDir, await ca.crlPem());
+    expect(saved.changed).toBe(true);
+    expect(saved.revokedSerials).toContain(doomed.serial);
+    const closed = applyAgentTlsContext(server, (await loadAgentIdentity(agentDir)) as AgentIdentity, { revokedSerials: saved.revokedSerials });
+    expect(closed).toBe(1);
+    // The manager's kept-alive connection is still the same open socket.
+    expect(keptSocket?.destroyed).toBe(false);
+    expect((await mtlsJson(keptAgent, url, 'GET', undefined, 10_000)).status).toBe(200);
+    const failure = await failureOf(mtlsJson(doomedAgent, url, 'GET', undefined, 10_000));
+    expect(failure.code).toBe('unavailable');
+    // The same CRL again changes nothing.
+    expect((await saveAgentCrl(agentDir, await ca.crlPem())).changed).toBe(false);
+    doomedAgent.destroy();
+    keptAgent.destroy();
+  });
+
+  it('keeps a newer installed CRL when a certificate arrives with an older one', async () => {
+    const older = await ca.crlPem();
+    await ca.revoke((await ca.issueManagerClientCert()).serial);
+    const newer = await ca.crlPem();
+    await saveAgentCrl(agentDir, newer);
+    const current = (await loadAgentIdentity(agentDir)) as AgentIdentity;
+    // Re-delivery of the current certificate with the CRL of before the revocation.
+    await saveAgentCertificate(agentDir, current.certPem, ca.caCertPem(), older);
+    expect(await readFile(join(agentDir, 'crl.pem'), 'utf8')).toBe(newer);
   });
 
   it('rotates the agent certificate: new one works, the old one is refused at the TLS layer', async () => {
