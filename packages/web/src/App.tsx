@@ -7,6 +7,7 @@ import { ErrorNote, Loading } from './components/ui.js';
 import { AppProvider, useActivity, useApp, useStreamStatus, type AppContextValue } from './live.js';
 import { DashboardPage } from './pages/DashboardPage.js';
 import { HostsPage } from './pages/HostsPage.js';
+import { ImagesPage } from './pages/ImagesPage.js';
 import { LoginPage } from './pages/LoginPage.js';
 import { OperationsPage } from './pages/OperationsPage.js';
 import { StoragePage } from './pages/StoragePage.js';
@@ -116,6 +117,7 @@ function Console({ api, session, onLogout }: { api: ApiClient; session: Session;
 const navItems = [
   { to: '/', label: 'Dashboard', active: (p: string) => p === '/' },
   { to: '/vms', label: 'VMs', active: (p: string) => p.startsWith('/vms') },
+  { to: '/images', label: 'Images', active: (p: string) => p.startsWith('/images') },
   { to: '/hosts', label: 'Hosts', active: (p: string) => p.startsWith('/hosts') },
   { to: '/storage', label: 'Storage', active: (p: string) => p.startsWith('/storage') },
   { to: '/operations', label: 'Operations', active: (p: string) => p.startsWith('/operations') },
@@ -178,6 +180,7 @@ function Routes({ path }: { path: string }) {
   if (path === '/' || path === '/login') return <DashboardPage />;
   if (path === '/vms') return <VmListPage />;
   if ((params = match('/vms/:id', path))) return <VmPage key={params.id} id={params.id!} />;
+  if (path === '/images') return <ImagesPage />;
   if (path === '/hosts') return <HostsPage />;
   if (path === '/storage') return <StoragePage />;
   if (path === '/operations') return <OperationsPage />;

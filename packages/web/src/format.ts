@@ -79,6 +79,9 @@ export const allowedActions = {
   delete: ['defined', 'stopped', 'saved', 'error'],
   snapshot: ['running', 'paused', 'stopped'],
   edit: ['defined', 'stopped'],
+  // Disks and NICs (hotplug): a paused guest cannot release a device.
+  'device-add': ['running', 'paused', 'stopped'],
+  'device-remove': ['running', 'stopped'],
 } as const satisfies Record<string, readonly ManagedVmState[]>;
 
 export type VmActionName = keyof typeof allowedActions;
@@ -96,6 +99,32 @@ export function isActive(op: Pick<Operation, 'state'>): boolean {
   return op.state === 'pending' || op.state === 'running';
 }
 
+/** The later of two views of one operation (an ended one wins a tie). */
+export function newerOperation(old: Operation | undefined, next: Operation): Operation {
+  if (!old || old.id !== next.id) return next;
+  if (next.updatedAt > old.updatedAt) return next;
+  if (next.updatedAt === old.updatedAt && isActive(old) && !isActive(next)) return next;
+  return old;
+}
+
+/** A headline in plain words for how an operation ended, by its kind and error code. */
+export function operationFailureTitle(op: Operation): string {
+  if (op.state === 'cancelled' || op.error?.code === 'cancelled') return 'Cancelled';
+  const code = op.error?.code;
+  if (op.kind === 'image.import') {
+    if (code === 'invalid') return 'The image was refused';
+    if (code === 'not_found') return 'There is nothing to download at that address';
+    if (code === 'too_large') return 'The image is too large';
+    if (code === 'timeout') return 'The download took too long';
+    if (code === 'unavailable') return 'The download failed';
+    if (code === 'forbidden') return 'That file may not be imported';
+  }
+  if (code === 'conflict') return op.state === 'rolled_back' ? 'Not possible right now; nothing was changed' : 'Not possible right now';
+  if (code === 'timeout') return 'Timed out';
+  if (code === 'unavailable') return 'The host could not do it';
+  return op.state === 'rolled_back' ? 'Failed; nothing was changed' : 'Failed';
+}
+
 const kindNames: Record<string, string> = {
   'vm.start': 'Start',
   'vm.stop': 'Stop',
@@ -109,7 +138,14 @@ const kindNames: Record<string, string> = {
   'vm.snapshot.create': 'Create snapshot',
   'vm.snapshot.revert': 'Revert to snapshot',
   'vm.snapshot.delete': 'Delete snapshot',
+  'vm.disk.add': 'Add disk',
+  'vm.disk.remove': 'Remove disk',
+  'vm.nic.add': 'Add NIC',
+  'vm.nic.remove': 'Remove NIC',
+  'vm.migrate': 'Migrate',
   'host.rotate-certificate': 'Rotate certificate',
+  'image.import': 'Import image',
+  'image.delete': 'Delete image',
 };
 
 export function operationTitle(kind: string): string {

@@ -2,7 +2,7 @@ import { createContext, useCallback, useContext, useEffect, useRef, useState, ty
 import type { ApiClient } from './api/client.js';
 import type { EventStream, StreamStatus } from './api/events.js';
 import type { DroverEvent, Operation, Page, Session } from './api/types.js';
-import { isActive } from './format.js';
+import { isActive, newerOperation } from './format.js';
 
 /** Application-wide things: the API client, the event stream, the session and the activity list. */
 export interface AppContextValue {
@@ -147,6 +147,41 @@ export function useLivePage<T extends { id: string }>(options: {
   });
   useResync(state.reload);
   return state;
+}
+
+// ------------------------------------------------------------------ one operation, followed live
+
+/**
+ * Follows one operation (an import, a disk added from a dialog) through the
+ * event stream. `follow(op)` starts with the 202's answer and reads it once
+ * more, in case its events went by before the answer arrived.
+ */
+export function useOperation(): [Operation | undefined, (op: Operation | undefined) => void] {
+  const { api } = useApp();
+  const [op, setOp] = useState<Operation | undefined>(undefined);
+  const followed = useRef<string | undefined>(undefined);
+  useEvents((event) => {
+    if (event.type === 'operation.updated' && event.data.id === followed.current) setOp((old) => newerOperation(old, event.data));
+  });
+  const follow = useCallback(
+    (next: Operation | undefined) => {
+      followed.current = next?.id;
+      setOp(next);
+      if (next && isActive(next)) {
+        api.operation(next.id).then(
+          (fresh) => {
+            if (followed.current === fresh.id) setOp((old) => newerOperation(old, fresh));
+          },
+          () => undefined,
+        );
+      }
+    },
+    [api],
+  );
+  useResync(() => {
+    if (followed.current) api.operation(followed.current).then((fresh) => followed.current === fresh.id && setOp((old) => newerOperation(old, fresh)), () => undefined);
+  });
+  return [op, follow];
 }
 
 // ------------------------------------------------------------------ activity (operations started here)

@@ -1,5 +1,8 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -26,6 +29,57 @@ let browser: Browser;
 let desktop: BrowserContext;
 let page: Page;
 let base: string;
+/** A local HTTP server (127.0.0.1) that the manager downloads images from. */
+let files: http.Server | undefined;
+let filesUrl = '';
+let filesDir = '';
+
+/**
+ * Serves, on 127.0.0.1: a small qcow2 disk image, a qcow2 with a backing file
+ * (refused), a tiny ISO, and /slow, a trickle that lasts minutes (to cancel).
+ */
+async function startFileServer(): Promise<void> {
+  filesDir = mkdtempSync(path.join(os.tmpdir(), 'drover-web-images-'));
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', 'small.qcow2', '32M'], { cwd: filesDir });
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '16M'], { cwd: filesDir });
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'bad.qcow2'], { cwd: filesDir });
+  // An ISO 9660 image as the manager recognises one: whole 2048-byte sectors, "CD001" in sector 16.
+  const iso = Buffer.alloc(20 * 2048);
+  iso.write('\x01CD001\x01', 16 * 2048, 'latin1');
+  iso.write('\xffCD001\x01', 17 * 2048, 'latin1');
+  writeFileSync(path.join(filesDir, 'tiny.iso'), iso);
+  files = http.createServer((request, response) => {
+    if (request.url === '/slow') {
+      response.writeHead(200, { 'content-length': String(64 * 1024 ** 2) });
+      const timer = setInterval(() => response.write(Buffer.alloc(1024)), 100);
+      response.on('close', () => clearInterval(timer));
+      return;
+    }
+    const file = path.join(filesDir, path.basename(request.url ?? '/'));
+    if (!existsSync(file)) {
+      response.writeHead(404).end('no such file');
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(statSync(file).size) });
+    createReadStream(file).pipe(response);
+  });
+  await new Promise<void>((resolve) => files!.listen(0, '127.0.0.1', resolve));
+  filesUrl = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
+}
+
+interface ApiOperation {
+  id: string;
+  kind: string;
+  targetId: string;
+  state: string;
+  error: { code: string; message: string } | null;
+}
+
+/** The newest operation of `kind` on `targetId`, through the API. */
+async function lastOperation(kind: string, targetId: string): Promise<ApiOperation | undefined> {
+  const ops = await cluster.api<{ items: ApiOperation[] }>('GET', '/api/v1/operations?limit=1000');
+  return ops.body.items.filter((o) => o.kind === kind && o.targetId === targetId).at(-1);
+}
 
 /** Builds packages/web/dist when it is missing or older than a source file. */
 function ensureBuilt(): void {
@@ -94,6 +148,11 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close().catch(() => undefined);
   await cluster?.close();
+  if (files) {
+    files.closeAllConnections();
+    await new Promise((resolve) => files!.close(resolve));
+  }
+  if (filesDir) rmSync(filesDir, { recursive: true, force: true });
 });
 
 describe('web console in Chromium', () => {
@@ -212,6 +271,46 @@ describe('web console in Chromium', () => {
     );
     await shot('vm-vnc-console');
     await page.getByRole('tab', { name: 'Serial console' }).click();
+  });
+
+  it('adds a disk and a NIC to the running VM on its page (hotplug), and removes the disk again', async () => {
+    const section = page.locator('section[aria-labelledby="vm-devices"]');
+    // The image's own boot disk and NIC, as the host has them.
+    await section.locator('tr[data-disk]').first().waitFor();
+    await section.locator('tr[data-nic]').first().waitFor();
+
+    await section.getByRole('button', { name: 'Add disk…' }).click();
+    let dialog = page.getByRole('dialog', { name: `Add a disk to ${vmName}` });
+    await dialog.getByLabel('Size').fill('16M');
+    await dialog.getByLabel('Volume name').fill('ui-hot.qcow2');
+    await dialog.getByRole('button', { name: 'Add disk' }).click();
+    // The dialog follows the operation and closes once the host has plugged the disk in.
+    await dialog.waitFor({ state: 'detached', timeout: 60_000 });
+    const row = section.locator('tr[data-disk="ui-hot.qcow2"]');
+    await row.getByText('added').waitFor();
+    const vm = await cluster.api<{ state: string; spec: { addedDisks?: unknown[] } }>('GET', `/api/v1/vms/${vmName}`);
+    expect(vm.body.state).toBe('running');
+    expect(vm.body.spec.addedDisks).toEqual([{ pool: 'default', volume: 'ui-hot.qcow2', created: true }]);
+    const disks = await cluster.api<Array<{ volume: string; added: boolean; readOnly: boolean }>>('GET', `/api/v1/vms/${vmName}/disks`);
+    expect(disks.body.find((d) => d.volume === 'ui-hot.qcow2')).toMatchObject({ added: true, readOnly: false });
+
+    const mac = '52:54:00:7e:b0:01';
+    await section.getByRole('button', { name: 'Add NIC…' }).click();
+    dialog = page.getByRole('dialog', { name: `Add a NIC to ${vmName}` });
+    await dialog.getByLabel('MAC address').fill(mac);
+    await dialog.getByRole('button', { name: 'Add NIC' }).click();
+    await dialog.waitFor({ state: 'detached', timeout: 60_000 });
+    await section.locator(`tr[data-nic="${mac}"]`).waitFor();
+    expect((await cluster.api<{ spec: { addedNics?: unknown[] } }>('GET', `/api/v1/vms/${vmName}`)).body.spec.addedNics).toEqual([{ mac, forwards: [] }]);
+    await section.scrollIntoViewIfNeeded();
+    await shot('vm-devices');
+
+    // Hot-unplugged: the guest releases the disk; the volume stays in its pool.
+    await row.getByRole('button', { name: /Remove/ }).click();
+    await page.getByRole('dialog', { name: `Remove disk ui-hot.qcow2 from ${vmName}?` }).getByRole('button', { name: 'Remove disk' }).click();
+    await row.waitFor({ state: 'detached', timeout: 60_000 });
+    expect((await cluster.api<{ spec: { addedDisks?: unknown[] } }>('GET', `/api/v1/vms/${vmName}`)).body.spec.addedDisks ?? []).toEqual([]);
+    expect((await cluster.api('GET', '/api/v1/hosts/h1/pools/default/volumes/ui-hot.qcow2')).status).toBe(200);
   });
 
   it('shows a change made through the API elsewhere without a reload', async () => {
@@ -363,6 +462,133 @@ describe('web console in Chromium', () => {
     }
   });
 
+  it('imports a disk image from a URL on the Images page and sees it appear live', async () => {
+    await startFileServer();
+    await page.getByRole('link', { name: 'Images' }).first().click();
+    await page.getByRole('heading', { level: 1, name: 'Images' }).waitFor();
+    await page.locator('tr[data-image^="web:"]').getByText('Appliance').waitFor();
+    await markDocument();
+    await page.getByRole('button', { name: 'Import…' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Import an image' });
+    await dialog.getByLabel('Name').fill('ui-disk');
+    await dialog.getByLabel('URL', { exact: true }).fill(`${filesUrl}/small.qcow2`);
+    await shot('images-import-dialog');
+    await dialog.getByRole('button', { name: 'Import', exact: true }).click();
+    const progress = page.getByRole('dialog', { name: 'Import ui-disk:1' });
+    await progress.getByText('Imported ui-disk:1: Disk image (qcow2)').waitFor({ timeout: 60_000 });
+    await progress.getByRole('button', { name: 'Close', exact: true }).click();
+    // image.created came through the event stream: the row is there without a reload.
+    const row = page.locator('tr[data-image="ui-disk:1"]');
+    await row.getByText('Disk image (qcow2)').waitFor();
+    await row.getByText(`${filesUrl}/small.qcow2`).waitFor();
+    expect(await documentWasNotReloaded()).toBe(true);
+    expect((await cluster.api<{ format: string; source: string }>('GET', '/api/v1/images/ui-disk:1')).body).toMatchObject({ format: 'qcow2', source: `${filesUrl}/small.qcow2` });
+    await shot('images');
+  });
+
+  it('shows the manager\'s reason for a refused import (a qcow2 with a backing file), and cancels one while it downloads', async () => {
+    await page.getByRole('button', { name: 'Import…' }).click();
+    let dialog = page.getByRole('dialog', { name: 'Import an image' });
+    await dialog.getByLabel('Name').fill('ui-bad');
+    await dialog.getByLabel('URL', { exact: true }).fill(`${filesUrl}/bad.qcow2`);
+    await dialog.getByRole('button', { name: 'Import', exact: true }).click();
+    dialog = page.getByRole('dialog', { name: 'Import ui-bad:1' });
+    const note = dialog.locator('.error-note');
+    await note.waitFor({ timeout: 60_000 });
+    const refused = await lastOperation('image.import', 'ui-bad:1');
+    expect(refused).toMatchObject({ state: 'failed', error: { code: 'invalid' } });
+    expect(refused!.error!.message).toMatch(/backing file/);
+    const text = (await note.textContent()) ?? '';
+    expect(text).toContain('The image was refused');
+    expect(text).toContain(refused!.error!.message);
+    await shot('images-import-refused');
+    await dialog.getByRole('button', { name: 'Close', exact: true }).click();
+    expect((await cluster.api('GET', '/api/v1/images/ui-bad:1')).status).toBe(404);
+
+    await page.getByRole('button', { name: 'Import…' }).click();
+    dialog = page.getByRole('dialog', { name: 'Import an image' });
+    await dialog.getByLabel('Name').fill('ui-slow');
+    await dialog.getByLabel('URL', { exact: true }).fill(`${filesUrl}/slow`);
+    await dialog.getByLabel('Format').selectOption('raw');
+    await dialog.getByRole('button', { name: 'Import', exact: true }).click();
+    dialog = page.getByRole('dialog', { name: 'Import ui-slow:1' });
+    await dialog.getByText('Fetching the file…').waitFor();
+    // The page lists it among the imports in progress too.
+    await page.locator('li[data-import="ui-slow:1"]').waitFor();
+    await dialog.getByRole('button', { name: 'Cancel import' }).click();
+    await dialog.locator('.error-note').getByText('Cancelled:').waitFor();
+    expect(await lastOperation('image.import', 'ui-slow:1')).toMatchObject({ state: 'cancelled', error: { code: 'cancelled' } });
+    await dialog.getByRole('button', { name: 'Close', exact: true }).click();
+    await page.locator('li[data-import="ui-slow:1"]').waitFor({ state: 'detached' });
+    expect((await cluster.api('GET', '/api/v1/images/ui-slow:1')).status).toBe(404);
+  });
+
+  it('creates a VM of the imported disk image with an ISO, a disk size and cloud-init in the dialog; edits its seed', async () => {
+    const iso = await cluster.api<{ id: string; state: string }>('POST', '/api/v1/images?wait=true', { name: 'ui-iso', source: { url: `${filesUrl}/tiny.iso` } });
+    expect(iso.body.state).toBe('done');
+    await page.locator('tr[data-image="ui-iso:1"]').getByText('ISO', { exact: true }).waitFor();
+
+    await page.getByRole('link', { name: 'VMs', exact: true }).click();
+    await page.getByRole('button', { name: 'Create VM' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Create a VM' });
+    await dialog.getByLabel('Name').fill('ui-cloud');
+    await dialog.getByLabel('Image').selectOption('ui-disk:1');
+    await dialog.getByLabel('ISO (CD-ROM)').selectOption('ui-iso:1');
+    await dialog.getByLabel('Disk size').fill('64M');
+    await shot('create-vm-dialog-media');
+    await dialog.locator('summary', { hasText: 'Cloud-init' }).click();
+    const userData = '#cloud-config\nhostname: ui-cloud\n';
+    await dialog.getByLabel('User data').fill(userData);
+    const metaData = 'instance-id: ui-cloud-1\n';
+    await dialog.getByLabel('Meta data').fill(metaData);
+    await shot('create-vm-dialog-cloud-init');
+    await dialog.getByRole('button', { name: 'Create VM' }).click();
+    await page.getByRole('heading', { level: 1, name: 'VM ui-cloud' }).waitFor();
+
+    const vm = await cluster.api<{ spec: Record<string, unknown> }>('GET', '/api/v1/vms/ui-cloud');
+    expect(vm.body.spec).toMatchObject({ image: 'ui-disk:1', iso: 'ui-iso:1', diskSizeBytes: 64 * 1024 ** 2, cloudInit: { userDataBytes: userData.length, metaDataBytes: metaData.length } });
+    const details = page.locator('.details');
+    await details.getByText('ui-iso:1').waitFor();
+    await details.getByText('64 MiB').waitFor();
+    const seed = page.getByTestId('cloud-init-state');
+    expect(await seed.textContent()).toContain(`user-data ${userData.length} B, meta-data ${metaData.length} B`);
+
+    // The VM is defined: its seed can be removed (PATCH cloudInit null) and set again.
+    await page.locator('summary', { hasText: 'Replace or remove the seed' }).click();
+    await page.getByRole('button', { name: 'Remove the seed' }).click();
+    await seed.filter({ hasText: 'This VM has no cloud-init seed.' }).waitFor();
+    expect((await cluster.api<{ spec: Record<string, unknown> }>('GET', '/api/v1/vms/ui-cloud')).body.spec.cloudInit).toBeUndefined();
+    await page.locator('section[aria-labelledby="vm-cloud-init"]').getByLabel('User data').fill('#!/bin/sh\necho hello\n');
+    await page.getByRole('button', { name: 'Save the seed' }).click();
+    await seed.filter({ hasText: 'user-data 21 B' }).waitFor();
+    expect((await cluster.api<{ spec: Record<string, unknown> }>('GET', '/api/v1/vms/ui-cloud')).body.spec.cloudInit).toEqual({ userDataBytes: 21 });
+    await shot('vm-media-cloud-init');
+  });
+
+  it('shows why an image a VM uses cannot be deleted, and deletes it once unused', async () => {
+    await page.getByRole('link', { name: 'Images' }).first().click();
+    const row = page.locator('tr[data-image="ui-disk:1"]');
+    await row.getByRole('link', { name: 'ui-cloud' }).waitFor();
+    const refused = await cluster.api<{ error: { message: string } }>('DELETE', '/api/v1/images/ui-disk:1');
+    expect(refused.status).toBe(409);
+    await row.getByRole('button', { name: /Delete/ }).click();
+    const confirm = page.getByRole('dialog', { name: 'Delete image ui-disk:1?' });
+    await confirm.getByRole('button', { name: 'Delete image' }).click();
+    const note = confirm.locator('.error-note');
+    await note.waitFor();
+    expect(await note.textContent()).toContain(`Not possible right now: ${refused.body.error.message}`);
+    await shot('images-delete-refused');
+    await confirm.getByRole('button', { name: 'Cancel' }).click();
+
+    expect((await cluster.api<{ state: string }>('DELETE', '/api/v1/vms/ui-cloud?wait=true')).body.state).toBe('done');
+    // The VM left: the "Used by" cell follows, and the delete goes through.
+    await row.getByRole('link', { name: 'ui-cloud' }).waitFor({ state: 'detached' });
+    await row.getByRole('button', { name: /Delete/ }).click();
+    await page.getByRole('dialog', { name: 'Delete image ui-disk:1?' }).getByRole('button', { name: 'Delete image' }).click();
+    await row.waitFor({ state: 'detached', timeout: 60_000 });
+    expect((await cluster.api('GET', '/api/v1/images/ui-disk:1')).status).toBe(404);
+  });
+
   it('lists operations with their outcome, newest first', async () => {
     await page.getByRole('link', { name: 'Operations' }).first().click();
     const rows = page.locator('tr[data-op]');
@@ -385,6 +611,7 @@ describe('web console in Chromium', () => {
         [`/vms/${vmName}`, 'vm', '.xterm-rows'],
         ['/hosts', 'hosts', '[data-host="h1"]'],
         ['/storage', 'storage', 'tr[data-volume]'],
+        ['/images', 'images', 'tr[data-image]'],
         ['/operations', 'operations', 'tr[data-op]'],
       ] as const) {
         await small.goto(`${base}${route}`);

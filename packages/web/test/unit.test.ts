@@ -3,7 +3,8 @@ import { ApiClient, ApiError, errorTitle, InputError, listAll, queryString } fro
 import { EventStream, type EventSourceLike } from '../src/api/events.js';
 import type { Operation, Vm } from '../src/api/types.js';
 import { newestOperations, parseForwards, vmMatches } from '../src/filters.js';
-import { ago, canDo, formatBytes, parseLabels, parseSize, percent } from '../src/format.js';
+import { ago, canDo, formatBytes, newerOperation, operationFailureTitle, parseLabels, parseSize, percent } from '../src/format.js';
+import { cloudInitSeed, cloudInitSummary, emptyCloudInit } from '../src/media.js';
 
 /** The console's logic without a browser: the API client, the event stream and the list helpers. */
 
@@ -116,6 +117,49 @@ class FakeSource implements EventSourceLike {
     this.listeners.get(type)?.({ data: JSON.stringify(data), lastEventId: String(id) } as MessageEvent);
   }
 }
+
+describe('images, media and devices', () => {
+  it('reaches the image and device routes with an Idempotency-Key for each change', async () => {
+    const { calls, fetcher } = fakeFetch(() => json(202, { id: 'o' }));
+    const api = new ApiClient('', fetcher);
+    await api.importImage({ name: 'debian', source: { url: 'https://example.org/d.qcow2' }, format: 'qcow2' });
+    await api.deleteImage('debian:1');
+    await api.addVmDisk('web-1', { sizeBytes: 1048576, name: 'data.qcow2' });
+    await api.removeVmDisk('web-1', 'data.qcow2');
+    await api.addVmNic('web-1', { mac: '52:54:00:00:00:01' });
+    await api.removeVmNic('web-1', '52:54:00:00:00:01');
+    expect(calls.map((c) => `${c.init.method} ${c.url}`)).toEqual([
+      'POST /api/v1/images',
+      'DELETE /api/v1/images/debian%3A1',
+      'POST /api/v1/vms/web-1/disks',
+      'DELETE /api/v1/vms/web-1/disks/data.qcow2',
+      'POST /api/v1/vms/web-1/nics',
+      'DELETE /api/v1/vms/web-1/nics/52%3A54%3A00%3A00%3A00%3A01',
+    ]);
+    expect(JSON.parse(String(calls[0]!.init.body))).toEqual({ name: 'debian', source: { url: 'https://example.org/d.qcow2' }, format: 'qcow2' });
+    for (const call of calls) expect((call.init.headers as Record<string, string>)['Idempotency-Key']).toMatch(/^web-/);
+  });
+
+  it('builds a cloud-init seed from the form (none when empty) and describes a VM\'s seed by its sizes', () => {
+    expect(cloudInitSeed(emptyCloudInit)).toBeUndefined();
+    expect(cloudInitSeed({ userData: '  ', metaData: '', networkConfig: '\n' })).toBeUndefined();
+    expect(cloudInitSeed({ userData: '#cloud-config\n', metaData: '', networkConfig: '' })).toEqual({ userData: '#cloud-config\n' });
+    expect(cloudInitSeed({ userData: '', metaData: 'instance-id: x\n', networkConfig: '' })).toEqual({ userData: '', metaData: 'instance-id: x\n' });
+    expect(cloudInitSummary(undefined)).toBeUndefined();
+    expect(cloudInitSummary({ userDataBytes: 21, metaDataBytes: 2048 })).toBe('user-data 21 B, meta-data 2 KiB');
+  });
+
+  it('keeps the later view of an operation and words its failure by kind and code', () => {
+    const op = { id: 'o', kind: 'image.import', state: 'running', updatedAt: '2026-01-01T00:00:01Z', error: null } as Operation;
+    const ended = { ...op, state: 'failed', error: { code: 'invalid', message: 'it has a backing file', details: {} } } as Operation;
+    expect(newerOperation(op, ended)).toBe(ended); // a tie: the ended one wins
+    expect(newerOperation(ended, op)).toBe(ended);
+    expect(newerOperation(ended, { ...op, updatedAt: '2026-01-01T00:00:02Z' }).state).toBe('running');
+    expect(operationFailureTitle(ended)).toBe('The image was refused');
+    expect(operationFailureTitle({ ...ended, state: 'cancelled', error: { code: 'cancelled', message: '', details: {} } })).toBe('Cancelled');
+    expect(operationFailureTitle({ ...ended, kind: 'vm.disk.add', state: 'rolled_back', error: { code: 'conflict', message: '', details: {} } })).toBe('Not possible right now; nothing was changed');
+  });
+});
 
 describe('EventStream', () => {
   it('hands events to subscribers and asks for a resync after an interruption', async () => {

@@ -1,5 +1,6 @@
 import type {
-  Host, Image, JoinTokenAnswer, ListParams, Operation, Page, PoolInfo, Session, SnapshotInfo, Ticket, Vm, VmCreate, VmEdit, VolumeInfo,
+  Host, Image, ImageImport, JoinTokenAnswer, ListParams, Operation, Page, PoolInfo, Session, SnapshotInfo, Ticket, Vm, VmCreate, VmDiskAdd, VmDiskInfo, VmEdit, VmNicAdd,
+  VmNicInfo, VolumeInfo,
 } from './types.js';
 
 /**
@@ -186,6 +187,14 @@ export class ApiClient {
   images(params: ListParams = {}): Promise<Page<Image>> {
     return this.request('GET', '/images', { query: { ...params } });
   }
+  /** Starts an `image.import` operation: downloaded or copied, inspected, stored. */
+  importImage(body: ImageImport): Promise<Operation> {
+    return this.request('POST', '/images', { body, headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  /** Starts an `image.delete` operation; 409 for an appliance or an image a VM uses. */
+  deleteImage(id: string): Promise<Operation> {
+    return this.request('DELETE', `/images/${enc(id)}`, { headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
 
   // ------------------------------------------------------------------ VMs
   vms(params: ListParams = {}): Promise<Page<Vm>> {
@@ -217,6 +226,27 @@ export class ApiClient {
   }
   deleteSnapshot(id: string, name: string): Promise<Operation> {
     return this.request('DELETE', `/vms/${enc(id)}/snapshots/${enc(name)}`, { headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  /** The VM's disks as its host has them, in the guest's order (`[]` before its first start). */
+  vmDisks(id: string): Promise<VmDiskInfo[]> {
+    return this.request('GET', `/vms/${enc(id)}/disks`);
+  }
+  addVmDisk(id: string, body: VmDiskAdd): Promise<Operation> {
+    return this.request('POST', `/vms/${enc(id)}/disks`, { body, headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  /** `disk`: its index or its volume name. */
+  removeVmDisk(id: string, disk: string): Promise<Operation> {
+    return this.request('DELETE', `/vms/${enc(id)}/disks/${enc(disk)}`, { headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  vmNics(id: string): Promise<VmNicInfo[]> {
+    return this.request('GET', `/vms/${enc(id)}/nics`);
+  }
+  addVmNic(id: string, body: VmNicAdd): Promise<Operation> {
+    return this.request('POST', `/vms/${enc(id)}/nics`, { body, headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  /** `nic`: its index or its MAC. */
+  removeVmNic(id: string, nic: string): Promise<Operation> {
+    return this.request('DELETE', `/vms/${enc(id)}/nics/${enc(nic)}`, { headers: { 'Idempotency-Key': idempotencyKey() } });
   }
   /** The serial log from `offset`; `next` is the offset to ask for next time. */
   async serialLog(id: string, offset = 0): Promise<{ text: string; next: number }> {

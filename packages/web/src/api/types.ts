@@ -1,8 +1,8 @@
 // Types only: the schemas themselves stay on the server (no TypeBox in the bundle).
-import type { Host, Image, Operation, Vm, VmCreate, VmEdit, ManagedVmState } from '@drover/api';
-import type { PoolInfo, VolumeInfo, SnapshotInfo } from '@drover/api';
+import type { Host, Image, ImageImport, Operation, Vm, VmCreate, VmEdit, ManagedVmState } from '@drover/api';
+import type { PoolInfo, VolumeInfo, SnapshotInfo, VmDiskAdd, VmDiskInfo, VmNicAdd, VmNicInfo } from '@drover/api';
 
-export type { Host, Image, Operation, Vm, VmCreate, VmEdit, ManagedVmState, PoolInfo, VolumeInfo, SnapshotInfo };
+export type { Host, Image, ImageImport, Operation, Vm, VmCreate, VmEdit, ManagedVmState, PoolInfo, VolumeInfo, SnapshotInfo, VmDiskAdd, VmDiskInfo, VmNicAdd, VmNicInfo };
 /** The answer of POST /api/v1/hosts/join-tokens (schema JoinToken). */
 export interface JoinTokenAnswer {
   token: string;
@@ -40,7 +40,9 @@ export type DroverEvent =
   | { seq: number; type: 'vm.deleted'; data: { id: string; name: string } }
   | { seq: number; type: 'host.updated'; data: Host }
   | { seq: number; type: 'host.removed'; data: { id: string; name: string } }
-  | { seq: number; type: 'operation.updated'; data: Operation };
+  | { seq: number; type: 'operation.updated'; data: Operation }
+  | { seq: number; type: 'image.created'; data: Image }
+  | { seq: number; type: 'image.deleted'; data: { id: string; name: string; version: string } };
 
 export type DroverEventType = DroverEvent['type'];
-export const eventTypes: readonly DroverEventType[] = ['vm.updated', 'vm.deleted', 'host.updated', 'host.removed', 'operation.updated'];
+export const eventTypes: readonly DroverEventType[] = ['vm.updated', 'vm.deleted', 'host.updated', 'host.removed', 'operation.updated', 'image.created', 'image.deleted'];

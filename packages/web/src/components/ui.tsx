@@ -1,7 +1,7 @@
 import { useState, type ReactNode } from 'react';
 import { ApiError, errorMessage, errorTitle } from '../api/client.js';
 import type { Operation } from '../api/types.js';
-import { isTransient, operationTitle, percent } from '../format.js';
+import { isActive, isTransient, operationFailureTitle, operationTitle, percent } from '../format.js';
 import { Link } from '../router.js';
 import { Dialog } from './Dialog.js';
 
@@ -71,6 +71,36 @@ export function OperationProgress({ op }: { op: Operation }) {
       <span className="op-progress-text">
         {op.progress}% {op.phase && <span className="muted">({op.phase})</span>}
       </span>
+    </div>
+  );
+}
+
+/**
+ * How an operation followed in a dialog is going: live progress while it
+ * runs, then "done" or its failure with the manager's own message.
+ */
+export function OperationOutcome({ op, running, done }: { op: Operation; running?: ReactNode; done?: ReactNode }) {
+  if (isActive(op)) {
+    return (
+      <div className="op-outcome" role="status">
+        {running && <p>{running}</p>}
+        <OperationProgress op={op} />
+      </div>
+    );
+  }
+  if (op.state === 'done') {
+    return (
+      <p className="ok-text op-outcome" role="status">
+        {done ?? 'Done.'}
+      </p>
+    );
+  }
+  return (
+    <div className="error-note op-outcome" role="alert">
+      <p>
+        <strong>{operationFailureTitle(op)}:</strong> <span className="server-message">{op.error?.message ?? `the operation ended ${op.state.replace('_', ' ')}`}</span>{' '}
+        <Link to={`/operations?focus=${op.id}`}>See the operation</Link>
+      </p>
     </div>
   );
 }

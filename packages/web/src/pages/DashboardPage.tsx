@@ -81,7 +81,8 @@ export function DashboardPage() {
   const counts = new Map<string, number>();
   for (const vm of vms) counts.set(vm.state, (counts.get(vm.state) ?? 0) + 1);
   const recent = [...vms].sort((a, b) => b.updatedAt.localeCompare(a.updatedAt)).slice(0, 8);
-  const vmName = (id: string) => data?.vms.get(id)?.name ?? data?.hosts.get(id)?.name ?? id.slice(0, 8);
+  // An image import names its target "name:version"; ids are cut short.
+  const vmName = (id: string) => data?.vms.get(id)?.name ?? data?.hosts.get(id)?.name ?? (id.length === 36 ? id.slice(0, 8) : id);
 
   return (
     <>

@@ -8,6 +8,10 @@ import { formatTime, isActive, operationTitle } from '../format.js';
 import { useApp, useAsync, useEvents, useResync } from '../live.js';
 import { Link, navigate, useLocation } from '../router.js';
 
+function isUuid(text: string): boolean {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(text);
+}
+
 const operationStateList = ['pending', 'running', 'done', 'failed', 'cancelled', 'rolled_back'];
 const perPage = 50;
 export function OperationsPage() {
@@ -26,8 +30,12 @@ export function OperationsPage() {
   }, 'ops-active');
   const focused = useAsync(() => (focus ? api.operation(focus) : Promise.resolve(undefined)), `op:${focus}`);
   const names = useAsync(async () => {
-    const [vms, hosts] = await Promise.all([listAll((p) => api.vms(p), {}, 2000), listAll((p) => api.hosts(p))]);
-    return new Map<string, string>([...vms.items.map((v) => [v.id, v.name] as const), ...hosts.items.map((h) => [h.id, h.name] as const)]);
+    const [vms, hosts, images] = await Promise.all([listAll((p) => api.vms(p), {}, 2000), listAll((p) => api.hosts(p)), listAll((p) => api.images(p))]);
+    return new Map<string, string>([
+      ...vms.items.map((v) => [v.id, v.name] as const),
+      ...hosts.items.map((h) => [h.id, h.name] as const),
+      ...images.items.map((i) => [i.id, `${i.name}:${i.version}`] as const),
+    ]);
   }, 'op-names');
 
   useEffect(() => setPageIndex(0), [state]);
@@ -35,7 +43,8 @@ export function OperationsPage() {
   useEvents((event) => {
     if (event.type !== 'operation.updated') {
       // Remember names, also of VMs and hosts that are gone, for the operations that name them.
-      if (!names.data?.has(event.data.id)) names.setData((m) => new Map(m).set(event.data.id, event.data.name));
+      const name = event.type === 'image.created' || event.type === 'image.deleted' ? `${event.data.name}:${event.data.version}` : event.data.name;
+      if (!names.data?.has(event.data.id)) names.setData((m) => new Map(m).set(event.data.id, name));
       return;
     }
     const op = event.data;
@@ -66,7 +75,8 @@ export function OperationsPage() {
     setCancelError(undefined);
     api.cancelOperation(op.id).then(undefined, setCancelError);
   };
-  const targetName = (op: Operation) => names.data?.get(op.targetId) ?? op.targetId.slice(0, 8);
+  // An image import's target is its "name:version" (the image has no id yet).
+  const targetName = (op: Operation) => names.data?.get(op.targetId) ?? (op.targetKind === 'image' && !isUuid(op.targetId) ? op.targetId : op.targetId.slice(0, 8));
   const items = list.data?.items ?? [];
   const pageCount = Math.max(1, Math.ceil(items.length / perPage));
   const shown = items.slice(pageIndex * perPage, (pageIndex + 1) * perPage);
@@ -150,7 +160,9 @@ export function OperationsPage() {
                     <td data-label="Operation">
                       <Link to={`/operations?focus=${op.id}${state ? `&state=${state}` : ''}`}>{operationTitle(op.kind)}</Link>
                     </td>
-                    <td data-label="Target">{op.targetKind === 'vm' ? <Link to={`/vms/${op.targetId}`}>{targetName(op)}</Link> : targetName(op)}</td>
+                    <td data-label="Target">
+                      {op.targetKind === 'vm' ? <Link to={`/vms/${op.targetId}`}>{targetName(op)}</Link> : op.targetKind === 'image' ? <Link to="/images">{targetName(op)}</Link> : targetName(op)}
+                    </td>
                     <td data-label="State">
                       <div>
                         <StateBadge state={op.state} />
@@ -181,7 +193,15 @@ function OperationDetails({ op, target, onCancel }: { op: Operation; target: str
           {operationTitle(op.kind)} <code>{op.kind}</code>
         </dd>
         <dt>Target</dt>
-        <dd>{op.targetKind === 'vm' ? <Link to={`/vms/${op.targetId}`}>{target}</Link> : `${op.targetKind} ${target}`}</dd>
+        <dd>
+          {op.targetKind === 'vm' ? (
+            <Link to={`/vms/${op.targetId}`}>{target}</Link>
+          ) : op.targetKind === 'image' ? (
+            <Link to="/images">image {target}</Link>
+          ) : (
+            `${op.targetKind} ${target}`
+          )}
+        </dd>
         <dt>State</dt>
         <dd>
           <StateBadge state={op.state} />

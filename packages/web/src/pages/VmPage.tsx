@@ -3,9 +3,12 @@ import { listAll, type VmAction } from '../api/client.js';
 import type { Operation, Vm } from '../api/types.js';
 import { PageTitle } from '../components/PageTitle.js';
 import { ConfirmDialog, EmptyRow, ErrorNote, Loading, OperationProgress, StateBadge } from '../components/ui.js';
-import { canDo, formatLabels, formatMiB, formatTime, isActive, operationTitle, parseLabels, type VmActionName } from '../format.js';
+import { canDo, formatBytes, formatLabels, formatMiB, formatTime, isActive, operationTitle, parseLabels, type VmActionName } from '../format.js';
 import { useApp, useAsync, useEvents, useResync } from '../live.js';
 import { Link, navigate } from '../router.js';
+import { cloudInitSummary } from '../media.js';
+import { VmCloudInit } from './VmCloudInit.js';
+import { VmDevices } from './VmDevices.js';
 
 // The consoles pull in noVNC and xterm.js: loaded only when a VM page shows one.
 const SerialConsole = lazy(() => import('../console/SerialConsole.js'));
@@ -177,7 +180,17 @@ export function VmPage({ id }: { id: string }) {
             <dt>Host</dt>
             <dd>{vm.hostName ? <Link to={`/hosts#host-${vm.hostName}`}>{vm.hostName}</Link> : 'not placed yet'}</dd>
             <dt>Image</dt>
-            <dd>{vm.spec.image}</dd>
+            <dd>{vm.spec.image ? <Link to="/images">{vm.spec.image}</Link> : 'none: it boots its ISO'}</dd>
+            <dt>ISO (CD-ROM)</dt>
+            <dd>{vm.spec.iso ?? '—'}</dd>
+            {vm.spec.diskSizeBytes !== undefined && (
+              <>
+                <dt>Disk size</dt>
+                <dd>{formatBytes(vm.spec.diskSizeBytes)}</dd>
+              </>
+            )}
+            <dt>Cloud-init</dt>
+            <dd>{cloudInitSummary(vm.spec.cloudInit) ?? 'none'}</dd>
             <dt>vCPUs</dt>
             <dd>{vm.spec.cpus}</dd>
             <dt>Memory</dt>
@@ -219,6 +232,10 @@ export function VmPage({ id }: { id: string }) {
           )}
         </div>
       </section>
+
+      <VmDevices vm={vm} ops={ops} disabled={deleted} />
+
+      <VmCloudInit vm={vm} disabled={deleted} />
 
       <Snapshots vm={vm} ops={ops} disabled={deleted} />
 
