@@ -1,10 +1,13 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { AxeResults } from 'axe-core';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { startTestCluster, type TestCluster } from '@drover/manager/testing';
 import { ApiClient } from '../src/api/client.js';
@@ -33,6 +36,7 @@ let base: string;
 let files: http.Server | undefined;
 let filesUrl = '';
 let filesDir = '';
+let cliHome = '';
 
 /**
  * Serves, on 127.0.0.1: a small qcow2 disk image, a qcow2 with a backing file
@@ -110,6 +114,54 @@ async function waitForVmState(state: string, timeout = 90_000, target: Page = pa
   await target.locator(`.page-head .badge[data-state="${state}"]`).waitFor({ timeout });
 }
 
+/** axe-core's browser build, injected into the page for the accessibility checks. */
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+/** What each axe check found, summed up in the last test's output (so the cost stays visible). */
+const axeRuns: Array<{ name: string; ms: number; passes: number; minor: number; incomplete: string[] }> = [];
+
+/**
+ * Runs axe-core on the whole page as it is now and fails on any violation of
+ * impact "serious" or "critical" (the lesser ones are counted, not fatal).
+ * The manager's CSP forbids inline scripts, so the source goes in through the
+ * DevTools protocol (evaluate) rather than a <script> element; the page keeps
+ * it until the next full load.
+ */
+async function checkAccessibility(name: string, target: Page = page): Promise<void> {
+  const t0 = performance.now();
+  if (!(await target.evaluate(() => 'axe' in window))) await target.evaluate(axeSource);
+  const results = await target.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run: (context: Document, options: object) => Promise<AxeResults> } }).axe;
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    // Only the violations cross back whole; the rest is counted.
+    return { violations: r.violations, passes: r.passes.length, incomplete: r.incomplete.map((i) => `${i.impact ?? ''} ${i.id} (${i.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')})`) };
+  });
+  // A page axe could not read at all would pass with nothing checked.
+  expect(results.passes, `axe-core checked nothing on the ${name} page`).toBeGreaterThan(10);
+  const serious = results.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  const described = serious.map(
+    (v) => `${v.impact} ${v.id}: ${v.help}\n${v.nodes.slice(0, 5).map((n) => `    ${n.target.join(' ')}  ${n.failureSummary?.replace(/\s+/g, ' ') ?? ''}`).join('\n')}`,
+  );
+  expect(described, `axe-core on the ${name} page (${target.url()})`).toEqual([]);
+  axeRuns.push({ name, ms: performance.now() - t0, passes: results.passes, minor: results.violations.length - serious.length, incomplete: results.incomplete });
+}
+
+const cliMain = path.join(repoRoot, 'packages', 'cli', 'dist', 'main.js');
+
+/** Runs the real `drover` CLI (its built binary) against the test cluster; fails on a non-zero exit. */
+async function drover(...args: string[]): Promise<{ stdout: string; stderr: string }> {
+  if (!existsSync(cliMain)) throw new Error(`${cliMain} is missing: build the CLI first (npx tsc -b)`);
+  try {
+    return await promisify(execFile)(process.execPath, [cliMain, ...args], {
+      // An empty HOME: no operator's config file gets in the way.
+      env: { PATH: process.env.PATH ?? '', HOME: cliHome, DROVER_URL: base, DROVER_TOKEN: cluster.manager.adminToken },
+      timeout: 60_000,
+    });
+  } catch (error) {
+    const e = error as Error & { stdout?: string; stderr?: string };
+    throw new Error(`drover ${args.join(' ')} failed: ${e.message}\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+  }
+}
+
 /** Marks the document: a reload would lose the mark. */
 async function markDocument(target: Page = page): Promise<void> {
   await target.evaluate(() => ((window as unknown as { droverMark: string }).droverMark = 'still-here'));
@@ -133,6 +185,7 @@ async function tabUntil(target: Page, description: string, predicate: string, ma
 
 beforeAll(async () => {
   mkdirSync(shots, { recursive: true });
+  cliHome = mkdtempSync(path.join(os.tmpdir(), 'drover-web-cli-'));
   ensureBuilt();
   cluster = await startTestCluster({ manager: { webRoot: distDir } });
   base = cluster.manager.url;
@@ -153,6 +206,14 @@ afterAll(async () => {
     await new Promise((resolve) => files!.close(resolve));
   }
   if (filesDir) rmSync(filesDir, { recursive: true, force: true });
+  if (cliHome) rmSync(cliHome, { recursive: true, force: true });
+  if (axeRuns.length) {
+    const total = axeRuns.reduce((sum, r) => sum + r.ms, 0);
+    console.log(
+      `axe-core: ${axeRuns.length} checks in ${(total / 1000).toFixed(1)} s\n` +
+        axeRuns.map((r) => `  ${r.name}: ${r.passes} rules passed, ${r.minor} minor/moderate violations, needs review: ${r.incomplete.join(', ') || 'none'}`).join('\n'),
+    );
+  }
 });
 
 describe('web console in Chromium', () => {
@@ -198,6 +259,7 @@ describe('web console in Chromium', () => {
     await note.waitFor();
     expect(await note.textContent()).toContain(refused.body.error.message);
     await shot('login-refused');
+    await checkAccessibility('login');
 
     await page.getByLabel('Admin token').fill(cluster.manager.adminToken);
     await page.getByRole('button', { name: 'Log in' }).click();
@@ -215,6 +277,7 @@ describe('web console in Chromium', () => {
     expect(await card.getByRole('meter', { name: 'Memory' }).getAttribute('aria-valuetext')).toMatch(/of/);
     await page.locator('.stream-live').waitFor();
     await shot('dashboard');
+    await checkAccessibility('dashboard');
   });
 
   it('creates a VM from the web image in the dialog, starts it and sees the state change live', async () => {
@@ -228,6 +291,7 @@ describe('web console in Chromium', () => {
     await dialog.getByLabel('Memory (MiB)').fill('128');
     await dialog.getByLabel('Labels').fill('tier=web');
     await shot('create-vm-dialog');
+    await checkAccessibility('Create VM dialog');
     await dialog.getByRole('button', { name: 'Create VM' }).click();
     await page.getByRole('heading', { level: 1, name: `VM ${vmName}` }).waitFor();
     await waitForVmState('defined');
@@ -248,6 +312,8 @@ describe('web console in Chromium', () => {
     await page.getByText('Connected', { exact: true }).waitFor();
     await vi.waitFor(async () => expect(await terminal.locator('.xterm-rows').textContent()).toMatch(/DROVER-READY appliance=web/), { timeout: 30_000, interval: 250 });
     await shot('vm-serial-console');
+    // The VM page of a running VM, with its serial console (xterm.js) connected.
+    await checkAccessibility('VM');
   });
 
   it('connects the VNC screen (noVNC) and draws the guest\'s screen', async () => {
@@ -313,6 +379,26 @@ describe('web console in Chromium', () => {
     expect((await cluster.api('GET', '/api/v1/hosts/h1/pools/default/volumes/ui-hot.qcow2')).status).toBe(200);
   });
 
+  it('shows a change made through the drover CLI without a reload', async () => {
+    // The VM page is open (previous test); the real CLI binary edits the VM's labels.
+    await page.getByRole('heading', { level: 1, name: `VM ${vmName}` }).waitFor();
+    await markDocument();
+    const edited = await drover('vm', 'edit', vmName, '--label', 'via=cli');
+    expect(edited.stderr).toBe('');
+    await page.locator('.details').getByText('via=cli').waitFor();
+    expect((await cluster.api<{ labels: Record<string, string> }>('GET', `/api/v1/vms/${vmName}`)).body.labels).toEqual({ tier: 'web', via: 'cli' });
+
+    // The list: a VM the CLI creates appears, and goes when the CLI deletes it.
+    await page.getByRole('link', { name: 'VMs', exact: true }).click();
+    await page.locator(`tr[data-vm="${vmName}"]`).waitFor();
+    await drover('vm', 'create', 'from-cli', '--image', 'counter', '--label', 'via=cli');
+    await page.locator('tr[data-vm="from-cli"]').waitFor();
+    await drover('vm', 'delete', 'from-cli');
+    await page.locator('tr[data-vm="from-cli"]').waitFor({ state: 'detached' });
+    expect(await documentWasNotReloaded()).toBe(true);
+    await page.getByRole('link', { name: vmName, exact: true }).click();
+  });
+
   it('shows a change made through the API elsewhere without a reload', async () => {
     await markDocument();
     const vm = await cluster.api<{ rev: number }>('GET', `/api/v1/vms/${vmName}`);
@@ -330,6 +416,7 @@ describe('web console in Chromium', () => {
     await page.locator('tr[data-vm="from-api"]').waitFor({ state: 'detached' });
     expect(await documentWasNotReloaded()).toBe(true);
     await shot('vm-list');
+    await checkAccessibility('VM list');
   });
 
   it('filters the VM list by state, name and label', async () => {
@@ -422,6 +509,7 @@ describe('web console in Chromium', () => {
     await confirm.locator('.error-note').getByText(refused.body.error.message).waitFor();
     await confirm.getByRole('button', { name: 'Cancel' }).click();
     await shot('hosts');
+    await checkAccessibility('hosts');
   });
 
   it('creates, resizes, downloads, uploads and deletes volumes on the storage page', async () => {
@@ -454,6 +542,7 @@ describe('web console in Chromium', () => {
     await dialog.getByRole('button', { name: 'Upload' }).click();
     await page.locator('tr[data-volume="ui-upload.raw"]').getByText('1 MiB').first().waitFor();
     await shot('storage');
+    await checkAccessibility('storage');
 
     for (const name of ['ui-disk.qcow2', 'ui-upload.raw']) {
       await page.locator(`tr[data-volume="${name}"]`).getByRole('button', { name: /Delete/ }).click();
@@ -484,6 +573,7 @@ describe('web console in Chromium', () => {
     expect(await documentWasNotReloaded()).toBe(true);
     expect((await cluster.api<{ format: string; source: string }>('GET', '/api/v1/images/ui-disk:1')).body).toMatchObject({ format: 'qcow2', source: `${filesUrl}/small.qcow2` });
     await shot('images');
+    await checkAccessibility('images');
   });
 
   it('shows the manager\'s reason for a refused import (a qcow2 with a backing file), and cancels one while it downloads', async () => {
@@ -596,9 +686,11 @@ describe('web console in Chromium', () => {
     const kinds = await rows.locator('td[data-label="Operation"]').allTextContents();
     // Newest first: the resume (keyboard test) comes before the first start.
     expect(kinds.indexOf('Resume')).toBeLessThan(kinds.lastIndexOf('Start'));
+    await checkAccessibility('operations');
     await rows.first().getByRole('link').first().click();
     await page.getByRole('heading', { name: /^Operation / }).waitFor();
     await shot('operations');
+    await checkAccessibility('operation');
   });
 
   it('fits a phone screen (390 px) without horizontal overflow', async () => {

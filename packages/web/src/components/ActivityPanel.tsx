@@ -2,6 +2,7 @@ import type { Activity } from '../live.js';
 import { isActive } from '../format.js';
 import { Link } from '../router.js';
 import { OperationProgress } from './ui.js';
+import { CloseIcon } from './icons.js';
 
 /** What this tab started: live progress, then the outcome (a failure stays, with the server's message). */
 export function ActivityPanel({ activities, onDismiss }: { activities: Activity[]; onDismiss: (id: string) => void }) {
@@ -12,7 +13,7 @@ export function ActivityPanel({ activities, onDismiss }: { activities: Activity[
           <div className="activity-head">
             <Link to={`/operations?focus=${op.id}`}>{label}</Link>
             <button type="button" className="icon-button" aria-label={`Dismiss ${label}`} onClick={() => onDismiss(op.id)}>
-              ×
+              <CloseIcon />
             </button>
           </div>
           {isActive(op) ? (

@@ -1,4 +1,5 @@
 import { useEffect, useId, useRef, type ReactNode } from 'react';
+import { CloseIcon } from './icons.js';
 
 const focusable = 'a[href], button:not([disabled]), input:not([disabled]):not([type="hidden"]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])';
 
@@ -58,7 +59,7 @@ export function Dialog({ title, onClose, children, wide }: { title: string; onCl
       <div className="dialog-head">
         <h2 id={titleId}>{title}</h2>
         <button type="button" className="icon-button" onClick={onClose} aria-label="Close dialog">
-          ×
+          <CloseIcon />
         </button>
       </div>
       <div className="dialog-body">{children}</div>

@@ -7,6 +7,7 @@ import { formatLabels, formatMiB, vmStateList } from '../format.js';
 import { useApp, useLivePage } from '../live.js';
 import { Link, navigate, useLocation } from '../router.js';
 import { CreateVmDialog } from './CreateVmDialog.js';
+import { CloseIcon } from '../components/icons.js';
 
 const pageSizes = [25, 50, 100];
 
@@ -99,7 +100,7 @@ export function VmListPage() {
           <p className="chip">
             Host {filter.host}{' '}
             <button type="button" className="link-button" onClick={() => setFilter({ host: '' })} aria-label={`Remove the filter on host ${filter.host}`}>
-              ×
+              <CloseIcon />
             </button>
           </p>
         )}
