@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { runAgentBench } from './agent-bench.js';
 import { runManagerBench } from './manager-bench.js';
+import { runMigrationBench } from './migration-bench.js';
+import { runWebBench } from './web-bench.js';
 
 /**
  * Runs every benchmark and prints each figure next to its baseline.
@@ -11,6 +13,8 @@ const smoke = process.argv.includes('--smoke');
 const benches: Array<[string, (o: { smoke: boolean }) => Promise<boolean>]> = [
   ['agent', runAgentBench],
   ['manager', runManagerBench],
+  ['migration', runMigrationBench],
+  ['web', runWebBench],
 ];
 const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 

@@ -12,6 +12,7 @@ import { PoolRegistry } from './pools.js';
 import { agentTlsOptions, joinCluster, loadAgentIdentity } from './tls/index.js';
 import { buildAgentServer } from './server.js';
 import { VmService } from './vm-service.js';
+import { MigrationService } from './migration.js';
 
 export const agentVersion = '0.1.0';
 
@@ -147,9 +148,14 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
     logger.info({ manager: options.join.managerUrl }, 'joined the cluster');
   }
   const identity = await loadAgentIdentity(tlsDir);
+  // Live migration needs the cluster identity (its streams are TLS with it): joined agents only.
+  const migrations = identity ? new MigrationService({ hooks: vms.migrationHooks(), pools, account, tlsDir, address: host, qmpTimeoutMs: config.qmpTimeoutMs, defaultCpuModel: config.defaultCpuModel, logger: logger.child({ module: 'migration' }) }) : undefined;
+  const held = migrations?.resume() ?? [];
+  if (held.length > 0) logger.warn({ vms: held }, 'VMs caught in a migration stay locked until the manager ends it');
   const app = await buildAgentServer({
     token,
     ...(identity ? { tls: agentTlsOptions(identity), tlsDir } : {}),
+    ...(migrations ? { migrations } : {}),
     vms,
     pools,
     facts,

@@ -1,7 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readQcow2Header } from './pools.js';
 import { importAppliance, startTestAgent, tempDir, type ImportedAppliance, type TestAgent } from './testing/harness.js';
 
 let t: TestAgent;
@@ -102,6 +103,12 @@ describe('storage', () => {
     expect(clone.virtualBytes).toBe(1024 ** 3);
     expect(clone.backing).toBe('base-1g.qcow2');
     expect(clone.allocatedBytes).toBeLessThanOrEqual(512 * 1024);
+    // The answer (read from the new clone's header) is what qemu-img info says of it.
+    expect(await t.client.ok('GET', '/v1/pools/default/volumes/clone-1g.qcow2')).toEqual(clone);
+    const bigger = await t.client.createVolume('default', { name: 'clone-3g.qcow2', cloneOf: 'base-1g.qcow2', sizeBytes: 3 * 1024 ** 3 });
+    expect(bigger).toMatchObject({ virtualBytes: 3 * 1024 ** 3, backing: 'base-1g.qcow2' });
+    expect(await t.client.ok('GET', '/v1/pools/default/volumes/clone-3g.qcow2')).toEqual(bigger);
+    expect((await t.client.request('DELETE', '/v1/pools/default/volumes/clone-3g.qcow2')).status).toBe(204);
     // The base of a clone cannot go while the clone exists.
     expect((await t.client.request('DELETE', '/v1/pools/default/volumes/base-1g.qcow2')).status).toBe(409);
     const grown = await t.client.ok<{ virtualBytes: number }>('POST', '/v1/pools/default/volumes/clone-1g.qcow2/resize', { sizeBytes: 2 * 1024 ** 3 });
@@ -111,6 +118,42 @@ describe('storage', () => {
     expect((await t.client.request('DELETE', '/v1/pools/default/volumes/base-1g.qcow2')).status).toBe(204);
     const pool = await t.client.ok<{ volumes: number; capacityBytes: number }>('GET', '/v1/pools/default');
     expect(pool.capacityBytes).toBeGreaterThan(0);
+  });
+
+  it('makes every thin clone of a base byte for byte as qemu-img does, and follows a base that was replaced', async () => {
+    const pool = path.join(t.stateDir, 'pools', 'default');
+    await t.client.createVolume('default', { name: 'tbase.qcow2', sizeBytes: 64 * 1024 ** 2 });
+    const a = await t.client.createVolume('default', { name: 'tclone-a.qcow2', cloneOf: 'tbase.qcow2' });
+    const b = await t.client.createVolume('default', { name: 'tclone-b.qcow2', cloneOf: 'tbase.qcow2' });
+    const sized = await t.client.createVolume('default', { name: 'tclone-c.qcow2', cloneOf: 'tbase.qcow2', sizeBytes: 128 * 1024 ** 2 });
+    // What qemu-img itself writes for the same clone, next to the base.
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', 'tbase.qcow2', path.join(pool, 'tdirect.qcow2')]);
+    const direct = readFileSync(path.join(pool, 'tdirect.qcow2'));
+    expect(readFileSync(path.join(pool, 'tclone-a.qcow2')).equals(direct)).toBe(true);
+    expect(readFileSync(path.join(pool, 'tclone-b.qcow2')).equals(direct)).toBe(true);
+    rmSync(path.join(pool, 'tdirect.qcow2'));
+    expect(b).toEqual({ ...a, name: 'tclone-b.qcow2' });
+    expect(sized).toMatchObject({ virtualBytes: 128 * 1024 ** 2, backing: 'tbase.qcow2' });
+    execFileSync('qemu-img', ['check', '-q', '-f', 'qcow2', path.join(pool, 'tclone-b.qcow2')]);
+    // The base replaced by another of the same name: the next clone follows it.
+    for (const v of ['tclone-a.qcow2', 'tclone-b.qcow2', 'tclone-c.qcow2', 'tbase.qcow2']) {
+      expect((await t.client.request('DELETE', `/v1/pools/default/volumes/${v}`)).status).toBe(204);
+    }
+    await t.client.createVolume('default', { name: 'tbase.qcow2', sizeBytes: 32 * 1024 ** 2 });
+    expect(await t.client.createVolume('default', { name: 'tclone-a.qcow2', cloneOf: 'tbase.qcow2' })).toMatchObject({ virtualBytes: 32 * 1024 ** 2 });
+    for (const v of ['tclone-a.qcow2', 'tbase.qcow2']) expect((await t.client.request('DELETE', `/v1/pools/default/volumes/${v}`)).status).toBe(204);
+  });
+
+  it('reads the virtual size and backing file of a qcow2 header, and nothing from other files', async () => {
+    const plain = path.join(scratch, 'header-plain.qcow2');
+    const child = path.join(scratch, 'header-child.qcow2');
+    const raw = path.join(scratch, 'header.raw');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', plain, '5M']);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', 'header-plain.qcow2', child, '7M']);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'raw', raw, '1M']);
+    expect(await readQcow2Header(plain)).toEqual({ virtualBytes: 5 * 1024 ** 2 });
+    expect(await readQcow2Header(child)).toEqual({ virtualBytes: 7 * 1024 ** 2, backing: 'header-plain.qcow2' });
+    expect(await readQcow2Header(raw)).toBeUndefined();
   });
 
   it('refuses to import a qcow2 whose backing file points at /etc/shadow, and imports nothing', async () => {

@@ -3,5 +3,6 @@ export { loadAgentConfig, defaultAgentConfig, type AgentConfig } from './config.
 export { buildAgentServer } from './server.js';
 export { VmService } from './vm-service.js';
 export { PoolRegistry, volumeFormat } from './pools.js';
+export { resolveImportSource } from './import-source.js';
 export * from './tls/index.js';
 export { loadLayeredConfig, loadOrCreateSecret, type LayeredConfigOptions } from './layered-config.js';

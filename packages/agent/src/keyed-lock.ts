@@ -12,6 +12,19 @@ export class KeyedLock {
     return this.busy.get(key);
   }
 
+  /**
+   * Takes the key for an action that spans several requests (a migration) and
+   * returns its release; refused like `run` when the key is busy.
+   */
+  hold(key: string, action: string, label: string): () => void {
+    const holder = this.busy.get(key);
+    if (holder !== undefined) throw errors.conflict(`Cannot ${action} ${label}: it is busy with "${holder}"`, { busyWith: holder });
+    this.busy.set(key, action);
+    return () => {
+      if (this.busy.get(key) === action) this.busy.delete(key);
+    };
+  }
+
   async run<T>(key: string, action: string, label: string, fn: () => Promise<T>): Promise<T> {
     const holder = this.busy.get(key);
     if (holder !== undefined) {

@@ -2,8 +2,9 @@ import { timingSafeEqual } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import net from 'node:net';
+import type { Server as TlsServer } from 'node:tls';
 import type { Readable } from 'node:stream';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
@@ -20,7 +21,9 @@ import {
   PoolSpec,
   SnapshotRequest,
   StopRequest,
+  VmDisk,
   VmInfo,
+  VmNic,
   VmSpec,
   VolumeCreate,
   VolumeInfo,
@@ -32,12 +35,18 @@ import {
   applyAgentTlsContext,
   createAgentIdentity,
   describeCertificate,
+  loadAgentCrl,
   loadAgentIdentity,
+  maxCrlBytes,
   requireManagerCertificate,
   saveAgentCertificate,
+  saveAgentCrl,
+  trackAgentConnections,
   type AgentTlsOptions,
+  type CrlFacts,
 } from './tls/index.js';
 import type { VmService } from './vm-service.js';
+import { migrationRoutes, type MigrationService } from './migration.js';
 
 export interface AgentServerOptions {
   /** Bearer token (standalone agent); ignored when `tls` is set. */
@@ -52,13 +61,29 @@ export interface AgentServerOptions {
   logger: Logger;
   /** Largest accepted request body; bigger ones get 413. */
   bodyLimit?: number;
+  /** Live migration routes (migration.ts); absent on a standalone agent. */
+  migrations?: MigrationService;
 }
 
 const VmParams = Type.Object({ vm: Type.String({ minLength: 1, maxLength: 128 }) });
 const SnapshotParams = Type.Object({ vm: Type.String({ minLength: 1, maxLength: 128 }), snapshot: Name });
+/** A disk of a VM: its index in the VM's disks, or its volume name. */
+const DiskParams = Type.Object({ vm: Type.String({ minLength: 1, maxLength: 128 }), disk: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' }) });
+const DiskQuery = Type.Object({ pool: Type.Optional(Name) }, { additionalProperties: false });
+/** A NIC of a VM: its index in the VM's NICs, or its MAC address. */
+const NicParams = Type.Object({ vm: Type.String({ minLength: 1, maxLength: 128 }), nic: Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' }) });
 const PoolParams = Type.Object({ pool: Name });
 const VolumeParams = Type.Object({ pool: Name, volume: VolumeName });
 const LogQuery = Type.Object({ offset: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false });
+const CrlStatus = Type.Object({
+  /** Decimal. */
+  crlNumber: Type.String(),
+  lastUpdate: Type.String(),
+  nextUpdate: Type.String(),
+  /** How many serials the CRL lists. */
+  revokedSerials: Type.Integer(),
+});
+const CrlInstalled = Type.Object({ ...CrlStatus.properties, changed: Type.Boolean() });
 const errorResponses = { 204: Type.Null(), 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody };
 
 function sameToken(given: string, expected: string): boolean {
@@ -182,6 +207,20 @@ export async function buildAgentServer(o: AgentServerOptions) {
     o.vms.deleteSnapshot(request.params.vm, request.params.snapshot),
   );
 
+  // ---------------------------------------------------------------- devices (hotplug when the VM runs)
+  app.post('/v1/vms/:vm/disks', { schema: { params: VmParams, body: VmDisk, response: { 201: VmInfo, ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(await o.vms.addDisk(request.params.vm, request.body)),
+  );
+  app.delete('/v1/vms/:vm/disks/:disk', { schema: { params: DiskParams, querystring: DiskQuery, response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
+    o.vms.removeDisk(request.params.vm, request.params.disk, request.query.pool),
+  );
+  app.post('/v1/vms/:vm/nics', { schema: { params: VmParams, body: VmNic, response: { 201: VmInfo, ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(await o.vms.addNic(request.params.vm, request.body)),
+  );
+  app.delete('/v1/vms/:vm/nics/:nic', { schema: { params: NicParams, response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
+    o.vms.removeNic(request.params.vm, request.params.nic),
+  );
+
   // ---------------------------------------------------------------- consoles
   /** The serial log from a byte offset: history that no live stream can replay. */
   app.get('/v1/vms/:vm/console/serial/log', { schema: { params: VmParams, querystring: LogQuery } }, async (request, reply) => {
@@ -234,9 +273,44 @@ export async function buildAgentServer(o: AgentServerOptions) {
     socket.on('close', () => vnc.destroy());
   });
 
-  // ---------------------------------------------------------------- identity (certificate rotation)
+  // ---------------------------------------------------------------- identity (certificate rotation, CRL)
   if (o.tls && o.tlsDir) {
     const tlsDir = o.tlsDir;
+    const tlsServer = app.server as unknown as TlsServer;
+    trackAgentConnections(tlsServer);
+    /**
+     * The one way the running server takes a new certificate or CRL (rotation, CRL
+     * push): the files as they are now on disk become the TLS context at once, the
+     * listener stays, and open connections of a peer the CRL revokes are closed
+     * (`keep`, the connection asking, is left to close after its answer).
+     */
+    let reloading: Promise<unknown> = Promise.resolve();
+    const reloadTls = (keep: FastifyRequest['raw']['socket']): Promise<CrlFacts | undefined> => {
+      // One reload at a time, so the context applied last is read last.
+      const run = async () => {
+        const identity = await loadAgentIdentity(tlsDir);
+        if (!identity) throw errors.internal(`the identity in ${tlsDir} vanished`);
+        const crl = await loadAgentCrl(tlsDir);
+        const closed = applyAgentTlsContext(tlsServer, identity, { revokedSerials: crl?.revokedSerials ?? [], keep });
+        if (closed > 0) o.logger.info({ closed, crlNumber: crl?.crlNumber.toString() }, 'closed connections of revoked clients');
+        return crl;
+      };
+      const result = reloading.then(run, run);
+      reloading = result.catch(() => undefined);
+      return result;
+    };
+    /** A caller whose own certificate was just revoked gets its answer, then its connection closes. */
+    const closeIfRevoked = (request: FastifyRequest, reply: FastifyReply, crl: CrlFacts | undefined) => {
+      const caller = requireManagerCertificate(request.raw.socket);
+      if (crl?.revokedSerials.includes(caller.serial)) void reply.header('connection', 'close');
+    };
+    const crlStatus = (crl: CrlFacts) => ({
+      crlNumber: crl.crlNumber.toString(),
+      lastUpdate: crl.lastUpdate.toISOString(),
+      nextUpdate: crl.nextUpdate.toISOString(),
+      revokedSerials: crl.revokedSerials.length,
+    });
+
     /** Step 1: a new key and CSR for the same name and addresses; the current certificate keeps serving. */
     app.post('/v1/identity/csr', { schema: { body: EmptyBody } }, async () => {
       const current = await loadAgentIdentity(tlsDir);
@@ -248,13 +322,40 @@ export async function buildAgentServer(o: AgentServerOptions) {
     /** Step 2: the signed certificate; checked against the new key, then new connections use it. */
     app.post(
       '/v1/identity/certificate',
-      { schema: { body: Type.Object({ certPem: Type.String({ maxLength: 16384 }), crlPem: Type.Optional(Type.String({ maxLength: 1024 * 1024 })) }, { additionalProperties: false }) } },
-      async (request) => {
+      { schema: { body: Type.Object({ certPem: Type.String({ maxLength: 16384 }), crlPem: Type.Optional(Type.String({ maxLength: maxCrlBytes })) }, { additionalProperties: false }) } },
+      async (request, reply) => {
         const current = await loadAgentIdentity(tlsDir);
         if (!current) throw errors.conflict('This agent has not joined a cluster');
         const identity = await saveAgentCertificate(tlsDir, request.body.certPem, current.caPem, request.body.crlPem);
-        applyAgentTlsContext(app.server as unknown as import('node:tls').Server, identity);
+        closeIfRevoked(request, reply, await reloadTls(request.raw.socket));
         return { serial: describeCertificate(identity.certPem).serial };
+      },
+    );
+
+    /** The installed CRL: number, validity, how many serials it lists. */
+    app.get('/v1/identity/crl', { schema: { response: { 200: CrlStatus, ...errorResponses } } }, async () => {
+      const crl = await loadAgentCrl(tlsDir);
+      if (!crl) throw errors.notFound('crl', 'installed');
+      return crlStatus(crl);
+    });
+    /**
+     * A CRL pushed by the manager: signed by the cluster CA and usable now (else 400),
+     * not older than the installed one (else 409). Written atomically, then in force
+     * for every new connection at once; the same number again changes nothing.
+     */
+    app.put(
+      '/v1/identity/crl',
+      {
+        bodyLimit: 2 * maxCrlBytes,
+        schema: { body: Type.Object({ crlPem: Type.String({ minLength: 1, maxLength: maxCrlBytes }) }, { additionalProperties: false }), response: { 200: CrlInstalled, ...errorResponses } },
+      },
+      async (request, reply) => {
+        const saved = await saveAgentCrl(tlsDir, request.body.crlPem);
+        if (!saved.changed) return { ...crlStatus(saved), changed: false };
+        const crl = await reloadTls(request.raw.socket);
+        closeIfRevoked(request, reply, crl);
+        request.log.info({ crlNumber: saved.crlNumber.toString(), nextUpdate: saved.nextUpdate.toISOString() }, 'CRL installed');
+        return { ...crlStatus(crl ?? saved), changed: true };
       },
     );
   }
@@ -286,6 +387,7 @@ export async function buildAgentServer(o: AgentServerOptions) {
     return reply.status(204).send(null);
   });
   await app.register(async (scope) => volumeContentRoutes(scope as unknown as FastifyInstance, o.pools));
+  if (o.migrations) await app.register(async (scope) => migrationRoutes(scope as unknown as FastifyInstance, o.migrations!));
 
   return app;
 }

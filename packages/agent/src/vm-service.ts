@@ -1,9 +1,9 @@
-import { randomUUID, randomBytes } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DroverError, errors } from '@drover/core';
-import type { SnapshotInfo, SnapshotRequest, VmInfo, VmSpec, VmState } from '@drover/api';
+import type { SnapshotInfo, SnapshotRequest, VmDisk, VmInfo, VmNic, VmSpec, VmState } from '@drover/api';
 import {
   buildQemuArgv,
   killProcess,
@@ -19,11 +19,14 @@ import {
 import type { Account } from './account.js';
 import { KeyedLock } from './keyed-lock.js';
 import { volumeFormat, type PoolRegistry } from './pools.js';
+import { seedDigest, seedFiles, writeSeedIso } from './cloud-init-seed.js';
 import { SerialHub } from './serial-hub.js';
+import { diskPlacement, hotplugRootPorts, initialSlots, nicPlacement, randomMac, rootPortsOf, VmDevices, type DeviceSlots } from './vm-devices.js';
 import { receiveStateToFile, sendFileToState } from './state-stream.js';
+import type { MigrationHooks, MigrationMarker } from './migration.js';
 
 /** What the agent keeps on disk per VM (`<stateDir>/vms/<id>/vm.json`). */
-interface VmRecord {
+export interface VmRecord {
   id: string;
   name: string;
   spec: VmSpec;
@@ -33,10 +36,16 @@ interface VmRecord {
   runtime?: { pid: number; startTime: number; accel: Accelerator; startedAt: string };
   saved?: { file: string; bytes: number; savedAt: string; wasRunning: boolean };
   lastError?: string;
+  /** Hotplug slots of the devices in the QEMU that runs or was saved (see vm-devices.ts); absent for a QEMU of an older agent. */
+  slots?: DeviceSlots;
+  /** Digest of the cloud-init seed in `cidata.iso` (see `ensureSeed`). */
+  seedDigest?: string;
+  /** Set while the VM migrates out of or into this host (migration.ts); survives an agent restart. */
+  migration?: MigrationMarker;
 }
 
 /** In-memory companions of a live QEMU. */
-interface Live {
+export interface Live {
   qmp: QmpClient;
   serial: SerialHub;
   qemuStatus: string;
@@ -85,8 +94,23 @@ export class VmService {
   private readonly lock = new KeyedLock();
   private readonly vmsDir: string;
 
+  /** Disks and NICs added and removed, running or not (vm-devices.ts). */
+  private readonly devices: VmDevices<VmRecord>;
+
   constructor(private readonly o: VmServiceOptions) {
     this.vmsDir = path.join(o.stateDir, 'vms');
+    this.devices = new VmDevices<VmRecord>({
+      find: (ref) => this.find(ref),
+      records: () => this.records.values(),
+      live: (id) => this.live.get(id),
+      lock: this.lock,
+      persist: (record) => this.persist(record),
+      describe: (record) => this.describe(record),
+      stateOf: (record) => this.stateOf(record),
+      pools: o.pools,
+      logger: o.logger,
+      unplugTimeoutMs: o.qmpTimeoutMs,
+    });
   }
 
   // ---------------------------------------------------------------- records
@@ -110,6 +134,8 @@ export class VmService {
       qemuLog: path.join(dir, 'qemu.log'),
       saveSocket: path.join(dir, 'save.sock'),
       savedState: path.join(dir, 'saved.state'),
+      /** The cloud-init NoCloud seed (root:drover 0640), attached read-only. */
+      seed: path.join(dir, 'cidata.iso'),
       qmp: path.join(run, 'qmp.sock'),
       serial: path.join(run, 'serial.sock'),
       serialLog: path.join(run, 'serial.log'),
@@ -125,6 +151,27 @@ export class VmService {
     await writeFile(tmp, JSON.stringify(record, null, 2), { mode: 0o600 });
     await rename(tmp, file);
     this.o.onChange?.(this.describe(record));
+  }
+
+  /**
+   * Makes `cidata.iso` match the VM's cloud-init (rebuilt only when its content
+   * changes, or when the file is gone), or removes it when the VM has none.
+   * The caller persists the record.
+   */
+  private async ensureSeed(record: VmRecord): Promise<void> {
+    const seed = this.files(record.id).seed;
+    const cloudInit = record.spec.cloudInit;
+    if (!cloudInit) {
+      await rm(seed, { force: true });
+      delete record.seedDigest;
+      return;
+    }
+    const files = seedFiles(cloudInit, { id: record.id, name: record.spec.name });
+    const digest = seedDigest(files);
+    const present = await stat(seed).then((s) => s.isFile(), () => false);
+    if (present && record.seedDigest === digest) return;
+    await writeSeedIso(seed, files, this.o.account.gid);
+    record.seedDigest = digest;
   }
 
   /** Looks a VM up by id or by name. */
@@ -284,6 +331,12 @@ export class VmService {
     await mkdir(f.run, { recursive: true });
     await chown(f.run, this.o.account.uid, this.o.account.gid);
     await chmod(f.run, 0o700);
+    try {
+      await this.ensureSeed(record);
+    } catch (cause) {
+      await rm(f.dir, { recursive: true, force: true });
+      throw cause;
+    }
     this.records.set(id, record);
     await this.persist(record);
     return this.describe(record);
@@ -297,8 +350,15 @@ export class VmService {
       await this.validateSpec(spec, record.id);
       // Keep each NIC's MAC stable across edits: a guest's network identity must not change by itself.
       const nics = (spec.nics ?? []).map((nic, index) => ({ ...nic, mac: nic.mac ?? record.spec.nics?.[index]?.mac ?? randomMac() }));
+      const previous = { spec: record.spec, name: record.name };
       record.spec = { ...spec, id: record.id, ...(spec.nics ? { nics } : {}) };
       record.name = spec.name;
+      try {
+        await this.ensureSeed(record); // a changed cloud-init (or name, the default hostname) gets a new seed
+      } catch (cause) {
+        Object.assign(record, previous);
+        throw cause;
+      }
       await this.persist(record);
       return this.describe(record);
     });
@@ -322,15 +382,20 @@ export class VmService {
     for (const [index, d] of spec.disks.entries()) {
       const file = await this.o.pools.requireVolume(d.pool, d.volume);
       disks.push({
-        nodeName: `disk${index}`,
+        ...diskPlacement(record.slots, index, d),
         path: file,
         format: volumeFormat(d.volume),
         readOnly: d.readOnly === true || d.media === 'cdrom',
         media: d.media ?? 'disk',
         ...(spec.boot.kind === 'disk' && index === spec.disks.findIndex((x) => x.media !== 'cdrom') ? { bootIndex: 1 } : {}),
         ...(spec.boot.kind === 'cdrom' && index === spec.disks.findIndex((x) => x.media === 'cdrom') ? { bootIndex: 1 } : {}),
+        // CD-ROM first, then the first disk: an installer boots, and so does what it installed.
+        ...(spec.boot.kind === 'cdrom' && index === spec.disks.findIndex((x) => x.media !== 'cdrom') ? { bootIndex: 2 } : {}),
       });
     }
+    // The NoCloud seed is a read-only virtio disk, not a CD-ROM: Debian's cloud kernel has no AHCI driver.
+    // It gets the root port after the hotplug ones, so the guest enumerates it after every disk (/dev/vda stays the root).
+    if (spec.cloudInit) disks.push({ nodeName: 'cidata', path: f.seed, format: 'raw', readOnly: true, media: 'disk', ...(record.slots ? { port: hotplugRootPorts } : {}) });
     const boot: QemuLaunchConfig['boot'] =
       spec.boot.kind === 'kernel'
         ? {
@@ -349,7 +414,7 @@ export class VmService {
       cpuModel: spec.cpuModel ?? this.o.defaultCpuModel,
       disks,
       nics: (spec.nics ?? []).map((nic, index) => ({
-        id: `net${index}`,
+        ...nicPlacement(record.slots, index),
         mac: nic.mac ?? randomMac(),
         mode: 'user' as const,
         hostForwards: (nic.forwards ?? []).map((fw) => ({
@@ -359,6 +424,8 @@ export class VmService {
           guestPort: fw.guestPort,
         })),
       })),
+      // Free ports for hotplug; none for the layout of an older agent's QEMU (a restore must rebuild it exactly).
+      rootPorts: record.slots ? [...rootPortsOf(record.slots), ...(spec.cloudInit ? [hotplugRootPorts] : [])] : [],
       boot,
       qmpSocket: f.qmp,
       serialSocket: f.serial,
@@ -386,6 +453,9 @@ export class VmService {
   private async launch(record: VmRecord, extra: Partial<QemuLaunchConfig> = {}): Promise<Live> {
     const f = this.files(record.id);
     await Promise.all([f.qmp, f.serial, f.vnc, f.pid, f.saveSocket, f.restoreSocket].map((p) => rm(p, { force: true })));
+    await this.ensureSeed(record);
+    // A restore (incoming) rebuilds the saved machine with the slots it had; a fresh start numbers them anew.
+    if (extra.incomingDefer !== true) record.slots = initialSlots(record.spec);
     const config = await this.launchConfig(record, extra);
     const argv = buildQemuArgv(config);
     const { pid, startTime, qmp } = await spawnQemu(argv, {
@@ -413,6 +483,7 @@ export class VmService {
     const qmp = connected ?? (await connectWhenReady(f.qmp, record.runtime!.pid, this.o.qmpTimeoutMs));
     const live: Live = { qmp, serial: new SerialHub(f.serial), qemuStatus: 'unknown', expectingExit: false };
     live.qemuStatus = (await qmp.queryStatus()).status;
+    this.devices.watch(record, live);
     qmp.on('event', (event: { event: string; data?: Record<string, unknown> }) => {
       if (event.event === 'STOP') live.qemuStatus = 'paused';
       if (event.event === 'RESUME') live.qemuStatus = 'running';
@@ -666,7 +737,7 @@ export class VmService {
   /** Writable qcow2 disks: internal snapshots live inside them. */
   private snapshotDisks(record: VmRecord): Array<{ nodeName: string; pool: string; volume: string }> {
     const disks = record.spec.disks
-      .map((d, index) => ({ ...d, nodeName: `disk${index}` }))
+      .map((d, index) => ({ ...d, nodeName: diskPlacement(record.slots, index, d).nodeName }))
       .filter((d) => !d.readOnly && d.media !== 'cdrom');
     const raw = disks.find((d) => volumeFormat(d.volume) !== 'qcow2');
     if (raw) throw errors.conflict(`Cannot snapshot ${this.label(record)}: disk "${raw.pool}/${raw.volume}" is raw; snapshots need qcow2`);
@@ -739,6 +810,24 @@ export class VmService {
     return this.describe(record);
   }
 
+  // ------------------------------------------------------------ devices (hotplug, vm-devices.ts)
+
+  addDisk(ref: string, disk: VmDisk): Promise<VmInfo> {
+    return this.devices.addDisk(ref, disk);
+  }
+
+  removeDisk(ref: string, which: string, pool?: string): Promise<VmInfo> {
+    return this.devices.removeDisk(ref, which, pool);
+  }
+
+  addNic(ref: string, nic: VmNic): Promise<VmInfo> {
+    return this.devices.addNic(ref, nic);
+  }
+
+  removeNic(ref: string, which: string): Promise<VmInfo> {
+    return this.devices.removeNic(ref, which);
+  }
+
   // ------------------------------------------------------------ consoles
 
   serialHub(ref: string): SerialHub {
@@ -756,6 +845,66 @@ export class VmService {
 
   serialLogPath(ref: string): string {
     return this.files(this.find(ref).id).serialLog;
+  }
+
+  // ------------------------------------------------------------ migration (migration.ts)
+
+  /** What live migration needs of this service: it moves QEMUs into and out of this host. */
+  migrationHooks(): MigrationHooks {
+    return {
+      find: (ref) => this.find(ref),
+      records: () => [...this.records.values()],
+      live: (id) => this.live.get(id),
+      lock: this.lock,
+      files: (id) => this.files(id),
+      persist: (record) => this.persist(record),
+      describe: (record) => this.describe(record),
+      define: async (spec, extra) => {
+        await this.define(spec);
+        const record = this.find(spec.id!);
+        Object.assign(record, extra);
+        await this.persist(record);
+        return record;
+      },
+      launchIncoming: async (record) => {
+        this.checkCapacity(record);
+        return this.launch(record, { incomingDefer: true, startPaused: true });
+      },
+      launchPaused: async (record) => {
+        this.checkCapacity(record);
+        return this.launch(record, { startPaused: true });
+      },
+      // The saved state loaded into a paused QEMU; the file stays until the migration is confirmed.
+      restorePaused: async (record) => {
+        const saved = record.saved!;
+        this.checkCapacity(record);
+        const f = this.files(record.id);
+        const live = await this.launch(record, { incomingDefer: true });
+        try {
+          await live.qmp.migrateSetCapabilities([{ capability: 'events', state: true }]);
+          const completed = waitForMigration(live.qmp, this.o.qmpTimeoutMs * 30);
+          await live.qmp.migrateIncoming(`unix:${f.restoreSocket}`);
+          await sendFileToState(f.restoreSocket, saved.file, this.o.qmpTimeoutMs * 30);
+          await completed;
+          live.qemuStatus = (await live.qmp.queryStatus()).status;
+        } catch (cause) {
+          await this.killAndForget(record);
+          throw cause;
+        }
+        await rm(f.restoreSocket, { force: true });
+        return live;
+      },
+      killAndForget: (record) => this.killAndForget(record),
+      handOver: async (record) => {
+        const live = this.live.get(record.id);
+        if (live) await this.forceOff(record, live);
+        else if (record.runtime) await this.killAndForget(record);
+      },
+      forget: async (record) => {
+        await rm(this.vmDir(record.id), { recursive: true, force: true });
+        this.records.delete(record.id);
+      },
+    };
   }
 
   // ------------------------------------------------------------ start-up
@@ -826,12 +975,6 @@ export class VmService {
     }
     this.live.clear();
   }
-}
-
-function randomMac(): string {
-  // 52:54:00 is QEMU's locally administered prefix.
-  const b = randomBytes(3);
-  return ['52', '54', '00', ...[...b].map((x) => x.toString(16).padStart(2, '0'))].join(':');
 }
 
 async function connectWhenReady(socket: string, pid: number, timeoutMs: number): Promise<QmpClient> {

@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { MacAddress, Name, StringEnum, VolumeName, VolumeRef } from './common.js';
+import { CloudInit, MacAddress, Name, StringEnum, VolumeName, VolumeRef } from './common.js';
 
 /**
  * The host agent's HTTP API (`/v1/...`). The manager is its only client in a
@@ -15,6 +15,7 @@ export const VmDisk = Type.Object(
   },
   { additionalProperties: false },
 );
+export type VmDisk = Static<typeof VmDisk>;
 
 export const PortForward = Type.Object(
   {
@@ -34,6 +35,7 @@ export const VmNic = Type.Object(
   },
   { additionalProperties: false },
 );
+export type VmNic = Static<typeof VmNic>;
 
 export const KernelCmdline = Type.String({ maxLength: 4096, pattern: '^[^\\n\\r\\x00]*$' });
 
@@ -57,6 +59,7 @@ export const VmSpec = Type.Object(
     nics: Type.Optional(Type.Array(VmNic, { maxItems: 8 })),
     boot: VmBoot,
     vnc: Type.Optional(Type.Boolean({ description: 'Give the VM a VGA screen served over VNC (default true)' })),
+    cloudInit: Type.Optional(CloudInit),
   },
   { additionalProperties: false },
 );

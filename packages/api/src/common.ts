@@ -40,3 +40,18 @@ export const MacAddress = Type.String({ pattern: '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$
 export function StringEnum<const T extends readonly string[]>(values: T, options: { description?: string } = {}) {
   return Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...options });
 }
+
+/**
+ * A cloud-init NoCloud seed: the agent writes these files to an ISO 9660 image
+ * labelled `cidata` and attaches it read-only. Without metaData the agent writes
+ * `instance-id: <VM id>` and `local-hostname: <VM name>`.
+ */
+export const CloudInit = Type.Object(
+  {
+    userData: Type.String({ maxLength: 65536, description: 'The user-data file: a script starting with "#!" or a "#cloud-config" document (at most 64 KiB)' }),
+    metaData: Type.Optional(Type.String({ maxLength: 16384, description: 'The meta-data file (YAML); default: instance-id = VM id, local-hostname = VM name' })),
+    networkConfig: Type.Optional(Type.String({ maxLength: 16384, description: 'The network-config file (YAML, network config version 1 or 2); omitted when absent' })),
+  },
+  { additionalProperties: false },
+);
+export type CloudInit = Static<typeof CloudInit>;

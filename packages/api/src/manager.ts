@@ -1,5 +1,5 @@
 import { Type, type Static, type TSchema } from 'typebox';
-import { Name, StringEnum } from './common.js';
+import { CloudInit, MacAddress, Name, StringEnum, VolumeName, VolumeRef } from './common.js';
 
 /**
  * The manager's public REST API, `/api/v1/...`: what the CLI, the web console
@@ -12,6 +12,11 @@ export const Labels = Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9
   // A record only checks the keys that match its pattern (the key's maxLength is not used at all): refuse the others.
   additionalProperties: false,
 });
+
+/** An image of the library: "name" (its newest version) or "name:version". */
+function ImageRef(options: { description: string }) {
+  return Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.+-]+)?$', ...options });
+}
 
 export const Uuid = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' });
 /** An object is addressed by its id or its name. */
@@ -64,7 +69,14 @@ export type ManagedVmState = (typeof managedVmStates)[number];
 export const VmCreate = Type.Object(
   {
     name: Name,
-    image: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.+-]+)?$', description: 'Appliance image name (e.g. "web") or name:version' }),
+    image: Type.Optional(ImageRef({ description: 'The image to boot: an appliance (e.g. "web") or an imported disk image (each VM boots a thin clone of it), "name" or "name:version"; optional with an iso' })),
+    iso: Type.Optional(
+      Type.Union([ImageRef({ description: 'An ISO image of the library' }), VolumeRef], {
+        description: 'A CD-ROM attached read-only and booted first (then the disk): an ISO image of the library, or {pool, volume} on the host the VM is placed on (pin it with hostInclude)',
+      }),
+    ),
+    diskSizeBytes: Type.Optional(Type.Integer({ minimum: 1024 * 1024, maximum: 64 * 1024 ** 4, description: 'Without an image: an empty qcow2 disk of this size (to install onto from the ISO). With a disk image: the size of its clone (at least the image\'s virtual size)' })),
+    cloudInit: Type.Optional(CloudInit),
     cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
     memoryMiB: Type.Optional(Type.Integer({ minimum: 64, maximum: 1024 * 1024 })),
     cpuModel: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' })),
@@ -78,7 +90,7 @@ export const VmCreate = Type.Object(
         { maxItems: 16 },
       ),
     ),
-    cmdline: Type.Optional(Type.String({ maxLength: 1024, pattern: '^[A-Za-z0-9_.:/@,+= -]*$', description: 'Extra kernel command-line settings (drover.* keys)' })),
+    cmdline: Type.Optional(Type.String({ maxLength: 1024, pattern: '^[A-Za-z0-9_.:/@,+= -]*$', description: 'Extra kernel command-line settings (drover.* keys); appliance images only' })),
     autostart: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
@@ -91,10 +103,24 @@ export const VmEdit = Type.Object(
     memoryMiB: Type.Optional(Type.Integer({ minimum: 64, maximum: 1024 * 1024 })),
     labels: Type.Optional(Labels),
     autostart: Type.Optional(Type.Boolean()),
+    cloudInit: Type.Optional(Type.Union([CloudInit, Type.Null()], { description: 'A new cloud-init seed, or null to remove it (while stopped; applied at the next start)' })),
   },
   { additionalProperties: false },
 );
 export type VmEdit = Static<typeof VmEdit>;
+
+/** A disk added to a VM through the API (`Vm.spec.addedDisks`). */
+export const AddedDisk = Type.Object({
+  pool: Type.String(),
+  volume: Type.String(),
+  readOnly: Type.Optional(Type.Boolean()),
+  created: Type.Optional(Type.Boolean({ description: 'Made for the VM by POST .../disks {sizeBytes}: deleted with the VM' })),
+});
+/** A NIC added to a VM through the API (`Vm.spec.addedNics`). */
+export const AddedNic = Type.Object({
+  mac: Type.String(),
+  forwards: Type.Array(Type.Object({ hostPort: Type.Integer(), guestPort: Type.Integer() })),
+});
 
 export const Vm = Type.Object({
   id: Uuid,
@@ -112,6 +138,13 @@ export const Vm = Type.Object({
     hostExclude: Type.Array(Type.String()),
     forwards: Type.Array(Type.Object({ hostPort: Type.Integer(), guestPort: Type.Integer() })),
     cmdline: Type.String(),
+    addedDisks: Type.Optional(Type.Array(AddedDisk, { description: 'Disks added through POST /api/v1/vms/:id/disks, after the image\'s own; kept across restarts' })),
+    addedNics: Type.Optional(Type.Array(AddedNic, { description: 'NICs added through POST /api/v1/vms/:id/nics, after the image\'s one; kept across restarts' })),
+    iso: Type.Optional(Type.String({ description: 'The attached ISO: "name:version" of a library image, or "pool/volume"' })),
+    diskSizeBytes: Type.Optional(Type.Integer()),
+    cloudInit: Type.Optional(
+      Type.Object({ userDataBytes: Type.Integer(), metaDataBytes: Type.Optional(Type.Integer()), networkConfigBytes: Type.Optional(Type.Integer()) }, { description: 'The sizes of the cloud-init files (their content is not echoed back)' }),
+    ),
   }),
   labels: Labels,
   owner: Type.String(),
@@ -122,6 +155,64 @@ export const Vm = Type.Object({
   updatedAt: Timestamp,
 });
 export type Vm = Static<typeof Vm>;
+
+// ---------------------------------------------------------------- disks and NICs of a VM (hotplug)
+
+/**
+ * Body of `POST /api/v1/vms/:id/disks`: an existing volume of a pool on the VM's
+ * host, or a new empty volume made there for the VM.
+ */
+export const VmDiskAdd = Type.Union([
+  Type.Object(
+    {
+      volume: VolumeName,
+      pool: Type.Optional(Name),
+      readOnly: Type.Optional(Type.Boolean({ description: 'The guest may only read it (a volume may be shared read-only by several VMs)' })),
+    },
+    { additionalProperties: false, description: 'Attach an existing volume of a pool on the VM\'s host (pool "default" when omitted)' },
+  ),
+  Type.Object(
+    {
+      sizeBytes: Type.Integer({ minimum: 1024 * 1024, maximum: 64 * 1024 ** 4 }),
+      name: Type.Optional(VolumeName),
+      pool: Type.Optional(Name),
+    },
+    { additionalProperties: false, description: 'Create an empty volume of this size on the VM\'s host and attach it; qcow2 unless name says otherwise (default name <vm id>.disk-<hex>.qcow2); deleted with the VM' },
+  ),
+]);
+export type VmDiskAdd = Static<typeof VmDiskAdd>;
+
+export const VmNicAdd = Type.Object(
+  {
+    mac: Type.Optional(MacAddress),
+    forwards: Type.Optional(
+      Type.Array(Type.Object({ hostPort: Type.Integer({ minimum: 1024, maximum: 65535 }), guestPort: Type.Integer({ minimum: 1, maximum: 65535 }) }, { additionalProperties: false }), { maxItems: 16 }),
+    ),
+  },
+  { additionalProperties: false, description: 'A user-mode NIC (MAC generated when omitted), with TCP forwards from the host\'s 127.0.0.1' },
+);
+export type VmNicAdd = Static<typeof VmNicAdd>;
+
+/** A disk of a VM as its host has it (an item of `GET /api/v1/vms/:id/disks`). */
+export const VmDiskInfo = Type.Object({
+  index: Type.Integer({ description: 'Position in the VM\'s disks: the guest sees them in this order at boot' }),
+  pool: Type.String(),
+  volume: Type.String(),
+  readOnly: Type.Boolean(),
+  media: StringEnum(['disk', 'cdrom'] as const),
+  boot: Type.Boolean({ description: 'The disk the VM boots from (cannot be removed)' }),
+  added: Type.Boolean({ description: 'Added through this API, so it can be removed through it' }),
+});
+export type VmDiskInfo = Static<typeof VmDiskInfo>;
+
+/** A NIC of a VM as its host has it (an item of `GET /api/v1/vms/:id/nics`). */
+export const VmNicInfo = Type.Object({
+  index: Type.Integer(),
+  mac: Type.String(),
+  forwards: Type.Array(Type.Object({ hostPort: Type.Integer(), guestPort: Type.Integer() })),
+  added: Type.Boolean({ description: 'Added through this API, so it can be removed through it' }),
+});
+export type VmNicInfo = Static<typeof VmNicInfo>;
 
 export const operationStates = ['pending', 'running', 'done', 'failed', 'cancelled', 'rolled_back'] as const;
 export const Operation = Type.Object({
@@ -146,13 +237,34 @@ export const Image = Type.Object({
   id: Uuid,
   name: Type.String(),
   version: Type.String(),
-  format: Type.String(),
+  format: Type.String({ description: '"appliance" (kernel, initramfs and disks), "qcow2" (an imported disk image, stored as qcow2) or "iso"' }),
   sizeBytes: Type.Integer(),
   sha256: Type.String(),
   source: Type.String(),
   createdAt: Timestamp,
 });
 export type Image = Static<typeof Image>;
+
+/** A release of an image: letters, digits, ".", "_", "+" and "-". */
+export const ImageVersion = Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.+-]*$' });
+
+export const imageImportFormats = ['qcow2', 'raw', 'iso'] as const;
+export const ImageImport = Type.Object(
+  {
+    name: Name,
+    version: Type.Optional(ImageVersion),
+    source: Type.Union(
+      [
+        Type.Object({ url: Type.String({ minLength: 8, maxLength: 2048, pattern: '^https?://[^\\s]+$', description: 'http or https; downloaded by the manager' }) }, { additionalProperties: false }),
+        Type.Object({ path: Type.String({ minLength: 2, maxLength: 1024, pattern: '^/[^\\n\\r\\x00]*$', description: "A file on the manager's machine, under one of its imageImportDirs" }) }, { additionalProperties: false }),
+      ],
+      { description: 'Where the image comes from: {url} or {path}' },
+    ),
+    format: Type.Optional(StringEnum(imageImportFormats, { description: 'The format of the source; default: recognised from its content (qcow2, ISO 9660, or raw with a partition table)' })),
+  },
+  { additionalProperties: false },
+);
+export type ImageImport = Static<typeof ImageImport>;
 
 /** A page of a list; `next` is the cursor of the following page, absent on the last one. */
 export function Page<T extends TSchema>(item: T) {

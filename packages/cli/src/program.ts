@@ -7,6 +7,7 @@ import { registerImageCommands } from './commands/image.js';
 import { registerOperationCommands } from './commands/op.js';
 import { registerStorageCommands } from './commands/storage.js';
 import { registerVmCommands } from './commands/vm.js';
+import { registerVmDeviceCommands } from './commands/vm-devices.js';
 
 /**
  * The whole `drover` command tree. `extend` adds commands that live outside the
@@ -15,7 +16,7 @@ import { registerVmCommands } from './commands/vm.js';
  */
 export function createCli(ctx: CliContext, extend?: (program: Command) => void): Cli {
   const cli = new Cli(ctx, extend);
-  registerVmCommands(cli);
+  registerVmDeviceCommands(cli, registerVmCommands(cli));
   registerHostCommands(cli);
   registerImageCommands(cli);
   registerStorageCommands(cli);

@@ -2,7 +2,7 @@
  * The shapes of the manager's public API as the CLI reads them: the schemas'
  * types from `@drover/api`, plus the few answers that have no named type there.
  */
-export type { Host, Image, ListQuery, Operation, Vm, VmCreate, VmEdit } from '@drover/api';
+export type { Host, Image, ImageImport, ListQuery, Operation, Vm, VmCreate, VmEdit } from '@drover/api';
 import type { Operation, VmCreate } from '@drover/api';
 
 export type OperationState = Operation['state'];

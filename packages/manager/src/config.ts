@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Type, type Static } from 'typebox';
-import { StringEnum } from '@drover/api';
+import { maxVolumeUploadBytes, StringEnum } from '@drover/api';
 import { loadLayeredConfig } from '@drover/agent';
 
 export const ManagerConfigSchema = Type.Object(
@@ -25,6 +25,14 @@ export const ManagerConfigSchema = Type.Object(
     /** Build the demo appliances into the library at start. */
     appliances: Type.Boolean(),
     applianceCacheDir: Type.String({ pattern: '^/' }),
+    /** Directories `POST /api/v1/images` may copy a file from (`source.path`), judged by real path; default `<dataDir>/import`. */
+    imageImportDirs: Type.Array(Type.String({ pattern: '^/' }), { maxItems: 64 }),
+    /** The largest file an image import downloads or copies; at most what an agent accepts as a volume upload (8 GiB, the default). */
+    imageMaxBytes: Type.Integer({ minimum: 1024 * 1024, maximum: maxVolumeUploadBytes }),
+    /** The largest virtual disk size an imported image may have (default 256 GiB). */
+    imageMaxVirtualBytes: Type.Integer({ minimum: 1024 * 1024 }),
+    /** Time limit of one image download, headers to last byte (default 1 hour). */
+    imageDownloadTimeoutMs: Type.Integer({ minimum: 1000 }),
     logLevel: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
     /** The web console's built files; default: packages/web/dist of this installation; `none` turns the console off. */
     webRoot: Type.Optional(Type.String({ pattern: '^(/|none$)' })),
@@ -43,6 +51,10 @@ export function defaultManagerConfig(dataDir = '/var/lib/drover/manager'): Manag
     agentTimeoutMs: 30_000,
     appliances: true,
     applianceCacheDir: process.env.DROVER_APPLIANCE_CACHE ?? '/var/cache/drover/appliances',
+    imageImportDirs: [path.join(dataDir, 'import')],
+    imageMaxBytes: maxVolumeUploadBytes,
+    imageMaxVirtualBytes: 256 * 1024 ** 3,
+    imageDownloadTimeoutMs: 3_600_000,
     logLevel: 'warn',
   };
 }

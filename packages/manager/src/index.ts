@@ -1,4 +1,4 @@
-export { startManager, type RunningManager } from './manager.js';
+export { startManager, type RunningManager, type StartManagerOptions } from './manager.js';
 export { loadManagerConfig, defaultManagerConfig, type ManagerConfig } from './config.js';
 export { buildManagerServer, publicRoutes } from './http/server.js';
 export * from './pki/index.js';

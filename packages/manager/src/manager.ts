@@ -4,14 +4,16 @@ import { pino, type Logger } from 'pino';
 import { loadOrCreateSecret } from '@drover/agent';
 import type { ManagerConfig } from './config.js';
 import { AgentLink } from './hosts/agent-link.js';
+import { CrlPush } from './hosts/crl-push.js';
 import { HostService } from './hosts/host.service.js';
 import { EventHub } from './http/event-hub.js';
 import { BrowserAuth } from './http/browser-auth.js';
 import { defaultWebRoot } from './http/web-console.js';
 import { buildManagerServer } from './http/server.js';
 import { ImageLibrary } from './images/image-library.js';
+import { ImageService } from './images/image.service.js';
 import { OperationRunner } from './operations/operation-runner.js';
-import { ClusterCa } from './pki/index.js';
+import { ClusterCa, type ClusterCaOptions } from './pki/index.js';
 import { openPostgresStore, openSqliteStore, type Store } from './store/index.js';
 import { VmService } from './vms/vm.service.js';
 
@@ -24,6 +26,8 @@ export interface RunningManager {
   caFingerprint: string;
   store: Store;
   hosts: HostService;
+  /** Keeps agents' CRLs current. */
+  crl: CrlPush;
   vms: VmService;
   runner: OperationRunner;
   /** Stops serving; operations in flight are left for the next manager to recover. */
@@ -31,12 +35,18 @@ export interface RunningManager {
 }
 
 
+export interface StartManagerOptions {
+  logger?: Logger;
+  /** Settings of the cluster CA; tests shorten the CRL validity (`crlValiditySeconds`). */
+  ca?: ClusterCaOptions;
+}
+
 /** Starts a manager: store, CA, image library, services, recovery of unfinished operations, API. */
-export async function startManager(config: ManagerConfig, options: { logger?: Logger } = {}): Promise<RunningManager> {
+export async function startManager(config: ManagerConfig, options: StartManagerOptions = {}): Promise<RunningManager> {
   const logger = options.logger ?? pino({ name: 'drover:manager', level: config.logLevel });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const store = config.store === 'sqlite' ? await openSqliteStore({ file: path.join(config.dataDir, 'drover.db') }) : await openPostgresStore({ connectionString: config.store });
-  const ca = await ClusterCa.open(path.join(config.dataDir, 'ca'));
+  const ca = await ClusterCa.open(path.join(config.dataDir, 'ca'), options.ca);
   const adminToken = await loadOrCreateSecret(path.join(config.dataDir, 'admin-token'), config.adminToken);
   const metricsToken = await loadOrCreateSecret(path.join(config.dataDir, 'metrics-token'), config.metricsToken);
   const managerCredentials = await ca.managerClientCredentials();
@@ -50,10 +60,24 @@ export async function startManager(config: ManagerConfig, options: { logger?: Lo
   if (config.appliances) await images.registerAppliances(config.applianceCacheDir);
   const runner = new OperationRunner(store, hub, logger.child({ module: 'operations' }));
   const vms = new VmService({ store, runner, link, images, hub, logger: logger.child({ module: 'vms' }) });
+  const imageService = new ImageService({
+    store,
+    runner,
+    link,
+    hub,
+    library: images,
+    logger: logger.child({ module: 'images' }),
+    importDirs: config.imageImportDirs,
+    maxBytes: config.imageMaxBytes,
+    maxVirtualBytes: config.imageMaxVirtualBytes,
+    downloadTimeoutMs: config.imageDownloadTimeoutMs,
+  });
+  const crl = new CrlPush({ ca, link, logger: logger.child({ module: 'crl' }) });
   const hosts = new HostService({
     store,
     ca,
     link,
+    crl,
     hub,
     logger: logger.child({ module: 'hosts' }),
     heartbeatMs: config.heartbeatMs,
@@ -73,7 +97,7 @@ export async function startManager(config: ManagerConfig, options: { logger?: Lo
   hosts.start();
   const browserAuth = new BrowserAuth({ key: await loadOrCreateSecret(path.join(config.dataDir, 'session-key')) });
   const webRoot = config.webRoot === 'none' ? undefined : (config.webRoot ?? defaultWebRoot());
-  const serverOptions = { store, hub, hosts, vms, runner, link, adminToken, metricsToken, browserAuth, ...(webRoot ? { webRoot } : {}), logger: logger.child({ module: 'http' }) };
+  const serverOptions = { store, hub, hosts, vms, runner, link, images: imageService, adminToken, metricsToken, browserAuth, ...(webRoot ? { webRoot } : {}), logger: logger.child({ module: 'http' }) };
   const app = await buildManagerServer(serverOptions);
   const [host, port] = config.listen.split(':') as [string, string];
   await app.listen({ host, port: Number(port) });
@@ -98,10 +122,12 @@ export async function startManager(config: ManagerConfig, options: { logger?: Lo
     caFingerprint: ca.caFingerprint(),
     store,
     hosts,
+    crl,
     vms,
     runner,
     async close() {
       hosts.stop();
+      crl.close();
       await app.close();
       await tlsApp?.close();
       await runner.drain();

@@ -29,6 +29,8 @@ export interface TestHost {
 export class TestNetwork {
   readonly hosts: TestHost[] = [];
   private readonly children: ChildProcess[] = [];
+  /** How each host's agent was started, for `restartAgent`. */
+  private readonly launches = new Map<string, { child: ChildProcess; args: string[]; env: NodeJS.ProcessEnv; ready: string }>();
   private readonly dirs: string[] = [];
 
   private constructor(
@@ -79,27 +81,41 @@ export class TestNetwork {
    */
   async startAgent(
     host: TestHost,
-    options: { managerUrl: string; joinToken: string; caFingerprint: string; capacity: { cpus: number; memoryMiB: number }; port?: number },
+    options: { managerUrl: string; joinToken: string; caFingerprint: string; capacity: { cpus: number; memoryMiB: number }; port?: number; config?: Record<string, unknown> },
   ): Promise<{ pid: number; stateDir: string }> {
     const stateDir = tempDir(`ns-${host.name}`);
     this.dirs.push(stateDir);
     const config = path.join(stateDir, 'agent.yaml');
-    writeFileSync(config, toYaml({ capacity: options.capacity, hostName: host.name, stopTimeoutMs: 20_000 }));
+    writeFileSync(config, toYaml({ capacity: options.capacity, hostName: host.name, stopTimeoutMs: 20_000, ...options.config }));
     const ready = path.join(stateDir, 'ready.json');
-    const child = spawn(
-      'ip',
-      ['netns', 'exec', host.namespace, process.execPath, agentMain, '--config', config, '--state-dir', stateDir, '--listen', `${host.address}:${options.port ?? 8301}`,
-        '--join', options.managerUrl, '--join-token', options.joinToken, '--ca-fingerprint', options.caFingerprint, '--ready-file', ready],
-      { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, DROVER_APPLIANCE_CACHE: defaultApplianceCacheDir(), DROVER_AGENT_LOG_LEVEL: process.env.DROVER_LOG_LEVEL ?? 'warn' } },
-    );
+    const args = ['netns', 'exec', host.namespace, process.execPath, agentMain, '--config', config, '--state-dir', stateDir, '--listen', `${host.address}:${options.port ?? 8301}`,
+      '--join', options.managerUrl, '--join-token', options.joinToken, '--ca-fingerprint', options.caFingerprint, '--ready-file', ready];
+    const env = { ...process.env, DROVER_APPLIANCE_CACHE: defaultApplianceCacheDir(), DROVER_AGENT_LOG_LEVEL: process.env.DROVER_LOG_LEVEL ?? 'warn' };
+    const pid = await this.launch(host, args, env, ready);
+    return { pid, stateDir };
+  }
+
+  private async launch(host: TestHost, args: string[], env: NodeJS.ProcessEnv, ready: string): Promise<number> {
+    const child = spawn('ip', args, { stdio: ['ignore', 'inherit', 'inherit'], env });
     this.children.push(child);
+    this.launches.set(host.name, { child, args, env, ready });
     for (const deadline = Date.now() + 120_000; !existsSync(ready); ) {
       if (child.exitCode !== null) throw new Error(`agent of ${host.name} exited with ${child.exitCode}`);
       if (Date.now() > deadline) throw new Error(`agent of ${host.name} did not become ready`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    const { pid } = JSON.parse(readFileSync(ready, 'utf8')) as { pid: number };
-    return { pid, stateDir };
+    return (JSON.parse(readFileSync(ready, 'utf8')) as { pid: number }).pid;
+  }
+
+  /** SIGKILLs a host's agent (its QEMUs live on) and starts it again on the same state directory; it reattaches. */
+  async restartAgent(host: TestHost): Promise<number> {
+    const launch = this.launches.get(host.name);
+    if (!launch) throw new Error(`no agent was started for ${host.name}`);
+    const { pid } = JSON.parse(readFileSync(launch.ready, 'utf8')) as { pid: number };
+    process.kill(pid, 'SIGKILL');
+    if (launch.child.exitCode === null) await new Promise((resolve) => launch.child.once('exit', resolve));
+    rmSync(launch.ready, { force: true });
+    return this.launch(host, launch.args, launch.env, launch.ready);
   }
 
   /** Kills every QEMU started under this network's state directories, then the agents, then the links. */

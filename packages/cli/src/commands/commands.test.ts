@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -87,7 +87,7 @@ describe('drover vm create', () => {
     expect(bad.stderr).toMatch(/^drover: option '--memory <size>' argument 'lots' is invalid\. Cannot parse size "lots".* \(see "drover vm create --help"\)\n$/);
     const missing = await drover(['vm', 'create', 'x']);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toContain("required option '--image <image>' not specified");
+    expect(missing.stderr).toContain('Give --image, --iso, or both');
     const forward = await drover(['vm', 'create', 'x', '--image', 'web', '--forward', '80']);
     expect(forward.code).toBe(2);
     expect(forward.stderr).toContain('HOSTPORT:GUESTPORT');
@@ -406,6 +406,52 @@ describe('drover host', () => {
 });
 
 describe('drover image and op', () => {
+  it('imports an image by URL or path, and deletes one, following the operation', async () => {
+    const images: Array<{ body: unknown; query: string }> = [];
+    manager.on('POST', /^\/api\/v1\/images$/, (request) => {
+      images.push({ body: request.body, query: request.query.toString() });
+      return { status: 202, body: manager.addOperation('image.import', 'debian:1', [{ state: 'done', phase: 'done', progress: 100, result: { image: { name: 'debian', version: '1', format: 'qcow2', sizeBytes: 2 * 1024 ** 3 } } }]) };
+    });
+    const byUrl = await drover(['image', 'import', 'debian', '--download', 'http://127.0.0.1:1/debian.qcow2']);
+    expect(byUrl).toMatchObject({ code: 0, stdout: 'Imported image debian:1 (qcow2, 2 GiB).\n' });
+    expect(images[0]!.body).toEqual({ name: 'debian', source: { url: 'http://127.0.0.1:1/debian.qcow2' } });
+    const byPath = await drover(['image', 'import', 'live', '--file', 'live.iso', '--format', 'iso', '--image-version', '2', '--no-wait', '--json']);
+    expect(byPath.code).toBe(0);
+    expect(images[1]!.body).toEqual({ name: 'live', version: '2', format: 'iso', source: { path: path.resolve('live.iso') } });
+    expect(JSON.parse(byPath.stdout)).toMatchObject({ kind: 'image.import' });
+    // One source, a known format: refused before any request.
+    expect((await drover(['image', 'import', 'x', '--download', 'http://a/b', '--file', '/c'])).code).toBe(2);
+    expect((await drover(['image', 'import', 'x'])).code).toBe(2);
+    expect((await drover(['image', 'import', 'x', '--file', '/c', '--format', 'vmdk'])).code).toBe(2);
+    expect(images).toHaveLength(2);
+
+    manager.on('DELETE', /^\/api\/v1\/images\/debian(:|%3A)1$/, () => ({ status: 202, body: manager.addOperation('image.delete', 'i1', [{ state: 'done', phase: 'done', progress: 100 }]) }));
+    expect(await drover(['image', 'delete', 'debian:1'])).toMatchObject({ code: 0, stdout: 'Deleted image debian:1.\n' });
+  });
+
+  it('creates VMs with an ISO, an empty disk and a cloud-init seed read from files', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'drover-cli-ci-'));
+    try {
+      const userData = path.join(dir, 'user-data');
+      writeFileSync(userData, '#!/bin/sh\necho hi\n');
+      await drover(['vm', 'create', 'inst', '--iso', 'netinst:12', '--disk-size', '8G', '--cloud-init-user-data', userData]);
+      expect(lastRequest('POST', '/api/v1/vms').body).toEqual({ name: 'inst', iso: 'netinst:12', diskSizeBytes: 8 * 1024 ** 3, cloudInit: { userData: '#!/bin/sh\necho hi\n' } });
+      await drover(['vm', 'create', 'pinned', '--image', 'debian', '--iso', 'default/tools.iso']);
+      expect(lastRequest('POST', '/api/v1/vms').body).toEqual({ name: 'pinned', image: 'debian', iso: { pool: 'default', volume: 'tools.iso' } });
+      const missing = await drover(['vm', 'create', 'x', '--image', 'web', '--cloud-init-user-data', path.join(dir, 'nope')]);
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toContain('Cannot read --cloud-init-user-data');
+      manager.addVm('inst');
+      manager.on('PATCH', /^\/api\/v1\/vms\/inst$/, (request) => ({ status: 200, body: { ...manager.vms.get('inst')!, echoed: request.body } }));
+      await drover(['vm', 'edit', 'inst', '--remove-cloud-init']);
+      expect(lastRequest('PATCH', '/api/v1/vms/inst').body).toEqual({ cloudInit: null });
+      await drover(['vm', 'edit', 'inst', '--cloud-init-user-data', userData]);
+      expect(lastRequest('PATCH', '/api/v1/vms/inst').body).toEqual({ cloudInit: { userData: '#!/bin/sh\necho hi\n' } });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('lists images', async () => {
     manager.images.push({ id: 'i1', name: 'web', version: '1.0', format: 'qcow2', sizeBytes: 64 * 1024 * 1024, sha256: 'ab'.repeat(32), source: 'builtin', createdAt: '2025-01-01T00:00:00Z' });
     const result = await drover(['image', 'list']);

@@ -59,7 +59,7 @@ describe('completion', () => {
     execFileSync('bash', ['-n'], { input: bash.stdout });
     const zsh = await runCli(['completion', 'zsh']);
     expect(zsh.stdout.startsWith('#compdef drover\n')).toBe(true);
-    expect(zsh.stdout).toContain("'create:Create a VM from an appliance image'");
+    expect(zsh.stdout).toContain("'create:Create a VM from an image, an ISO, or both'");
     expect(zshCompletion(cli().program)).toBe(zsh.stdout);
     expect((await runCli(['completion', 'fish'])).code).toBe(2);
   });

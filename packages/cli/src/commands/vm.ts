@@ -1,11 +1,13 @@
-import type { Command } from 'commander';
-import { errors } from '@drover/core';
+import { readFile } from 'node:fs/promises';
+import { InvalidArgumentError, type Command } from 'commander';
+import { errors, formatSize, parseSize } from '@drover/core';
 import { apiCommand, collectForward, collectLabel, collectList, labelQuery, parseMemoryMiB, positiveInt, type Cli, type Session } from '../cli.js';
 import { seg, sleep } from '../client.js';
 import { formatFields, formatLabels, formatMiB, formatTable, orDash } from '../output.js';
 import type { Forward, Operation, Snapshot, Vm, VmCreate, VmEdit } from '../types.js';
 import { fetchList, printPage, withListOptions, withWaitOption, yesNo, type ListOptions } from './common.js';
 import { attachConsole } from './console-attach.js';
+import { registerVmMigrateCommand } from './vm-migrate.js';
 
 export function vmTable(vms: Vm[]): string {
   return formatTable(
@@ -31,6 +33,11 @@ export function vmDetails(vm: Vm): string {
     ['Host exclude', orDash(vm.spec.hostExclude.join(', '))],
     ['Forwards', orDash(forwards)],
     ['Kernel cmdline', orDash(vm.spec.cmdline)],
+    ...(vm.spec.iso ? [['ISO', vm.spec.iso] as const] : []),
+    ...(vm.spec.diskSizeBytes !== undefined ? [['Disk size', formatSize(vm.spec.diskSizeBytes)] as const] : []),
+    ...(vm.spec.cloudInit ? [['cloud-init', `user-data ${formatSize(vm.spec.cloudInit.userDataBytes)}${vm.spec.cloudInit.metaDataBytes !== undefined ? ', meta-data' : ''}${vm.spec.cloudInit.networkConfigBytes !== undefined ? ', network-config' : ''}`] as const] : []),
+    ...(vm.spec.addedDisks?.length ? [['Added disks', vm.spec.addedDisks.map((d) => `${d.pool}/${d.volume}${d.readOnly ? ' (ro)' : ''}`).join(', ')] as const] : []),
+    ...(vm.spec.addedNics?.length ? [['Added NICs', vm.spec.addedNics.map((n) => n.mac).join(', ')] as const] : []),
     ['Autostart', yesNo(vm.autostart)],
     ['Owner', vm.owner],
     ['Last error', orDash(vm.lastError)],
@@ -40,8 +47,16 @@ export function vmDetails(vm: Vm): string {
   ]);
 }
 
-interface CreateOptions {
-  image: string;
+interface CloudInitOptions {
+  cloudInitUserData?: string;
+  cloudInitMetaData?: string;
+  cloudInitNetworkConfig?: string;
+}
+
+interface CreateOptions extends CloudInitOptions {
+  image?: string;
+  iso?: string;
+  diskSize?: number;
   cpus?: number;
   memory?: number;
   cpuModel?: string;
@@ -56,8 +71,53 @@ interface CreateOptions {
   wait: boolean;
 }
 
-export function createVmBody(name: string, options: CreateOptions): VmCreate {
-  const body: VmCreate = { name, image: options.image };
+/** `--iso`: a library image ("name" or "name:version"), or "pool/volume" on the VM's host. */
+export function isoReference(value: string): NonNullable<VmCreate['iso']> {
+  const at = value.indexOf('/');
+  return at < 0 ? value : { pool: value.slice(0, at), volume: value.slice(at + 1) };
+}
+
+/** `--disk-size 8G`: bytes, at least 1 MiB. */
+export function parseDiskSize(value: string): number {
+  let bytes: number;
+  try {
+    bytes = parseSize(value.trim());
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+  if (bytes < 1024 * 1024) throw new InvalidArgumentError(`Disk size "${value}" is below 1 MiB`);
+  return bytes;
+}
+
+/** The cloud-init files named by --cloud-init-* options, read whole (the manager limits their size). */
+export async function readCloudInit(options: CloudInitOptions): Promise<VmCreate['cloudInit']> {
+  if (options.cloudInitUserData === undefined) {
+    if (options.cloudInitMetaData !== undefined || options.cloudInitNetworkConfig !== undefined) {
+      throw errors.invalid('--cloud-init-meta-data and --cloud-init-network-config need --cloud-init-user-data');
+    }
+    return undefined;
+  }
+  const read = async (file: string, flag: string) => {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (error) {
+      throw errors.invalid(`Cannot read ${flag} "${file}": ${(error as Error).message}`);
+    }
+  };
+  return {
+    userData: await read(options.cloudInitUserData, '--cloud-init-user-data'),
+    ...(options.cloudInitMetaData !== undefined ? { metaData: await read(options.cloudInitMetaData, '--cloud-init-meta-data') } : {}),
+    ...(options.cloudInitNetworkConfig !== undefined ? { networkConfig: await read(options.cloudInitNetworkConfig, '--cloud-init-network-config') } : {}),
+  };
+}
+
+export function createVmBody(name: string, options: CreateOptions, cloudInit?: VmCreate['cloudInit']): VmCreate {
+  if (options.image === undefined && options.iso === undefined) throw errors.invalid('Give --image, --iso, or both');
+  const body: VmCreate = { name };
+  if (options.image !== undefined) body.image = options.image;
+  if (options.iso !== undefined) body.iso = isoReference(options.iso);
+  if (options.diskSize !== undefined) body.diskSizeBytes = options.diskSize;
+  if (cloudInit !== undefined) body.cloudInit = cloudInit;
   if (options.cpus !== undefined) body.cpus = options.cpus;
   if (options.memory !== undefined) body.memoryMiB = options.memory;
   if (options.cpuModel !== undefined) body.cpuModel = options.cpuModel;
@@ -71,7 +131,8 @@ export function createVmBody(name: string, options: CreateOptions): VmCreate {
   return body;
 }
 
-interface EditOptions {
+interface EditOptions extends CloudInitOptions {
+  removeCloudInit?: boolean;
   cpus?: number;
   memory?: number;
   label?: Record<string, string>;
@@ -81,8 +142,11 @@ interface EditOptions {
 }
 
 /** The PATCH body and If-Match for `vm edit`; labels are merged into `current`'s. */
-export function editVmRequest(options: EditOptions, current: Vm | undefined): { body: VmEdit; ifMatch: number | undefined } {
+export function editVmRequest(options: EditOptions, current: Vm | undefined, cloudInit?: VmCreate['cloudInit']): { body: VmEdit; ifMatch: number | undefined } {
   const body: VmEdit = {};
+  if (options.removeCloudInit && cloudInit !== undefined) throw errors.invalid('--remove-cloud-init and --cloud-init-user-data contradict each other');
+  if (options.removeCloudInit) body.cloudInit = null;
+  if (cloudInit !== undefined) body.cloudInit = cloudInit;
   if (options.cpus !== undefined) body.cpus = options.cpus;
   if (options.memory !== undefined) body.memoryMiB = options.memory;
   if (options.autostart !== undefined) body.autostart = options.autostart;
@@ -122,8 +186,13 @@ Examples:
   $ drover vm console web1`,
     );
 
-  apiCommand(vm, 'create <name>', 'Create a VM from an appliance image')
-    .requiredOption('--image <image>', 'appliance image, "name" or "name:version" (see "drover image list")')
+  apiCommand(vm, 'create <name>', 'Create a VM from an image, an ISO, or both')
+    .option('--image <image>', 'an appliance or an imported disk image (a thin clone per VM), "name" or "name:version" (see "drover image list")')
+    .option('--iso <iso>', 'attach an ISO read-only and boot it first: a library image, or POOL/VOLUME on the host (pin it with --host-include)')
+    .option('--disk-size <size>', 'without --image: an empty disk of this size (e.g. 8G) to install onto; with a disk image: grow its clone to this size', parseDiskSize)
+    .option('--cloud-init-user-data <file>', 'a cloud-init NoCloud seed: this user-data ("#!" script or #cloud-config)')
+    .option('--cloud-init-meta-data <file>', 'the seed\'s meta-data (default: instance-id = VM id, local-hostname = VM name)')
+    .option('--cloud-init-network-config <file>', 'the seed\'s network-config')
     .option('--cpus <n>', 'virtual CPUs (server default applies when omitted)', positiveInt('--cpus', 1, 64))
     .option('--memory <size>', 'memory, e.g. 256M or 1G; a bare number is MiB', parseMemoryMiB)
     .option('--cpu-model <model>', 'CPU model (must exist on the chosen host)')
@@ -132,7 +201,7 @@ Examples:
     .option('--forward <hostport:guestport>', 'forward a host TCP port to the guest (repeatable)', collectForward)
     .option('--host-include <hosts>', 'only place it on these hosts (repeatable or comma-separated)', collectList)
     .option('--host-exclude <hosts>', 'never place it on these hosts (repeatable or comma-separated)', collectList)
-    .option('--cmdline <settings>', 'extra kernel command-line settings (drover.* keys)')
+    .option('--cmdline <settings>', 'extra kernel command-line settings (drover.* keys; appliances only)')
     .option('--autostart', 'start it again when its host comes back')
     .option('--start', 'start it right after creating it')
     .option('--no-wait', 'with --start: do not wait for the start to end')
@@ -144,12 +213,15 @@ With --json it prints the VM; with --start, {"vm": ..., "operation": ...}.
 Examples:
   $ drover vm create web1 --image web
   $ drover vm create db1 --image db:1.2 --cpus 2 --memory 1G --anti-affinity db --forward 15432:5432
-  $ drover vm create lab1 --image probe --host-include h1,h2 --label lab=red --start`,
+  $ drover vm create lab1 --image probe --host-include h1,h2 --label lab=red --start
+  $ drover vm create cloud1 --image debian-12 --disk-size 20G --cloud-init-user-data ./user-data --start
+  $ drover vm create install1 --iso debian-netinst --disk-size 8G --memory 1G --start`,
     )
     .action(
       cli.action<CreateOptions>(async (session, [name], options) => {
         const client = await session.client();
-        const created = await client.post<Vm>('/vms', createVmBody(name!, options));
+        const cloudInit = await readCloudInit(options);
+        const created = await client.post<Vm>('/vms', createVmBody(name!, options, cloudInit));
         if (!options.start) {
           session.print(created, () => `Created VM ${created.name} (${created.id}), ${created.state}.\n`);
           return;
@@ -193,13 +265,17 @@ Examples:
     }),
   );
 
-  apiCommand(vm, 'edit <vm>', "Change a VM's CPUs, memory, labels or autostart")
+  apiCommand(vm, 'edit <vm>', "Change a VM's CPUs, memory, labels, autostart or cloud-init")
     .option('--cpus <n>', 'virtual CPUs', positiveInt('--cpus', 1, 64))
     .option('--memory <size>', 'memory, e.g. 512M or 2G; a bare number is MiB', parseMemoryMiB)
     .option('--label <key=value>', 'add or change a label (repeatable; other labels are kept)', collectLabel)
     .option('--remove-label <key>', 'remove a label (repeatable)', collectList)
     .option('--autostart', 'start it again when its host comes back')
     .option('--no-autostart', 'do not start it again automatically')
+    .option('--cloud-init-user-data <file>', 'replace its cloud-init seed with this user-data (while stopped; applied at the next start)')
+    .option('--cloud-init-meta-data <file>', "the new seed's meta-data (with --cloud-init-user-data)")
+    .option('--cloud-init-network-config <file>', "the new seed's network-config (with --cloud-init-user-data)")
+    .option('--remove-cloud-init', 'remove its cloud-init seed (while stopped)')
     .option('--rev <n>', 'only change it if it is still at this revision (sent as If-Match)', positiveInt('--rev', 0))
     .addHelpText(
       'after',
@@ -215,12 +291,13 @@ Examples:
     )
     .action(
       cli.action<EditOptions>(async (session, [name], options) => {
-        const nothing = options.cpus === undefined && options.memory === undefined && options.autostart === undefined && !options.label && !options.removeLabel?.length;
-        if (nothing) throw errors.invalid('Nothing to change: give --cpus, --memory, --label, --remove-label or --(no-)autostart');
+        const cloudInit = await readCloudInit(options);
+        const nothing = options.cpus === undefined && options.memory === undefined && options.autostart === undefined && !options.label && !options.removeLabel?.length && cloudInit === undefined && !options.removeCloudInit;
+        if (nothing) throw errors.invalid('Nothing to change: give --cpus, --memory, --label, --remove-label, --(no-)autostart, --cloud-init-user-data or --remove-cloud-init');
         const client = await session.client();
         const needsCurrent = Boolean(options.label || options.removeLabel?.length);
         const current = needsCurrent ? await client.get<Vm>(`/vms/${seg(name!)}`) : undefined;
-        const { body, ifMatch } = editVmRequest(options, current);
+        const { body, ifMatch } = editVmRequest(options, current, cloudInit);
         const headers: Record<string, string> = ifMatch === undefined ? {} : { 'if-match': String(ifMatch) };
         const updated = await client.patch<Vm>(`/vms/${seg(name!)}`, body, headers);
         session.print(updated, () => `Updated VM ${updated.name} (revision ${updated.rev}).\n`);
@@ -272,6 +349,7 @@ Examples:
     );
 
   registerSnapshotCommands(cli, vm);
+  registerVmMigrateCommand(cli, vm);
 
   apiCommand(vm, 'console <vm>', "Print a VM's serial console log and follow it, or attach to it (--attach)")
     .option('--no-follow', 'print what is there and stop')

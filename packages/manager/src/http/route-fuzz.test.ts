@@ -205,7 +205,7 @@ async function call<T>(method: string, path: string, body?: unknown, headers: Re
 }
 
 beforeAll(async () => {
-  const images = await call<{ items: Array<{ name: string }> }>('GET', '/api/v1/images');
+  const images = await call<{ items: Array<{ name: string; id: string }> }>('GET', '/api/v1/images');
   expect(images.body.items.length).toBeGreaterThan(0);
   const image = images.body.items[0]!.name;
 
@@ -222,12 +222,12 @@ beforeAll(async () => {
   const join = await call<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
   const host = await call<{ hostId: string }>('POST', '/api/v1/hosts/join', { token: join.body.token, csr: makeCsr('/CN=fuzz-host').csrPem, name: 'fuzz-host', address: 'https://127.0.0.1:9' });
   expect(host.status).toBe(201);
-  Object.assign(fixtures, { vms: vm.body.id, operations: deletion.body.id, hosts: host.body.hostId });
+  Object.assign(fixtures, { vms: vm.body.id, operations: deletion.body.id, hosts: host.body.hostId, images: images.body.items[0]!.id });
 
   // Bodies are made from the schemas; what a schema cannot say comes from here. The join token is real
   // and unused, so a join that forgot a check would go through (and show as a new host).
   const spare = await call<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
-  Object.assign(seeds, { image, name: 'fuzz-probe', token: spare.body.token, csr: makeCsr('/CN=fuzz-probe').csrPem, address: 'https://127.0.0.1:9', path: '/var/lib/drover/fuzz-pool' });
+  Object.assign(seeds, { image, name: 'fuzz-probe', token: spare.body.token, csr: makeCsr('/CN=fuzz-probe').csrPem, address: 'https://127.0.0.1:9', path: '/var/lib/drover/fuzz-pool', mac: '52:54:00:00:00:01', url: 'http://127.0.0.1:9/fuzz.qcow2' });
 
   before = await snapshot();
 });

@@ -38,9 +38,14 @@ import type { OperationRunner } from '../operations/operation-runner.js';
 import { publicOperation } from '../operations/operation-runner.js';
 import type { AgentLink } from '../hosts/agent-link.js';
 import { registerStorageRoutes } from '../storage/storage.routes.js';
+import { registerVmDeviceRoutes } from '../vms/vm-devices.routes.js';
+import { registerMigrationRoutes } from '../vms/migration.routes.js';
+import { registerImageRoutes } from '../images/images.routes.js';
+import type { ImageService } from '../images/image.service.js';
 import { BrowserAuth, cookieValue, sessionCookie, type BrowserIdentity } from './browser-auth.js';
 import { registerConsoleRoutes, StreamQuery } from './console-relay.js';
 import { isConsolePage, registerWebConsole } from './web-console.js';
+import { VmListJson } from './vm-list.js';
 
 export interface ManagerServerOptions {
   store: Store;
@@ -49,6 +54,7 @@ export interface ManagerServerOptions {
   vms: VmService;
   runner: OperationRunner;
   link: AgentLink;
+  images: ImageService;
   adminToken: string;
   metricsToken: string;
   logger: Logger;
@@ -318,22 +324,30 @@ export async function buildManagerServer(o: ManagerServerOptions) {
   );
 
   // ---------------------------------------------------------------- images
-  app.get('/api/v1/images', { schema: { tags: ['images'], summary: 'List the appliance library', querystring: ListQuery, response: { 200: Page(Image), ...errorResponses } } }, async (request) => {
+  app.get('/api/v1/images', { schema: { tags: ['images'], summary: 'List the image library (appliances, imported disk images and ISOs)', querystring: ListQuery, response: { 200: Page(Image), ...errorResponses } } }, async (request) => {
     const q = request.query;
     const page = await o.store.images.list({ ...(q.limit ? { limit: q.limit } : {}), ...(q.cursor ? { after: q.cursor } : {}), filter: { ...(q.name ? { name: q.name } : {}) } });
     return { items: page.items, ...(page.next ? { next: page.next } : {}) };
   });
+  await registerImageRoutes(app, { images: o.images, idempotent, operationAnswer, actor });
 
   // ---------------------------------------------------------------- vms
-  app.get('/api/v1/vms', { schema: { tags: ['vms'], summary: 'List VMs', querystring: ListQuery, response: { 200: Page(Vm), ...errorResponses } } }, async (request) => {
+  // Answered as JSON text made from each VM's kept JSON, checked against the store on every request (vm-list.ts).
+  const vmList = new VmListJson(o.store);
+  app.get('/api/v1/vms', { schema: { tags: ['vms'], summary: 'List VMs', querystring: ListQuery, response: { 200: Page(Vm), ...errorResponses } } }, async (request, reply) => {
     const q = request.query;
     const hostId = q.host ? (await o.store.hosts.find(q.host)).id : undefined;
-    const page = await o.store.vms.list({
-      ...(q.limit ? { limit: q.limit } : {}),
-      ...(q.cursor ? { after: q.cursor } : {}),
-      filter: { ...(q.state ? { state: q.state } : {}), ...(hostId ? { hostId } : {}), ...(q.name ? { name: q.name } : {}), ...(q.label ? { label: parseLabel(q.label)! } : {}) },
-    });
-    return { items: await o.vms.toPublicMany(page.items), ...(page.next ? { next: page.next } : {}) };
+    const page = await vmList.page(
+      {
+        ...(q.limit ? { limit: q.limit } : {}),
+        ...(q.cursor ? { after: q.cursor } : {}),
+        filter: { ...(q.state ? { state: q.state } : {}), ...(hostId ? { hostId } : {}), ...(q.name ? { name: q.name } : {}), ...(q.label ? { label: parseLabel(q.label)! } : {}) },
+      },
+      // The route's serializer for one VM: the same JSON the Page(Vm) schema makes.
+      reply.compileSerializationSchema(Vm as unknown as Record<string, unknown>, '200') as (vm: Vm) => string,
+    );
+    // Bytes with a JSON content type: Fastify sends them as they are, without serializing again.
+    return reply.type('application/json; charset=utf-8').send(page as never);
   });
   app.post('/api/v1/vms', { schema: { tags: ['vms'], summary: 'Define a VM from an image', body: VmCreate, response: { 201: Vm, ...errorResponses } } }, async (request, reply) =>
     idempotent(request, reply, async () => ({ status: 201, body: await o.vms.toPublic(await o.vms.create(request.body, actor(request))) })),
@@ -390,6 +404,8 @@ export async function buildManagerServer(o: ManagerServerOptions) {
   });
 
   await registerStorageRoutes(app, { store: o.store, link: o.link });
+  await registerVmDeviceRoutes(app, { vms: o.vms, idempotent, operationAnswer, actor });
+  await registerMigrationRoutes(app, { vms: o.vms, idempotent, operationAnswer, actor });
   await registerConsoleRoutes(app, { store: o.store, link: o.link });
 
   // ---------------------------------------------------------------- operations

@@ -173,15 +173,33 @@ export async function prepareVmMedia(
     const manifest = await deps.images.manifest(image);
     const prefix = `${image.name}-${image.version}`;
     const data = `${vm.id}.data.qcow2`;
-    // The volumes at once, each clone after its base: a start waits for the slowest, not for their sum
-    // (on a host that has the image, the imports are quick 409s and the clones are what is left).
+    // Imports one at a time, as before (each is a qemu-img convert under its own memory limit);
+    // on a host that has the image they are quick 409s.
+    let imports: Promise<unknown> = Promise.resolve();
+    const importOnce = (body: Record<string, unknown>) => {
+      const next = imports.then(() => ensure(body));
+      imports = next.catch(() => undefined);
+      return next;
+    };
+    // A clone is asked for first, alongside the imports: on a host that has the image it is all
+    // there is to do. Only when its base is missing (404) does it wait for the base's import.
+    const cloneOf = async (base: Record<string, unknown> & { name: string }, clone: string) => {
+      try {
+        await ensure({ name: clone, cloneOf: base.name });
+      } catch (error) {
+        if (!(error instanceof DroverError && error.code === 'not_found')) throw error;
+        await importOnce(base);
+        await ensure({ name: clone, cloneOf: base.name });
+      }
+    };
+    const rootBase = { name: `${prefix}.root.qcow2`, importFrom: manifest.rootDisk, format: 'qcow2' };
+    const dataBase = manifest.dataDisk ? { name: `${prefix}.data.qcow2`, importFrom: manifest.dataDisk, format: 'qcow2' } : undefined;
+    // A start waits for the slowest of these, not for their sum.
     await allSettled([
-      ensure({ name: `${prefix}.kernel`, importFrom: manifest.kernel, format: 'raw' }),
-      ensure({ name: `${prefix}.initrd`, importFrom: manifest.initrd, format: 'raw' }),
-      ensure({ name: `${prefix}.root.qcow2`, importFrom: manifest.rootDisk, format: 'qcow2' }).then(() => ensure({ name: root, cloneOf: `${prefix}.root.qcow2` })),
-      ...(manifest.dataDisk
-        ? [ensure({ name: `${prefix}.data.qcow2`, importFrom: manifest.dataDisk, format: 'qcow2' }).then(() => ensure({ name: data, cloneOf: `${prefix}.data.qcow2` }))]
-        : []),
+      importOnce({ name: `${prefix}.kernel`, importFrom: manifest.kernel, format: 'raw' }),
+      importOnce({ name: `${prefix}.initrd`, importFrom: manifest.initrd, format: 'raw' }),
+      cloneOf(rootBase, root),
+      ...(dataBase ? [cloneOf(dataBase, data)] : []),
     ]);
     disks.push({ pool, volume: root }, ...(manifest.dataDisk ? [{ pool, volume: data }] : []));
     boot = {

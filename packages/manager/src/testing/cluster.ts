@@ -3,7 +3,7 @@ import { startAgent, type RunningAgent } from '@drover/agent';
 import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig, type ManagerConfig } from '../config.js';
-import { startManager, type RunningManager } from '../manager.js';
+import { startManager, type RunningManager, type StartManagerOptions } from '../manager.js';
 
 export interface ApiAnswer<T> {
   status: number;
@@ -15,6 +15,9 @@ export interface ApiAnswer<T> {
 export interface TestCluster {
   manager: RunningManager;
   agent: RunningAgent;
+  /** The manager's data directory and the agent's state directory (removed by `close`). */
+  dataDir: string;
+  agentDir: string;
   /** A JSON call with the admin token (`headers` may replace it). */
   api<T = unknown>(method: string, route: string, body?: unknown, headers?: Record<string, string>): Promise<ApiAnswer<T>>;
   /** Polls an operation until it ends. */
@@ -30,10 +33,10 @@ export interface TestCluster {
  * `hostName` that joins it with a one-time token; resolves once the host is
  * online. Every test that needs the control plane on real parts uses this.
  */
-export async function startTestCluster(options: { hostName?: string; manager?: Partial<ManagerConfig> } = {}): Promise<TestCluster> {
+export async function startTestCluster(options: { hostName?: string; manager?: Partial<ManagerConfig>; ca?: StartManagerOptions['ca'] } = {}): Promise<TestCluster> {
   const dataDir = tempDir('cluster-manager');
   const agentDir = tempDir('cluster-agent');
-  const manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), ...options.manager });
+  const manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), ...options.manager }, options.ca ? { ca: options.ca } : {});
   const api = async <T = unknown>(method: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer<T>> => {
     const response = await fetch(`${manager.url}${route}`, {
       method,
@@ -65,6 +68,8 @@ export async function startTestCluster(options: { hostName?: string; manager?: P
   return {
     manager,
     agent: running,
+    dataDir,
+    agentDir,
     api,
     async waitOp(id, timeoutMs = 180_000) {
       for (const deadline = Date.now() + timeoutMs; ; ) {

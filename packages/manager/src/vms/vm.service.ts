@@ -2,16 +2,17 @@ import type { Logger } from 'pino';
 import { DroverError, errors, placeVm, type HostCandidate, type PlacementRequest } from '@drover/core';
 import type { Vm, VmCreate, VmEdit, VmInfo, VmSpec } from '@drover/api';
 import type { Store } from '../store/index.js';
-import type { HostRecord, OperationRecord, VmRecord } from '../store/types.js';
+import type { HostRecord, NewEvent, OperationRecord, VmRecord } from '../store/types.js';
 import type { EventHub } from '../http/event-hub.js';
 import type { AgentLink } from '../hosts/agent-link.js';
 import type { ImageLibrary } from '../images/image-library.js';
+import { cloudInitSummary, isoLabel, prepareVmMedia, resolveVmMedia, type VmMedia } from '../images/vm-media.js';
 import type { OperationContext, OperationRunner } from '../operations/operation-runner.js';
+import { addedAgentDevices, VmDeviceService, type AddedDisk, type AddedNic } from './vm-devices.service.js';
+import { MigrationService } from './migration.service.js';
 
-/** The VM's desired configuration as the manager keeps it (`vms.spec`). */
-export interface ManagedVmSpec {
-  image: string;
-  imageId: string;
+/** The VM's desired configuration as the manager keeps it (`vms.spec`); what it boots is VmMedia (images/vm-media.ts). */
+export interface ManagedVmSpec extends VmMedia {
   cpus: number;
   memoryMiB: number;
   cpuModel?: string;
@@ -20,6 +21,9 @@ export interface ManagedVmSpec {
   hostExclude: string[];
   forwards: Array<{ hostPort: number; guestPort: number }>;
   cmdline: string;
+  /** Disks and NICs added through the API, after the image's (vm-devices.service.ts). */
+  addedDisks?: AddedDisk[];
+  addedNics?: AddedNic[];
 }
 
 /** States in which a VM holds capacity on its host. */
@@ -55,6 +59,52 @@ function specOf(vm: VmRecord): ManagedVmSpec {
   return vm.spec as unknown as ManagedVmSpec;
 }
 
+/** The names of the hosts these VMs are on, read in one query. */
+export async function hostNamesOf(store: Store, vms: ReadonlyArray<Pick<VmRecord, 'hostId'>>): Promise<Map<string, string>> {
+  const ids = [...new Set(vms.map((vm) => vm.hostId).filter((id): id is string => id !== null))];
+  return new Map((await store.hosts.getMany(ids)).map((host) => [host.id, host.name]));
+}
+
+/**
+ * A VM as the API shows it. It depends on the record and its host's name only:
+ * the list route keeps each VM's JSON while its rev, host and host name stay the
+ * same (http/vm-list.ts), so anything added here from elsewhere must be added
+ * to that check too.
+ */
+export function publicVm(vm: VmRecord, hostName: string | null): Vm {
+  const spec = specOf(vm);
+  return {
+    id: vm.id,
+    name: vm.name,
+    state: vm.state as Vm['state'],
+    hostId: vm.hostId,
+    hostName,
+    spec: {
+      image: spec.image,
+      cpus: spec.cpus,
+      memoryMiB: spec.memoryMiB,
+      ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
+      antiAffinityGroups: spec.antiAffinityGroups ?? [],
+      hostInclude: spec.hostInclude ?? [],
+      hostExclude: spec.hostExclude ?? [],
+      forwards: spec.forwards ?? [],
+      cmdline: spec.cmdline ?? '',
+      ...(spec.addedDisks?.length ? { addedDisks: spec.addedDisks } : {}),
+      ...(spec.addedNics?.length ? { addedNics: spec.addedNics } : {}),
+      ...(spec.iso ? { iso: isoLabel(spec.iso)! } : {}),
+      ...(spec.diskSizeBytes !== undefined ? { diskSizeBytes: spec.diskSizeBytes } : {}),
+      ...(spec.cloudInit ? { cloudInit: cloudInitSummary(spec.cloudInit)! } : {}),
+    },
+    labels: vm.labels,
+    owner: vm.owner,
+    autostart: vm.autostart,
+    lastError: vm.lastError,
+    rev: vm.rev,
+    createdAt: vm.createdAt,
+    updatedAt: vm.updatedAt,
+  };
+}
+
 /**
  * VMs as the cluster sees them: the manager is the only writer of desired
  * state. Each action is validated, authorized and placed synchronously (so a
@@ -86,7 +136,15 @@ export class VmService {
     for (const action of ['snapshot.create', 'snapshot.revert', 'snapshot.delete']) {
       o.runner.register(`vm.${action}`, handler(`vm.${action}`, (ctx, vm, host) => this.runSnapshot(ctx, vm, host, action)));
     }
+    this.devices = new VmDeviceService({ store: o.store, runner: o.runner, link: o.link, logger: o.logger, vms: this });
+    this.migrations = new MigrationService({ ...o, vms: this });
   }
+
+  /** Live migration between hosts (migration.service.ts). */
+  readonly migrations: MigrationService;
+
+  /** Disks and NICs added and removed (hotplug while the VM runs). */
+  readonly devices: VmDeviceService;
 
   // ------------------------------------------------------------ reads
 
@@ -100,58 +158,37 @@ export class VmService {
     this.o.hub.publish({ ...event, data });
   }
 
-  /** Many VMs at once (a list page): every host is read once, not once per VM. */
+  /**
+   * The `vm.updated` event of `vm`, read in the transaction that wrote it, to
+   * be appended there (one commit instead of two: on SQLite each commit is an
+   * fsync) and handed to the hub once the transaction committed.
+   */
+  private async vmEvent(tx: Store, vm: VmRecord): Promise<NewEvent> {
+    const hostName = vm.hostId ? ((await tx.hosts.tryGet(vm.hostId))?.name ?? null) : null;
+    return { type: 'vm.updated', objectKind: 'vm', objectId: vm.id, data: publicVm(vm, hostName) as unknown as Record<string, unknown> };
+  }
+
+  /** Many VMs at once (a list page): the hosts are read in one query, not once per VM. */
   async toPublicMany(vms: VmRecord[]): Promise<Vm[]> {
-    const names = new Map<string, string>();
-    for (const hostId of new Set(vms.map((vm) => vm.hostId).filter((id): id is string => id !== null))) {
-      const host = await this.o.store.hosts.tryGet(hostId);
-      if (host) names.set(hostId, host.name);
-    }
-    return Promise.all(vms.map((vm) => this.toPublic(vm, vm.hostId ? (names.get(vm.hostId) ?? null) : null)));
+    const names = await hostNamesOf(this.o.store, vms);
+    return vms.map((vm) => publicVm(vm, vm.hostId ? (names.get(vm.hostId) ?? null) : null));
   }
 
   async toPublic(vm: VmRecord, knownHostName?: string | null): Promise<Vm> {
-    const spec = specOf(vm);
     const hostName = knownHostName !== undefined ? knownHostName : vm.hostId ? ((await this.o.store.hosts.tryGet(vm.hostId))?.name ?? null) : null;
-    return {
-      id: vm.id,
-      name: vm.name,
-      state: vm.state as Vm['state'],
-      hostId: vm.hostId,
-      hostName,
-      spec: {
-        image: spec.image,
-        cpus: spec.cpus,
-        memoryMiB: spec.memoryMiB,
-        ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
-        antiAffinityGroups: spec.antiAffinityGroups ?? [],
-        hostInclude: spec.hostInclude ?? [],
-        hostExclude: spec.hostExclude ?? [],
-        forwards: spec.forwards ?? [],
-        cmdline: spec.cmdline ?? '',
-      },
-      labels: vm.labels,
-      owner: vm.owner,
-      autostart: vm.autostart,
-      lastError: vm.lastError,
-      rev: vm.rev,
-      createdAt: vm.createdAt,
-      updatedAt: vm.updatedAt,
-    };
+    return publicVm(vm, hostName);
   }
 
   // ------------------------------------------------------------ define / edit
 
   async create(request: VmCreate, actor: string): Promise<VmRecord> {
-    const image = await this.o.images.resolve(request.image);
-    const manifest = await this.o.images.manifest(image);
-    const memoryMiB = request.memoryMiB ?? Math.max(manifest.minMemoryMiB, 128);
-    if (memoryMiB < manifest.minMemoryMiB) {
-      throw errors.invalid(`Image "${image.name}" needs at least ${manifest.minMemoryMiB} MiB; ${memoryMiB} MiB asked`, { field: 'memoryMiB' });
+    const { media, minMemoryMiB, defaultMemoryMiB } = await resolveVmMedia(request, this.o.images);
+    const memoryMiB = request.memoryMiB ?? defaultMemoryMiB;
+    if (memoryMiB < minMemoryMiB) {
+      throw errors.invalid(`Image "${media.image}" needs at least ${minMemoryMiB} MiB; ${memoryMiB} MiB asked`, { field: 'memoryMiB' });
     }
     const spec: ManagedVmSpec = {
-      image: `${image.name}:${image.version}`,
-      imageId: image.id,
+      ...media,
       cpus: request.cpus ?? 1,
       memoryMiB,
       ...(request.cpuModel ? { cpuModel: request.cpuModel } : {}),
@@ -161,15 +198,18 @@ export class VmService {
       forwards: request.forwards ?? [],
       cmdline: request.cmdline ?? '',
     };
-    const vm = await this.o.store.vms.create({
-      name: request.name,
-      spec: spec as unknown as Record<string, unknown>,
-      state: 'defined',
-      owner: actor,
-      labels: request.labels ?? {},
-      autostart: request.autostart ?? false,
+    const { vm, event } = await this.o.store.transaction(async (tx) => {
+      const vm = await tx.vms.create({
+        name: request.name,
+        spec: spec as unknown as Record<string, unknown>,
+        state: 'defined',
+        owner: actor,
+        labels: request.labels ?? {},
+        autostart: request.autostart ?? false,
+      });
+      return { vm, event: await tx.events.append(await this.vmEvent(tx, vm)) };
     });
-    await this.publish(vm);
+    this.o.hub.publish(event);
     return vm;
   }
 
@@ -178,7 +218,13 @@ export class VmService {
     if ((patch.cpus !== undefined || patch.memoryMiB !== undefined) && !['defined', 'stopped'].includes(vm.state)) {
       throw errors.conflict(`Cannot change the CPUs or memory of VM "${vm.name}" while it is ${vm.state}; stop it first`, { state: vm.state });
     }
-    const spec = { ...specOf(vm), ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}), ...(patch.memoryMiB !== undefined ? { memoryMiB: patch.memoryMiB } : {}) };
+    if (patch.cloudInit !== undefined && !['defined', 'stopped'].includes(vm.state)) {
+      throw errors.conflict(`Cannot change the cloud-init of VM "${vm.name}" while it is ${vm.state}; stop it first`, { state: vm.state });
+    }
+    const spec: ManagedVmSpec = { ...specOf(vm), ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}), ...(patch.memoryMiB !== undefined ? { memoryMiB: patch.memoryMiB } : {}) };
+    // The host's seed is rebuilt when the next start rewrites the VM's definition there.
+    if (patch.cloudInit === null) delete spec.cloudInit;
+    else if (patch.cloudInit !== undefined) spec.cloudInit = patch.cloudInit;
     const updated = await this.o.store.vms.update(
       vm.id,
       {
@@ -244,9 +290,9 @@ export class VmService {
    * Places and reserves in one store transaction, so concurrent starts never
    * overcommit a host. A VM whose disks already live on a host goes back there.
    */
-  private async placeAndReserve(vm: VmRecord): Promise<HostRecord> {
+  private async placeAndReserve(store: Store, vm: VmRecord): Promise<{ host: HostRecord; event: NewEvent }> {
     const spec = specOf(vm);
-    return this.o.store.transaction(async (tx) => {
+    return store.transaction(async (tx) => {
       const current = await tx.vms.get(vm.id);
       this.checkState(current, 'start');
       // PostgreSQL: lock every host row (in id order, so two placements never deadlock)
@@ -268,8 +314,8 @@ export class VmService {
       const placed = placeVm(request, candidates);
       await tx.reservations.deleteByVm(vm.id);
       await tx.reservations.create({ hostId: placed.hostId, vmId: vm.id, cpus: spec.cpus, memoryMiB: spec.memoryMiB, expiresAt: new Date(Date.now() + reservationTtlMs).toISOString() });
-      await tx.vms.update(vm.id, { state: 'starting', hostId: placed.hostId, lastError: null });
-      return tx.hosts.get(placed.hostId);
+      const starting = await tx.vms.update(vm.id, { state: 'starting', hostId: placed.hostId, lastError: null });
+      return { host: await tx.hosts.get(placed.hostId), event: await this.vmEvent(tx, starting) };
     });
   }
 
@@ -278,12 +324,15 @@ export class VmService {
     this.checkState(vm, action === 'snapshot.create' || action === 'snapshot.revert' || action === 'snapshot.delete' ? 'snapshot' : action);
     const busy = await this.o.runner.busyWith(vm.id);
     if (busy) throw errors.conflict(`VM "${vm.name}" is busy with operation ${busy.id} (${busy.kind})`, { operationId: busy.id });
-    let hostId = vm.hostId;
+    const hostId = vm.hostId;
     const previousState = vm.state;
+    // A start's placement and reservation commit with its operation, in one transaction: a refusal (409) leaves nothing.
+    let placement: ((tx: Store) => Promise<{ params: Record<string, unknown>; events: NewEvent[] }>) | undefined;
     if (action === 'start') {
-      const host = await this.placeAndReserve(vm);
-      hostId = host.id;
-      await this.publish(await this.o.store.vms.get(vm.id));
+      placement = async (tx) => {
+        const { host, event } = await this.placeAndReserve(tx, vm);
+        return { params: { hostId: host.id }, events: [event] };
+      };
     } else if (action === 'restore') {
       if (!hostId) throw errors.conflict(`VM "${vm.name}" has no host holding its saved state`);
     } else if (!hostId) {
@@ -293,6 +342,7 @@ export class VmService {
       return await this.o.runner.submit(
         { kind: `vm.${action}`, targetKind: 'vm', targetId: vm.id, params: { ...params, hostId, previousState }, actor, idempotencyKey: idempotencyKey ?? null },
         `VM "${vm.name}"`,
+        placement,
       );
     } catch (error) {
       if (action === 'start') await this.releaseStart(vm.id, previousState);
@@ -327,9 +377,6 @@ export class VmService {
   /** The agent-side definition: a thin clone of the image's disks on the host's default pool. */
   private async prepareOnHost(ctx: OperationContext, vm: VmRecord, host: HostRecord): Promise<void> {
     const spec = specOf(vm);
-    const image = await this.o.store.images.get(spec.imageId);
-    const manifest = await this.o.images.manifest(image);
-    const prefix = `${image.name}-${image.version}`;
     // Create what is missing; a 409 means it is already there (listing the pool would
     // cost a qemu-img call per volume on the host).
     const ensure = async (body: Record<string, unknown>) => {
@@ -340,30 +387,23 @@ export class VmService {
         if (!(error instanceof DroverError && error.code === 'conflict')) throw error;
       }
     };
-    await ensure({ name: `${prefix}.kernel`, importFrom: manifest.kernel, format: 'raw' });
-    await ensure({ name: `${prefix}.initrd`, importFrom: manifest.initrd, format: 'raw' });
-    await ensure({ name: `${prefix}.root.qcow2`, importFrom: manifest.rootDisk, format: 'qcow2' });
-    if (manifest.dataDisk) await ensure({ name: `${prefix}.data.qcow2`, importFrom: manifest.dataDisk, format: 'qcow2' });
-    const root = `${vm.id}.root.qcow2`;
-    const data = `${vm.id}.data.qcow2`;
-    await ensure({ name: root, cloneOf: `${prefix}.root.qcow2` });
-    if (manifest.dataDisk) await ensure({ name: data, cloneOf: `${prefix}.data.qcow2` });
+    // Whether the host has the VM already, asked while the volumes are made (it does not depend on them).
+    const existingAnswer = this.o.link.vm(host, vm.id);
+    existingAnswer.catch(() => undefined); // awaited below; not left unhandled when the volumes fail first
+    // The image's volumes (imported or uploaded once per host), the VM's clones, its ISO, and how it boots.
+    const { disks, boot } = await prepareVmMedia({ store: this.o.store, link: this.o.link, images: this.o.images }, host, vm, spec, ensure, ctx.signal);
     const agentSpec: VmSpec = {
       name: vm.name,
       id: vm.id,
       cpus: spec.cpus,
       memoryMiB: spec.memoryMiB,
       ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
-      disks: [{ pool, volume: root }, ...(manifest.dataDisk ? [{ pool, volume: data }] : [])],
-      nics: [{ forwards: spec.forwards ?? [] }],
-      boot: {
-        kind: 'kernel',
-        kernel: { pool, volume: `${prefix}.kernel` },
-        initrd: { pool, volume: `${prefix}.initrd` },
-        cmdline: `${manifest.cmdline} drover.name=${vm.name} drover.net=user ${spec.cmdline ?? ''}`.trim(),
-      },
+      disks: [...disks, ...addedAgentDevices(spec).disks],
+      nics: [{ forwards: spec.forwards ?? [] }, ...addedAgentDevices(spec).nics],
+      boot,
+      ...(spec.cloudInit ? { cloudInit: spec.cloudInit } : {}),
     };
-    const existing = await this.o.link.vm(host, vm.id);
+    const existing = await existingAnswer;
     if (!existing) await this.o.link.defineVm(host, agentSpec);
     else if (existing.state === 'stopped') await this.o.link.call(host, 'PUT', `/v1/vms/${vm.id}`, agentSpec);
   }
@@ -378,11 +418,14 @@ export class VmService {
 
   /** Writes what the agent reports into the store and releases the start's reservation. */
   private async settle(ctx: OperationContext, vmId: string, host: HostRecord, info: VmInfo | undefined): Promise<unknown> {
-    await ctx.phase('confirm', 90);
     const state = agentToManagedState(info);
-    const updated = await this.o.store.vms.update(vmId, { state, hostId: host.id, lastError: null });
-    await this.o.store.reservations.deleteByVm(vmId);
-    await this.publish(updated);
+    // The state the host reported, the released reservation and the VM's event commit with the
+    // operation's end (phase `confirm` in its journal): one commit, and nothing acts after it.
+    ctx.lastPhase('confirm', async (tx) => {
+      const updated = await tx.vms.update(vmId, { state, hostId: host.id, lastError: null });
+      await tx.reservations.deleteByVm(vmId);
+      return [await this.vmEvent(tx, updated)];
+    });
     return { state, host: host.name, ...(info?.pid ? { pid: info.pid } : {}) };
   }
 
@@ -418,6 +461,8 @@ export class VmService {
       await ctx.phase('volumes', 60);
       await this.o.link.deleteVolume(host, pool, `${vm.id}.root.qcow2`);
       await this.o.link.deleteVolume(host, pool, `${vm.id}.data.qcow2`);
+      // Volumes made for the VM by POST .../disks {sizeBytes}; attached existing volumes stay.
+      for (const disk of specOf(vm).addedDisks ?? []) if (disk.created) await this.o.link.deleteVolume(host, disk.pool, disk.volume);
     }
     await this.o.store.reservations.deleteByVm(vm.id);
     await this.o.store.vms.delete(vm.id);

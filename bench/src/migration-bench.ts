@@ -1,0 +1,204 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { tempDir, TestNetwork } from '@drover/agent/testing';
+import { buildAppliance, defaultApplianceCacheDir } from '@drover/appliances';
+import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
+import { buildQemuArgv, killProcess, QemuImg, QmpClient, waitForExit, type QemuLaunchConfig } from '@drover/qemu';
+import { rawCounterConfig } from './raw-qemu.js';
+import { median, now, report } from './stats.js';
+
+/**
+ * Live migration through Drover vs the same migration driven by raw QMP, with
+ * the same settings (TLS with the same cluster certificates, return-path,
+ * pause-before-switchover, auto-converge, downtime-limit 300 ms, 1 GiB/s),
+ * between two hosts in network namespaces, of 256 MiB counter guests: idle,
+ * and dirtying memory (`drover.dirty_mib`). The disk is on a pool both hosts
+ * share, so only memory moves.
+ *
+ *  - total time: Drover's `POST /vms/:id/migrate?wait=true` (begin, destination
+ *    QEMU, migration, finish, source ended) vs raw: spawn the destination
+ *    QEMU, the QMP sequence, `cont` there, `quit` the source. Target ≤ 1.15×.
+ *  - downtime: QEMU's own figure; target ≤ 50 ms for the idle guest.
+ */
+export async function runMigrationBench(options: { smoke: boolean }): Promise<boolean> {
+  const rounds = options.smoke ? 1 : 4;
+  const kinds: Array<[string, string]> = options.smoke ? [['idle', '']] : [['idle', ''], ['dirty 32 MiB/s', 'drover.dirty_mib=32']];
+  const network = await TestNetwork.create(2);
+  const dataDir = tempDir('bench-mig');
+  const shared = tempDir('bench-mig-shared');
+  const work = tempDir('bench-mig-raw');
+  const rawPids: number[] = [];
+  let manager: RunningManager | undefined;
+  let met = true;
+  try {
+    manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', tlsListen: `${network.gateway}:0`, heartbeatMs: 1000, applianceCacheDir: defaultApplianceCacheDir(), logLevel: 'error' });
+    const m = manager;
+    const api = async <T = any>(method: string, route: string, body?: unknown): Promise<T> => {
+      const response = await fetch(`${m.url}${route}`, {
+        method,
+        headers: { authorization: `Bearer ${m.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      const answer = (await response.json()) as T;
+      if (response.status >= 400) throw new Error(`${method} ${route}: ${response.status} ${JSON.stringify(answer)}`);
+      return answer;
+    };
+    const stateDirs: string[] = [];
+    for (const host of network.hosts) {
+      const join = await api<{ token: string; caFingerprint: string }>('POST', '/api/v1/hosts/join-tokens', {});
+      const { stateDir } = await network.startAgent(host, {
+        managerUrl: m.tlsUrl!,
+        joinToken: join.token,
+        caFingerprint: join.caFingerprint,
+        capacity: { cpus: 2, memoryMiB: 2048 },
+        config: { pools: [{ name: 'default', path: shared, shared: true }], accel: 'tcg' },
+      });
+      stateDirs.push(stateDir);
+    }
+    for (const deadline = Date.now() + 60_000; ; ) {
+      const hosts = await api<{ items: Array<{ state: string }> }>('GET', '/api/v1/hosts');
+      if (hosts.items.length === 2 && hosts.items.every((h) => h.state === 'online')) break;
+      if (Date.now() > deadline) throw new Error('hosts did not come online');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const counter = await buildAppliance('counter', { cacheDir: defaultApplianceCacheDir() });
+
+    for (const [kind, cmdline] of kinds) {
+      // ---------------------------------------------------------------- Drover
+      const vm = await api<{ id: string }>('POST', '/api/v1/vms', { name: `bench-${kind.split(' ')[0]}`, image: 'counter', memoryMiB: 256, hostInclude: ['h1'], ...(cmdline ? { cmdline } : {}) });
+      await api('POST', `/api/v1/vms/${vm.id}/start?wait=true`, {});
+      await waitFor(async () => (await fetch(`${m.url}/api/v1/vms/${vm.id}/console/serial/log`, { headers: { authorization: `Bearer ${m.adminToken}` } }).then((r) => r.text())).includes('DROVER-COUNTER'), 180_000);
+      const droverTotal: number[] = [];
+      const droverDowntime: number[] = [];
+      for (let round = 0; round < rounds; round++) {
+        const to = round % 2 === 0 ? 'h2' : 'h1';
+        const started = now();
+        const op = await api<{ state: string; result: { qemuDowntimeMs: number }; error: unknown }>('POST', `/api/v1/vms/${vm.id}/migrate?wait=true`, { to });
+        if (op.state !== 'done') throw new Error(`Drover migration ended ${op.state}: ${JSON.stringify(op.error)}`);
+        droverTotal.push(now() - started);
+        droverDowntime.push(op.result.qemuDowntimeMs);
+      }
+      await api('POST', `/api/v1/vms/${vm.id}/force-off?wait=true`, {});
+
+      // ---------------------------------------------------------------- raw QMP
+      const tls = network.hosts.map((_, index) => tlsDir(path.join(work, `tls-${index}`), stateDirs[index]!));
+      const disk = path.join(shared, `raw-${kind.split(' ')[0]}.qcow2`);
+      rmSync(disk, { force: true });
+      await QemuImg.createThinClone(counter.rootDisk, 'qcow2', disk, { relativeBacking: false });
+      const uuid = randomUUID();
+      const configOf = (index: number, incoming: boolean): QemuLaunchConfig => {
+        const dir = path.join(work, `${kind.split(' ')[0]}-${index}`);
+        mkdirSync(dir, { recursive: true });
+        return {
+          ...rawCounterConfig({ work: dir, kernel: counter.kernel, initrd: counter.initrd, cmdline: `${counter.cmdline} ${cmdline}`, disks: [{ nodeName: 'disk0', path: disk, format: 'qcow2' }], accel: 'tcg', cpuModel: 'qemu64', uuid, mac: '52:54:00:12:34:56' }),
+          memoryMiB: 256,
+          ...(incoming ? { startPaused: true, incomingDefer: true } : {}),
+        };
+      };
+      let current = await rawStart(network.hosts[0]!.namespace, configOf(0, false), rawPids);
+      await waitFor(async () => existsSync(configOf(0, false).serialLog) && readFileSync(configOf(0, false).serialLog, 'utf8').includes('DROVER-COUNTER'), 180_000);
+      let at = 0;
+      const rawTotal: number[] = [];
+      const rawDowntime: number[] = [];
+      for (let round = 0; round < rounds; round++) {
+        const next = 1 - at;
+        const started = now();
+        const dest = await rawStart(network.hosts[next]!.namespace, configOf(next, true), rawPids);
+        const address = network.hosts[next]!.address;
+        const port = 49152 + Math.floor(Math.random() * 10000);
+        await dest.qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[next], endpoint: 'server', 'verify-peer': true });
+        await dest.qmp.execute('object-add', { 'qom-type': 'authz-simple', id: 'authz0', identity: `CN=${network.hosts[at]!.name}` });
+        await dest.qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'late-block-activate': true });
+        await dest.qmp.migrateSetParameters({ 'tls-creds': 'tls0', 'tls-authz': 'authz0' });
+        await dest.qmp.migrateIncoming(`tcp:${address}:${port}`);
+        const src = current.qmp;
+        await src.execute('object-del', { id: 'tls0' }).catch(() => undefined);
+        await src.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[at], endpoint: 'client', 'verify-peer': true });
+        await src.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': true });
+        await src.migrateSetParameters({ 'downtime-limit': 300, 'max-bandwidth': 1024 ** 3, 'tls-creds': 'tls0', 'tls-hostname': address });
+        const preSwitchover = src.waitForEvent('MIGRATION', (d) => d.status === 'pre-switchover' || d.status === 'failed', 600_000);
+        const completed = dest.qmp.waitForEvent('MIGRATION', (d) => d.status === 'completed' || d.status === 'failed', 600_000);
+        await src.migrate(`tcp:${address}:${port}`);
+        if ((await preSwitchover).data.status !== 'pre-switchover') throw new Error('raw migration failed');
+        await src.migrateContinue('pre-switchover');
+        if ((await completed).data.status !== 'completed') throw new Error('raw migration failed on the destination');
+        await dest.qmp.cont();
+        // QEMU's downtime, read from the source before it quits; the read is not counted in the total.
+        const asked = now();
+        const info = await src.queryMigrate();
+        const askMs = now() - asked;
+        await src.quit().catch(() => undefined);
+        if (!(await waitForExit(current.pid, 5_000))) await killProcess(current.pid, 'SIGKILL');
+        rawTotal.push(now() - started - askMs);
+        rawDowntime.push(typeof info.downtime === 'number' ? info.downtime : Number.NaN);
+        current = dest;
+        at = next;
+      }
+      await current.qmp.quit().catch(() => undefined);
+      await waitForExit(current.pid, 5_000);
+
+      met = report({ name: `migrate ${kind} 256 MiB: total`, figure: median(droverTotal), baseline: median(rawTotal), baselineName: 'raw QMP', unit: 'ms', maxRatio: 1.15 }) && met;
+      const downtimeOk = report({
+        name: `migrate ${kind} 256 MiB: downtime`,
+        figure: median(droverDowntime),
+        baseline: median(rawDowntime.filter(Number.isFinite)),
+        baselineName: 'raw QMP',
+        unit: 'ms',
+        ...(kind === 'idle' ? { atMost: 50 } : {}),
+      });
+      met = downtimeOk && met;
+    }
+  } finally {
+    for (const pid of rawPids) await killProcess(pid, 'SIGKILL').catch(() => undefined);
+    await manager?.close().catch(() => undefined);
+    await network.destroy();
+    for (const dir of [dataDir, shared, work]) rmSync(dir, { recursive: true, force: true });
+  }
+  process.stdout.write(`migration benchmark targets: ${met ? 'all met' : 'NOT all met'}\n`);
+  return met;
+}
+
+async function waitFor(probe: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; !(await probe()); ) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** QEMU's TLS files from an agent's cluster identity (what Drover hands its QEMUs). */
+function tlsDir(dir: string, stateDir: string): string {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const identity = readFileSync(path.join(stateDir, 'tls', 'identity.pem'), 'utf8');
+  const key = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]+?-----END [A-Z ]*PRIVATE KEY-----\n?/.exec(identity)![0];
+  const cert = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/.exec(identity)![0];
+  writeFileSync(path.join(dir, 'ca-cert.pem'), readFileSync(path.join(stateDir, 'tls', 'ca.crt')));
+  for (const side of ['server', 'client']) {
+    writeFileSync(path.join(dir, `${side}-cert.pem`), cert);
+    writeFileSync(path.join(dir, `${side}-key.pem`), key, { mode: 0o600 });
+  }
+  return dir;
+}
+
+/** A raw QEMU (root, no sandbox, like the other baselines) in a host's namespace, QMP connected. */
+async function rawStart(namespace: string, config: QemuLaunchConfig, pids: number[]): Promise<{ pid: number; qmp: QmpClient }> {
+  rmSync(config.qmpSocket, { force: true });
+  const argv = buildQemuArgv(config);
+  const child = spawn('ip', ['netns', 'exec', namespace, ...argv], { stdio: 'ignore', detached: true });
+  child.unref();
+  pids.push(child.pid!);
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`raw QEMU exited with ${child.exitCode}`);
+    if (existsSync(config.qmpSocket)) {
+      try {
+        const qmp = await QmpClient.connect(config.qmpSocket, { timeoutMs: 10_000 });
+        if (!config.incomingDefer) while (!(await qmp.queryStatus()).running) await new Promise((r) => setTimeout(r, 1));
+        return { pid: child.pid!, qmp };
+      } catch {
+        /* not listening yet */
+      }
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}

@@ -1,0 +1,561 @@
+import type { Logger } from 'pino';
+import { DroverError, errors, placeVm, type PlacementRequest } from '@drover/core';
+import type { HostFacts, IncomingReady, MigrateRequest, MigrationCapabilities, MigrationMode, MigrationPlan, MigrationStatus, VmInfo } from '@drover/api';
+import type { Store } from '../store/index.js';
+import type { HostRecord, OperationRecord, VmRecord } from '../store/types.js';
+import type { EventHub } from '../http/event-hub.js';
+import type { AgentLink } from '../hosts/agent-link.js';
+import type { ImageLibrary } from '../images/image-library.js';
+import { prepareVmMedia } from '../images/vm-media.js';
+import type { OperationContext, OperationRunner } from '../operations/operation-runner.js';
+import { agentToManagedState, type ManagedVmSpec, type VmService } from './vm.service.js';
+
+/**
+ * Live migration of a running VM between two hosts, as the operation
+ * `vm.migrate` (docs/migration.md has the protocol and the recovery table).
+ *
+ *   begin (source) → prepare (destination) → mirror (source, local disks) →
+ *   perform (source, pre-copy with progress) → switchover (owner flipped in the
+ *   store while the guest is paused at pre-switchover) → finish (destination:
+ *   its `completed` is the truth, then `cont`) → confirm (source: QEMU ends,
+ *   local volumes deleted)
+ *
+ * Until switchover every failure, cancel or manager restart rolls back: the
+ * source keeps running, the destination QEMU and its volumes go, the
+ * reservation is released. From switchover on the destination decides: if it
+ * completed, the migration is finished forward; if it failed, the source
+ * takes the guest back (its images were never activated on the destination).
+ */
+
+export interface MigrationServiceOptions {
+  store: Store;
+  runner: OperationRunner;
+  link: AgentLink;
+  images: ImageLibrary;
+  hub: EventHub;
+  logger: Logger;
+  vms: VmService;
+}
+
+interface MigrateParams {
+  /** live (running or paused), stopped (a cold move of its disks), saved (its saved state and disks: restored there). */
+  mode: MigrationMode;
+  /** Whether the guest runs on the destination afterwards (it ran, or was saved running). */
+  wasRunning: boolean;
+  hostId: string;
+  destinationId: string;
+  previousState: string;
+  storage: boolean;
+  downtimeMs: number;
+  bandwidth: number;
+  timeoutMs: number;
+  /** No progress of the stream for this long: it is stuck (a cut link), and is yanked. */
+  stallMs: number;
+}
+
+const earlyPhases = ['pending', 'begin', 'prepare', 'mirror', 'perform'];
+const defaults = { downtimeMs: 300, bandwidth: 1024 ** 3, timeoutMs: 600_000, stallMs: 15_000 };
+const reservationTtlMs = 60 * 60_000;
+const agentCallMs = 120_000;
+
+/**
+ * For the recovery tests only: with DROVER_TEST_HOLD_MIGRATION=<phase> the
+ * manager stops for good right after that phase's work, so a test can kill it
+ * exactly there. Unset in any real deployment.
+ */
+async function holdForTest(phase: string): Promise<void> {
+  if (process.env.DROVER_TEST_HOLD_MIGRATION === phase) await new Promise(() => undefined);
+}
+
+function paramsOf(op: OperationRecord): MigrateParams {
+  return op.params as unknown as MigrateParams;
+}
+
+function specOf(vm: VmRecord): ManagedVmSpec {
+  return vm.spec as unknown as ManagedVmSpec;
+}
+
+/** The IPv4 address of an agent URL (`https://10.0.0.2:8301`). */
+function addressOf(host: HostRecord): string {
+  return new URL(host.address).hostname;
+}
+
+function isUnreachable(error: unknown): boolean {
+  return error instanceof DroverError && (error.code === 'unavailable' || error.code === 'timeout') && (error.details as { status?: number } | undefined)?.status === undefined;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+}
+
+/** Rejects as soon as the signal aborts (the request itself is left to finish or fail on its own). */
+function raced<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * The disks to copy: every writable disk, except those on a pool marked shared
+ * that the destination has too, at the same path (it sees the same file).
+ */
+function mirrorSet(plan: MigrationPlan, destination: HostFacts): MigrationPlan['disks'] {
+  return plan.disks.filter((d) => !d.readOnly && !(d.shared && destination.pools.some((p) => p.name === d.pool && p.shared && p.path === d.poolPath)));
+}
+
+/** The figures of a migration status, as the operation's live result and its final one carry them. */
+function figures(status: MigrationStatus): Record<string, unknown> {
+  const keep = ['status', 'transferredBytes', 'remainingBytes', 'totalBytes', 'dirtyBytesPerSecond', 'mbps', 'expectedDowntimeMs', 'downtimeMs', 'totalTimeMs', 'setupTimeMs', 'dirtySyncCount', 'mirrors'] as const;
+  const out: Record<string, unknown> = {};
+  for (const key of keep) if (status[key] !== undefined) out[key] = status[key];
+  return out;
+}
+
+export class MigrationService {
+  /** Background clean-ups of destinations that were unreachable when a migration rolled back. */
+  private readonly cleanups = new Set<Promise<void>>();
+
+  constructor(private readonly o: MigrationServiceOptions) {
+    o.runner.register('vm.migrate', {
+      run: (ctx) => this.run(ctx),
+      recover: (ctx) => this.recover(ctx),
+      compensate: (ctx, error) => this.compensate(ctx, error),
+      // Until the switchover starts: the source still runs the guest and owns it.
+      cancellable: (op) => earlyPhases.includes(op.phase),
+    });
+  }
+
+  // ------------------------------------------------------------ request
+
+  /**
+   * Checks everything before anything moves (each refusal a clear 4xx), then
+   * reserves capacity on the destination and submits `vm.migrate`.
+   */
+  async migrate(ref: string, request: MigrateRequest, actor: string, idempotencyKey?: string): Promise<OperationRecord> {
+    const { store, link, runner } = this.o;
+    const vm = await this.o.vms.find(ref);
+    const mode: MigrationMode | undefined = vm.state === 'running' || vm.state === 'paused' ? 'live' : vm.state === 'stopped' ? 'stopped' : vm.state === 'saved' ? 'saved' : undefined;
+    if (!mode) throw errors.conflict(`Cannot migrate VM "${vm.name}": it is ${vm.state}; a running, paused, stopped or saved VM can move`, { state: vm.state });
+    const busy = await runner.busyWith(vm.id);
+    if (busy) throw errors.conflict(`VM "${vm.name}" is busy with operation ${busy.id} (${busy.kind})`, { operationId: busy.id });
+    if (!vm.hostId) throw errors.conflict(`VM "${vm.name}" is not placed on any host`);
+    const source = await store.hosts.get(vm.hostId);
+    const dest = await store.hosts.find(request.to).catch((error: unknown) => {
+      if (error instanceof DroverError && error.code === 'not_found') throw errors.invalid(`No host "${request.to}"`, { field: 'to' });
+      throw error;
+    });
+    if (dest.id === source.id) throw errors.conflict(`VM "${vm.name}" already runs on host "${dest.name}"`, { reason: 'same-host' });
+    if (dest.state !== 'online') throw errors.conflict(`Host "${dest.name}" is ${dest.state}; a VM can only move to an online host`, { reason: 'host-state', hostState: dest.state });
+    if (source.state !== 'online') throw errors.conflict(`The source host "${source.name}" is ${source.state}`, { reason: 'host-state', hostState: source.state });
+
+    const plan = await link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000);
+    if (plan.mode && plan.mode !== mode) throw errors.conflict(`VM "${vm.name}" is ${plan.mode} on host "${source.name}", not ${vm.state} as recorded; try again after the next heartbeat`, { state: vm.state });
+    const cpuModel = plan.spec.cpuModel ?? specOf(vm).cpuModel;
+    if (cpuModel && !dest.cpuModels.includes(cpuModel)) {
+      throw errors.conflict(`Host "${dest.name}" does not offer CPU model "${cpuModel}" (it offers ${dest.cpuModels.join(', ')})`, { reason: 'cpu-model' });
+    }
+    const local = mirrorSet(plan, await link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000));
+    if (local.length > 0 && request.storage !== true) {
+      throw errors.conflict(
+        `VM "${vm.name}" has disks that host "${dest.name}" cannot see (${local.map((d) => `${d.pool}/${d.volume}`).join(', ')}); pass "storage": true to copy them`,
+        { reason: 'local-disks' },
+      );
+    }
+    if (local.length > 0 && plan.snapshots.length > 0) {
+      throw errors.conflict(`VM "${vm.name}" has internal snapshots (${plan.snapshots.map((s) => s.name).join(', ')}); a disk mirror copies only the current state: delete them or use shared storage`, { reason: 'snapshots' });
+    }
+    if (request.postcopy) {
+      const capabilities = await link.call<MigrationCapabilities>(dest, 'GET', '/v1/migration/capabilities', undefined, 10_000);
+      if (!capabilities.postcopy.available) throw errors.unavailable(`Post-copy is not available on host "${dest.name}": ${capabilities.postcopy.reason}`, { reason: 'postcopy' });
+      throw errors.unavailable(`Post-copy is not built in this Drover (host "${dest.name}" could do it: ${capabilities.postcopy.reason}); migrate without it`, { reason: 'postcopy' });
+    }
+
+    const previousState = vm.state;
+    await this.reserve(vm, dest);
+    await this.o.vms.publish(await store.vms.get(vm.id));
+    try {
+      const params: MigrateParams = {
+        mode,
+        wasRunning: plan.wasRunning ?? mode === 'live',
+        hostId: source.id,
+        destinationId: dest.id,
+        previousState,
+        storage: request.storage === true,
+        downtimeMs: request.downtimeMs ?? defaults.downtimeMs,
+        bandwidth: request.bandwidth ?? defaults.bandwidth,
+        timeoutMs: request.timeoutMs ?? defaults.timeoutMs,
+        stallMs: defaults.stallMs,
+      };
+      return await runner.submit(
+        { kind: 'vm.migrate', targetKind: 'vm', targetId: vm.id, params: params as unknown as Record<string, unknown>, actor, idempotencyKey: idempotencyKey ?? null },
+        `VM "${vm.name}"`,
+      );
+    } catch (error) {
+      await store.reservations.deleteByVm(vm.id);
+      const current = await store.vms.get(vm.id);
+      if (current.state === 'migrating') await this.o.vms.publish(await store.vms.update(vm.id, { state: previousState }));
+      throw error;
+    }
+  }
+
+  /** The scheduler restricted to the destination, and a reservation there, in one store transaction. */
+  private async reserve(vm: VmRecord, dest: HostRecord): Promise<void> {
+    const spec = specOf(vm);
+    await this.o.store.transaction(async (tx) => {
+      const current = await tx.vms.get(vm.id);
+      if (current.state !== vm.state) throw errors.conflict(`Cannot migrate VM "${vm.name}": it is ${current.state} now`, { state: current.state });
+      const hostIds = (await tx.hosts.list({ limit: 1000 })).items.map((h) => h.id).sort();
+      for (const id of hostIds) await tx.hosts.getForUpdate(id);
+      // The VM itself is no neighbour of its own anti-affinity groups.
+      const candidates = (await this.o.vms.hostCandidates(tx)).map((candidate) => ({ ...candidate, vms: candidate.vms.filter((other) => other.id !== vm.id) }));
+      const request: PlacementRequest = {
+        vmId: vm.id,
+        name: vm.name,
+        cpus: spec.cpus,
+        memoryMiB: spec.memoryMiB,
+        ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
+        antiAffinityGroups: spec.antiAffinityGroups ?? [],
+        hostInclude: [dest.id],
+        hostExclude: [],
+        labels: vm.labels,
+      };
+      placeVm(request, candidates);
+      await tx.reservations.deleteByVm(vm.id);
+      await tx.reservations.create({ hostId: dest.id, vmId: vm.id, cpus: spec.cpus, memoryMiB: spec.memoryMiB, expiresAt: new Date(Date.now() + reservationTtlMs).toISOString() });
+      await tx.vms.update(vm.id, { state: 'migrating', lastError: null });
+    });
+  }
+
+  // ------------------------------------------------------------ run
+
+  private async hosts(op: OperationRecord): Promise<{ vm: VmRecord; source: HostRecord; dest: HostRecord }> {
+    const params = paramsOf(op);
+    const [vm, source, dest] = await Promise.all([this.o.store.vms.get(op.targetId), this.o.store.hosts.get(params.hostId), this.o.store.hosts.get(params.destinationId)]);
+    return { vm, source, dest };
+  }
+
+  private async run(ctx: OperationContext): Promise<unknown> {
+    const { link } = this.o;
+    const params = paramsOf(ctx.op);
+    const { vm, source, dest } = await this.hosts(ctx.op);
+    const path = `/v1/vms/${vm.id}/migration`;
+
+    await ctx.phase('begin', 5, `${source.name} → ${dest.name}`);
+    const plan = await link.call<MigrationPlan>(source, 'POST', `${path}/begin`, { operationId: ctx.op.id, destination: dest.name, mode: params.mode ?? 'live' }, agentCallMs);
+    const mirrored = mirrorSet(plan, await link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000));
+    if (mirrored.length > 0 && !params.storage) throw errors.conflict(`VM "${vm.name}" has local disks; migrate with storage`);
+    await holdForTest('begin');
+
+    await ctx.phase('prepare', 10, mirrored.length > 0 ? `${mirrored.length} disk(s) to mirror` : 'shared storage: memory only');
+    await this.prepareImages(ctx, vm, dest);
+    const ready = await link.call<IncomingReady>(dest, 'POST', '/v1/migrations/incoming', { operationId: ctx.op.id, plan, sourceName: source.name, mirror: mirrored.map((d) => d.nodeName) }, agentCallMs);
+    await holdForTest('prepare');
+
+    let mirroredBytes = 0;
+    if (ready.nbd && mirrored.length > 0) {
+      await ctx.phase('mirror', 20, `${ready.nbd.exports.length} disk(s) over NBD+TLS to ${ready.nbd.host}:${ready.nbd.port}`);
+      const status = await raced(link.call<MigrationStatus>(source, 'POST', `${path}/mirror`, { nbd: ready.nbd, tlsHostname: ready.tlsHostname, timeoutMs: params.timeoutMs }, params.timeoutMs + 30_000), ctx.signal);
+      mirroredBytes = (status.mirrors ?? []).reduce((sum, m) => sum + m.length, 0);
+      await ctx.progress(40, { phase: 'mirror', mirroredBytes });
+      await holdForTest('mirror');
+    }
+
+    await ctx.phase('perform', 40, `downtime-limit ${params.downtimeMs} ms, bandwidth ${params.bandwidth} B/s`);
+    await link.call(source, 'POST', `${path}/perform`, { uri: ready.uri, tlsHostname: ready.tlsHostname, downtimeMs: params.downtimeMs, bandwidth: params.bandwidth, autoConverge: true }, agentCallMs);
+    await holdForTest('perform');
+    const preCopy = await this.awaitSwitchover(ctx, vm, source, params);
+
+    // Past this point the guest is paused on the source and a cancel is no longer possible.
+    await ctx.phase('switchover', 88, 'guest paused at pre-switchover; owner → destination');
+    let continued: MigrationStatus | undefined;
+    try {
+      await this.o.vms.publish(await this.o.store.vms.update(vm.id, { hostId: dest.id }));
+      await holdForTest('switchover');
+      continued = await link.call<MigrationStatus>(source, 'POST', `${path}/continue`, { timeoutMs: 60_000 }, 90_000);
+    } catch (error) {
+      ctx.logger.warn({ err: error }, 'switchover did not answer; the destination decides');
+    }
+    if (continued && continued.status !== 'completed') ctx.logger.warn({ status: continued }, 'source did not complete; the destination decides');
+    return this.resolveLate(ctx, { preCopy, continued, mirroredBytes, storage: mirrored.length > 0 });
+  }
+
+  /** Imports the image volumes the VM boots from (kernel, initrd, ISO) on the destination; its own disks come by the migration. */
+  private async prepareImages(ctx: OperationContext, vm: VmRecord, dest: HostRecord): Promise<void> {
+    const ensure = async (body: Record<string, unknown>) => {
+      ctx.signal.throwIfAborted();
+      if ('cloneOf' in body || String(body.name).startsWith(`${vm.id}.`)) return; // the VM's own volumes: mirrored or shared
+      if ('sizeBytes' in body) return;
+      try {
+        await this.o.link.createVolume(dest, 'default', body);
+      } catch (error) {
+        if (!(error instanceof DroverError && error.code === 'conflict')) throw error;
+      }
+    };
+    await prepareVmMedia({ store: this.o.store, link: this.o.link, images: this.o.images }, dest, vm, specOf(vm), ensure, ctx.signal);
+  }
+
+  /**
+   * Pre-copy: asks the source every second (a long poll that answers at once
+   * on pre-switchover) and reports the figures as progress. Ends at
+   * pre-switchover; throws on failure, timeout, a stuck stream (yanked) or cancel.
+   */
+  private async awaitSwitchover(ctx: OperationContext, vm: VmRecord, source: HostRecord, params: MigrateParams): Promise<MigrationStatus> {
+    const path = `/v1/vms/${vm.id}/migration`;
+    const deadline = Date.now() + params.timeoutMs;
+    let lastTransferred = -1;
+    let lastMove = Date.now();
+    let unreachableSince: number | undefined;
+    for (;;) {
+      ctx.signal.throwIfAborted();
+      let status: MigrationStatus;
+      try {
+        status = await raced(this.o.link.call<MigrationStatus>(source, 'POST', `${path}/await-switchover`, { timeoutMs: 1000 }, 30_000), ctx.signal);
+        unreachableSince = undefined;
+      } catch (error) {
+        if (ctx.signal.aborted) throw error;
+        // An agent restart on the source: QEMU migrates on by itself; ask again for a while.
+        unreachableSince ??= Date.now();
+        if (!isUnreachable(error) || Date.now() - unreachableSince > 60_000) throw error;
+        await sleep(1000, ctx.signal);
+        continue;
+      }
+      if (status.status === 'pre-switchover') return status;
+      if (['failed', 'cancelled', 'completed', 'none', 'gone'].includes(status.status)) {
+        throw errors.unavailable(`Migration of VM "${vm.name}" ${status.status === 'gone' ? 'lost its source QEMU' : status.status}${status.error ? `: ${status.error}` : ''}`, { status: status.status });
+      }
+      const transferred = status.transferredBytes ?? 0;
+      if (transferred !== lastTransferred) {
+        lastTransferred = transferred;
+        lastMove = Date.now();
+      } else if (Date.now() - lastMove > params.stallMs && status.status === 'active') {
+        // A cut link makes nothing fail for many minutes (TCP retries): end it now.
+        await this.o.link.call(source, 'POST', `${path}/yank`, {}, 30_000).catch(() => undefined);
+        throw errors.unavailable(`Migration of VM "${vm.name}" made no progress for ${params.stallMs} ms; the stream was yanked`, { reason: 'stalled' });
+      }
+      if (Date.now() > deadline) throw errors.timeout(`Migration of VM "${vm.name}" did not reach switchover within ${params.timeoutMs} ms; cancelled`);
+      const total = (status.transferredBytes ?? 0) + (status.remainingBytes ?? 0);
+      const done = total > 0 ? (status.transferredBytes ?? 0) / total : 0;
+      await ctx.progress(40 + 45 * done, { phase: 'perform', ...figures(status) });
+      await this.event(vm, ctx.op, status);
+    }
+  }
+
+  private async event(vm: VmRecord, op: OperationRecord, status: MigrationStatus): Promise<void> {
+    const data = { vmId: vm.id, operationId: op.id, ...figures(status) };
+    const event = await this.o.store.events.append({ type: 'vm.migration.progress', objectKind: 'vm', objectId: vm.id, data });
+    this.o.hub.publish({ ...event, data });
+  }
+
+  // ------------------------------------------------------------ resolution
+
+  /**
+   * After the switchover started: the destination's state decides.
+   * - It runs the guest, or its stream completed → finish there, confirm the source.
+   * - Before `finish` was journaled the destination has never run the guest
+   *   (`-S`, images inactive until `cont`), so going back is always safe: the
+   *   source still at pre-switchover, its stream failed or cancelled, or the
+   *   destination failed or gone → roll back (the source resumes). A destination
+   *   that does not answer for 2 minutes while the source completed → roll back
+   *   too, and it is aborted when it answers again.
+   * - Once `finish` was journaled the guest may have run there: the source is
+   *   never resumed; a destination lost then leaves the VM in `error`.
+   */
+  private async resolveLate(ctx: OperationContext, extra: { preCopy?: MigrationStatus; continued?: MigrationStatus; mirroredBytes?: number; storage?: boolean } = {}): Promise<unknown> {
+    const { link } = this.o;
+    const { vm, source, dest } = await this.hosts(ctx.op);
+    const started = Date.now();
+    for (;;) {
+      const finishStarted = ctx.op.journal.some((entry) => entry.phase === 'finish');
+      let destReachable = true;
+      let destInfo: VmInfo | undefined;
+      let destStatus: MigrationStatus | undefined;
+      try {
+        destInfo = await link.vm(dest, vm.id);
+        destStatus = destInfo ? await link.call<MigrationStatus>(dest, 'GET', `/v1/vms/${vm.id}/migration`, undefined, 10_000) : undefined;
+      } catch (error) {
+        destReachable = false;
+        ctx.logger.warn({ err: error }, 'destination does not answer');
+      }
+      // Finished there already (the marker is gone): running, or paused, or stopped after a cold move.
+      const destFinished = destInfo !== undefined && destStatus?.active === false;
+      if (destFinished || destStatus?.status === 'completed') {
+        try {
+          return await this.forward(ctx, vm, source, dest, extra);
+        } catch (error) {
+          ctx.logger.warn({ err: error }, 'finishing on the destination failed; looking again');
+        }
+      }
+      const destDead = destReachable && (!destInfo || ['failed', 'cancelled', 'gone', 'none'].includes(destStatus?.status ?? 'gone'));
+      let sourceStatus: MigrationStatus | undefined;
+      try {
+        sourceStatus = await link.call<MigrationStatus>(source, 'GET', `/v1/vms/${vm.id}/migration`, undefined, 10_000);
+      } catch (error) {
+        ctx.logger.warn({ err: error }, 'source does not answer');
+      }
+      const describe = `destination ${destReachable ? (destStatus?.status ?? 'gone') : 'unreachable'}, source ${sourceStatus?.status ?? 'unreachable'}`;
+      if (!finishStarted) {
+        const sourceGaveUp = ['pre-switchover', 'failed', 'cancelled', 'none'].includes(sourceStatus?.status ?? '');
+        if (sourceGaveUp || destDead || (!destReachable && Date.now() - started > 120_000)) {
+          const error = errors.unavailable(`Migration of VM "${vm.name}" failed at switchover (${describe}); it runs on "${source.name}" again`, { reason: 'switchover' });
+          await this.rollBack(ctx, error);
+          throw error;
+        }
+      } else if (destDead || Date.now() - started > 10 * 60_000) {
+        const message = `Migration of VM "${vm.name}" lost the guest after it started on "${dest.name}" (${describe}); the source is not resumed, its state is older`;
+        await this.o.vms.publish(await this.o.store.vms.update(vm.id, { state: 'error', lastError: message }));
+        throw errors.unavailable(message, { reason: 'unresolved' });
+      }
+      await sleep(1000);
+    }
+  }
+
+  private async forward(ctx: OperationContext, vm: VmRecord, source: HostRecord, dest: HostRecord, extra: { preCopy?: MigrationStatus; continued?: MigrationStatus; mirroredBytes?: number; storage?: boolean }): Promise<unknown> {
+    const { link, store } = this.o;
+    await ctx.phase('finish', 92, `${dest.name} completed; starting the guest there`);
+    const params = paramsOf(ctx.op);
+    const after = params.mode === 'stopped' ? 'stop' : params.wasRunning === false ? 'pause' : 'run';
+    const info = await link.call<VmInfo>(dest, 'POST', `/v1/migrations/incoming/${vm.id}/finish`, { timeoutMs: 60_000, after }, 90_000);
+    await holdForTest('finish');
+    const state = agentToManagedState(info);
+    const updated = await store.vms.update(vm.id, { state, hostId: dest.id, lastError: null });
+    await store.reservations.deleteByVm(vm.id);
+    await this.o.vms.publish(updated);
+
+    await ctx.phase('confirm', 96, `ending the source QEMU on ${source.name}`);
+    await holdForTest('confirm');
+    let warning: string | undefined;
+    let sourceFinal: MigrationStatus | undefined = extra.continued;
+    try {
+      if (!sourceFinal || !sourceFinal.downtimeMs) sourceFinal = await link.call<MigrationStatus>(source, 'GET', `/v1/vms/${vm.id}/migration`, undefined, 10_000).catch(() => sourceFinal);
+      const sourceInfo = await link.vm(source, vm.id);
+      if (sourceInfo) {
+        const plan = await link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000);
+        // The disks that were copied: the destination has its own now.
+        const deleteVolumes = mirrorSet(plan, await link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000)).map((d) => ({ pool: d.pool, volume: d.volume }));
+        await link.call(source, 'POST', `/v1/vms/${vm.id}/migration/confirm`, { deleteVolumes }, agentCallMs);
+      }
+    } catch (error) {
+      warning = `The source host "${source.name}" was not cleaned up: ${(error as Error).message}`;
+      ctx.logger.warn({ err: error }, 'confirm on the source failed');
+    }
+    return {
+      state,
+      mode: params.mode ?? 'live',
+      from: source.name,
+      to: dest.name,
+      storage: extra.storage ?? false,
+      ...(extra.mirroredBytes ? { mirroredBytes: extra.mirroredBytes } : {}),
+      ...(sourceFinal ? { qemuDowntimeMs: sourceFinal.downtimeMs, totalTimeMs: sourceFinal.totalTimeMs, setupTimeMs: sourceFinal.setupTimeMs, transferredBytes: sourceFinal.transferredBytes } : {}),
+      ...(extra.preCopy?.expectedDowntimeMs !== undefined ? { expectedDowntimeMs: extra.preCopy.expectedDowntimeMs } : {}),
+      ...(warning ? { warning } : {}),
+    };
+  }
+
+  /**
+   * The guest stays on (or goes back to) the source: its migration is
+   * cancelled there (it resumes if it ran), the destination QEMU and the
+   * volumes made for it go, the reservation is released, the owner is the
+   * source again.
+   */
+  private async rollBack(ctx: OperationContext, error: DroverError): Promise<void> {
+    const { link, store } = this.o;
+    const { vm, source, dest } = await this.hosts(ctx.op);
+    let info: VmInfo | undefined;
+    for (const deadline = Date.now() + 60_000; ; ) {
+      try {
+        info = await link.call<VmInfo>(source, 'POST', `/v1/vms/${vm.id}/migration/cancel`, { resume: true }, 60_000);
+        break;
+      } catch (cause) {
+        if (cause instanceof DroverError && cause.code === 'not_found') break;
+        if (Date.now() > deadline) {
+          ctx.logger.error({ err: cause }, 'cannot cancel the migration on the source');
+          break;
+        }
+        await sleep(2000);
+      }
+    }
+    try {
+      await link.call(dest, 'POST', `/v1/migrations/incoming/${vm.id}/abort`, {}, 30_000);
+    } catch (cause) {
+      ctx.logger.warn({ err: cause }, 'destination unreachable for the abort; retrying in the background');
+      this.cleanLater(dest, vm.id);
+    }
+    await store.reservations.deleteByVm(vm.id);
+    const previous = paramsOf(ctx.op).previousState;
+    const state = info ? agentToManagedState(info) : previous;
+    await this.o.vms.publish(await store.vms.update(vm.id, { state, hostId: source.id, lastError: error.message }));
+  }
+
+  /** Keeps asking an unreachable destination to drop a half-made incoming VM (a cut link heals later). */
+  private cleanLater(dest: HostRecord, vmId: string): void {
+    const job = (async () => {
+      for (let attempt = 0; attempt < 200; attempt++) {
+        await sleep(3000);
+        try {
+          await this.o.link.call(dest, 'POST', `/v1/migrations/incoming/${vmId}/abort`, {}, 30_000);
+          this.o.logger.info({ host: dest.name, vm: vmId }, 'destination cleaned up after a failed migration');
+          return;
+        } catch (error) {
+          if (error instanceof DroverError && error.code === 'conflict') {
+            this.o.logger.error({ err: error, host: dest.name, vm: vmId }, 'destination refused the clean-up');
+            return;
+          }
+        }
+      }
+    })();
+    this.cleanups.add(job);
+    void job.finally(() => this.cleanups.delete(job));
+  }
+
+  /**
+   * A failure, cancel or timeout. Before switchover: roll back. From
+   * switchover on, `resolveLate` has already settled the VM (forward, back,
+   * or `error`): a VM left in error makes the operation `failed`.
+   */
+  private async compensate(ctx: OperationContext, error: DroverError): Promise<void> {
+    if (earlyPhases.includes(ctx.op.phase)) {
+      await this.rollBack(ctx, error);
+      return;
+    }
+    if ((error.details as { reason?: string } | undefined)?.reason !== 'switchover') throw error;
+  }
+
+  /**
+   * A previous manager died during the migration (docs/migration.md, recovery
+   * table): before switchover it is rolled back (by the runner's
+   * compensation); from switchover on, the destination's state finishes it
+   * forward or back.
+   */
+  private async recover(ctx: OperationContext): Promise<unknown> {
+    const phase = ctx.op.phase;
+    if (earlyPhases.includes(phase)) {
+      // `compensate` runs next, and sees the phase the dead manager reached.
+      throw errors.unavailable(`Migration was interrupted by a manager restart in phase "${phase}"; rolled back`, { phase });
+    }
+    await ctx.phase('recover', ctx.op.progress, `after a manager restart, from phase "${phase}"`);
+    return this.resolveLate(ctx);
+  }
+
+  /** Waits for background clean-ups (tests, shutdown). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.cleanups]);
+  }
+}
