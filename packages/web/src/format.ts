@@ -82,6 +82,8 @@ export const allowedActions = {
   // Disks and NICs (hotplug): a paused guest cannot release a device.
   'device-add': ['running', 'paused', 'stopped'],
   'device-remove': ['running', 'stopped'],
+  // Live migration; a stopped or saved VM is moved cold (docs/migration.md).
+  migrate: ['running', 'paused', 'stopped', 'saved'],
 } as const satisfies Record<string, readonly ManagedVmState[]>;
 
 export type VmActionName = keyof typeof allowedActions;

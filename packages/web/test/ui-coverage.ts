@@ -61,6 +61,7 @@ export const uiOperations: Record<string, UiOperation> = {
   'POST /api/v1/vms/{id}/reset': { control: 'VM page: Reset', client: 'vmAction', args: ['v', 'reset'] },
   'POST /api/v1/vms/{id}/save': { control: 'VM page: Save', client: 'vmAction', args: ['v', 'save'] },
   'POST /api/v1/vms/{id}/restore': { control: 'VM page: Restore', client: 'vmAction', args: ['v', 'restore'] },
+  'POST /api/v1/vms/{id}/migrate': { control: 'VM page: Migrate… (destination, copy local disks, downtime, bandwidth; live progress and Cancel migration)', client: 'migrateVm', args: ['v', { to: 'h2' }] },
   'GET /api/v1/vms/{id}/snapshots': { control: 'VM page: Snapshots', client: 'snapshots', args: ['v'] },
   'POST /api/v1/vms/{id}/snapshots': { control: 'VM page: Create snapshot', client: 'createSnapshot', args: ['v', 's'] },
   'POST /api/v1/vms/{id}/snapshots/{snapshot}/revert': { control: 'VM page: snapshot Revert', client: 'revertSnapshot', args: ['v', 's'] },
@@ -86,5 +87,4 @@ export const apiOnlyOperations: Record<string, string> = {
   'GET /api/v1/hosts/{id}/pools/{pool}': 'the Storage page lists every pool with all its fields',
   'GET /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}': 'the Storage page lists every volume with all its fields',
   'GET /api/v1/images/{id}': 'the Images page lists every image with all its fields',
-  'POST /api/v1/vms/{id}/migrate': 'live migration is newer than the console: no control on the VM page yet (docs/web.md)',
 };

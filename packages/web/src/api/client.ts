@@ -1,5 +1,5 @@
 import type {
-  Host, Image, ImageImport, JoinTokenAnswer, ListParams, Operation, Page, PoolInfo, Session, SnapshotInfo, Ticket, Vm, VmCreate, VmDiskAdd, VmDiskInfo, VmEdit, VmNicAdd,
+  Host, Image, ImageImport, JoinTokenAnswer, ListParams, MigrateRequest, Operation, Page, PoolInfo, Session, SnapshotInfo, Ticket, Vm, VmCreate, VmDiskAdd, VmDiskInfo, VmEdit, VmNicAdd,
   VmNicInfo, VolumeInfo,
 } from './types.js';
 
@@ -247,6 +247,10 @@ export class ApiClient {
   /** `nic`: its index or its MAC. */
   removeVmNic(id: string, nic: string): Promise<Operation> {
     return this.request('DELETE', `/vms/${enc(id)}/nics/${enc(nic)}`, { headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  /** Live migration (or a cold move of a stopped/saved VM) to another host: operation `vm.migrate`. */
+  migrateVm(id: string, body: MigrateRequest): Promise<Operation> {
+    return this.request('POST', `/vms/${enc(id)}/migrate`, { body, headers: { 'Idempotency-Key': idempotencyKey() } });
   }
   /** The serial log from `offset`; `next` is the offset to ask for next time. */
   async serialLog(id: string, offset = 0): Promise<{ text: string; next: number }> {

@@ -1,8 +1,8 @@
 // Types only: the schemas themselves stay on the server (no TypeBox in the bundle).
 import type { Host, Image, ImageImport, Operation, Vm, VmCreate, VmEdit, ManagedVmState } from '@drover/api';
-import type { PoolInfo, VolumeInfo, SnapshotInfo, VmDiskAdd, VmDiskInfo, VmNicAdd, VmNicInfo } from '@drover/api';
+import type { PoolInfo, VolumeInfo, SnapshotInfo, VmDiskAdd, VmDiskInfo, VmNicAdd, VmNicInfo, MigrateRequest } from '@drover/api';
 
-export type { Host, Image, ImageImport, Operation, Vm, VmCreate, VmEdit, ManagedVmState, PoolInfo, VolumeInfo, SnapshotInfo, VmDiskAdd, VmDiskInfo, VmNicAdd, VmNicInfo };
+export type { Host, Image, ImageImport, Operation, Vm, VmCreate, VmEdit, ManagedVmState, PoolInfo, VolumeInfo, SnapshotInfo, VmDiskAdd, VmDiskInfo, VmNicAdd, VmNicInfo, MigrateRequest };
 /** The answer of POST /api/v1/hosts/join-tokens (schema JoinToken). */
 export interface JoinTokenAnswer {
   token: string;

@@ -9,6 +9,7 @@ import { Link, navigate } from '../router.js';
 import { cloudInitSummary } from '../media.js';
 import { VmCloudInit } from './VmCloudInit.js';
 import { VmDevices } from './VmDevices.js';
+import { VmMigrateDialog } from './VmMigrateDialog.js';
 
 // The consoles pull in noVNC and xterm.js: loaded only when a VM page shows one.
 const SerialConsole = lazy(() => import('../console/SerialConsole.js'));
@@ -43,6 +44,7 @@ export function VmPage({ id }: { id: string }) {
   const [confirming, setConfirming] = useState<ActionButton | undefined>(undefined);
   const [busyAction, setBusyAction] = useState<string | undefined>(undefined);
   const [consoleTab, setConsoleTab] = useState<'serial' | 'vnc'>('serial');
+  const [migrating, setMigrating] = useState(false);
   const vm = vmState.data;
 
   // Operations already in flight on this VM when the page opened.
@@ -144,6 +146,21 @@ export function VmPage({ id }: { id: string }) {
               </button>
             );
           })}
+          {(() => {
+            const allowed = canDo('migrate', vm.state) && !deleted && vm.hostId !== null;
+            return (
+              <button
+                type="button"
+                aria-disabled={allowed ? undefined : true}
+                aria-describedby={allowed ? undefined : 'vm-action-hint'}
+                onClick={() => {
+                  if (allowed) setMigrating(true);
+                }}
+              >
+                Migrate…
+              </button>
+            );
+          })()}
           <span className="toolbar-gap" />
           {/* Delete is always offered: the manager says why it refuses (e.g. a running VM), in plain words. */}
           <button type="button" className="danger" disabled={deleted} onClick={() => setConfirming({ action: 'delete', label: 'Delete', allowed: 'delete', danger: true, confirm: '' })}>
@@ -256,6 +273,8 @@ export function VmPage({ id }: { id: string }) {
           </ul>
         )}
       </section>
+
+      {migrating && <VmMigrateDialog vm={vm} onClose={() => setMigrating(false)} />}
 
       {confirming && (
         <ConfirmDialog
