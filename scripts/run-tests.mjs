@@ -29,8 +29,17 @@ function suite(name, command, commandArgs, count) {
   results.push({ name, ...counted, seconds: Math.round((Date.now() - started) / 1000) });
 }
 
-const vitestJson = path.join(work, 'vitest.json');
-suite('vitest', 'npx', ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${vitestJson}`, ...args], (status) => {
+// The multi-host tests (several agents in network namespaces, migrations, a manager killed
+// on purpose) run after the rest, one file at a time: they measure a guest's continuity and
+// must not share the two cores with other files' guests.
+const serialFiles = ['packages/manager/src/migration.test.ts', 'packages/manager/src/cluster-capacity.test.ts', 'packages/web/test/migrate.browser.test.ts'];
+
+function vitestSuite(name, vitestArgs) {
+  const json = path.join(work, `${name.replace(/\W+/g, '-')}.json`);
+  suite(name, 'npx', ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, ...vitestArgs], (status) => countVitest(json, status));
+}
+
+function countVitest(vitestJson, status) {
   try {
     const report = JSON.parse(readFileSync(vitestJson, 'utf8'));
     let failed = report.numFailedTests;
@@ -41,7 +50,14 @@ suite('vitest', 'npx', ['vitest', 'run', '--reporter=default', '--reporter=json'
   } catch {
     return { passed: 0, failed: 1 };
   }
-});
+}
+
+if (args.length === 0) {
+  vitestSuite('vitest', serialFiles.flatMap((f) => ['--exclude', f]));
+  vitestSuite('vitest multi-host (serial)', ['--no-file-parallelism', ...serialFiles]);
+} else {
+  vitestSuite('vitest', args);
+}
 
 if (args.length === 0) {
   suite('eslint', 'npx', ['eslint', '.'], (status) => (status === 0 ? { passed: 1, failed: 0 } : { passed: 0, failed: 1 }));

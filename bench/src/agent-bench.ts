@@ -11,7 +11,7 @@ import {
   type TestAgent,
 } from '@drover/agent/testing';
 import { killProcess, QemuImg, type QemuLaunchConfig } from '@drover/qemu';
-import { rawCounterConfig, rawQemuKill, rawQemuStart } from './raw-qemu.js';
+import { qemuShapeOf, rawCounterConfig, rawQemuKill, rawQemuStart } from './raw-qemu.js';
 import { median, now, report, timed } from './stats.js';
 
 /**
@@ -36,7 +36,11 @@ export async function runAgentBench(options: { smoke: boolean }): Promise<boolea
     const accel = ((await client.ok('GET', '/v1/host')) as { accel: 'kvm' | 'tcg' }).accel;
     const id = await defineApplianceVm(client, appliance, 'bench-counter', { memoryMiB: 128 });
 
-    // The raw guest: the same appliance on its own thin clone, same devices.
+    // The raw guest: the same appliance on its own thin clone, same devices (the agent's
+    // layout of PCIe root ports, read from its QEMU started once here).
+    const first = await client.action(id, 'start');
+    const layout = first.pid === undefined ? undefined : qemuShapeOf(first.pid)?.layout;
+    await client.action(id, 'force-off');
     const rawDisk = path.join(work, 'raw.root.qcow2');
     await QemuImg.createThinClone(artifacts.rootDisk, 'qcow2', rawDisk);
     const rawConfig = (extra: Partial<QemuLaunchConfig> = {}): QemuLaunchConfig => ({
@@ -50,6 +54,7 @@ export async function runAgentBench(options: { smoke: boolean }): Promise<boolea
         cpuModel: 'qemu64',
         uuid: '00000000-0000-4000-8000-000000000001',
         mac: '52:54:00:aa:bb:01',
+        ...(layout ? { layout } : {}),
       }),
       ...extra,
     });

@@ -103,15 +103,19 @@ async function listBench(smoke: boolean): Promise<boolean> {
     const manager = await waitReady(managerChild, managerReadyFile, 300_000);
 
     // Every page's path, found by following the cursors once (and checking the pages hold every VM once).
+    // This walk is also each page's first read, before the manager has made and kept its JSON: timed apart.
     const paths: string[] = [];
     const names = new Set<string>();
+    const firstReads: number[] = [];
     let firstPage: unknown;
     let cursor: string | undefined;
     do {
       const route = `/api/v1/vms?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+      const t0 = now();
       const response = await fetch(`${manager.url}${route}`, { headers: { authorization: `Bearer ${manager.token}` } });
       if (response.status !== 200) throw new Error(`GET ${route} answered ${response.status}: ${await response.text()}`);
       const page = (await response.json()) as { items: Array<{ name: string }>; next?: string };
+      firstReads.push(now() - t0);
       for (const vm of page.items) names.add(vm.name);
       firstPage ??= page;
       paths.push(route);
@@ -145,6 +149,9 @@ async function listBench(smoke: boolean): Promise<boolean> {
     process.stdout.write(
       `  manager: ${viaManager.requests} requests, max ${viaManager.maxMs.toFixed(1)} ms, ${(viaManager.meanBytes / 1024).toFixed(1)} KiB a page, ${viaManager.socketsOpened} connections opened; ` +
         `Fastify: ${viaFastify.requests} requests, max ${viaFastify.maxMs.toFixed(1)} ms, ${viaFastify.socketsOpened} connections opened\n`,
+    );
+    process.stdout.write(
+      `  first read of each page (one at a time, nothing kept yet): median ${median(firstReads).toFixed(1)} ms, max ${Math.max(...firstReads).toFixed(1)} ms over ${firstReads.length} pages\n`,
     );
     return rpsOk && p99Ok;
   } finally {
@@ -195,7 +202,9 @@ async function startBench(smoke: boolean): Promise<boolean> {
     return answer.body;
   };
   try {
-    manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir() });
+    // The default heartbeat (5 s), as a manager runs: the agent shares this process, and each
+    // heartbeat's commit (an fsync, run synchronously by better-sqlite3) stalls the agent's event loop too.
+    manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', applianceCacheDir: defaultApplianceCacheDir() });
     const join = await api<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
     if (join.status !== 201) throw new Error(`join token: ${join.status}`);
     agent = await startAgent(testAgentConfig(agentDir, { listen: `127.0.0.1:${await freePort()}`, hostName: 'bench-h1' }), { join: { managerUrl: manager.url, token: join.body.token } });
@@ -216,7 +225,8 @@ async function startBench(smoke: boolean): Promise<boolean> {
       await QemuImg.createThinClone(artifacts.dataDisk, 'qcow2', rawDisks[1]!.path);
     }
     let shape: ReturnType<typeof qemuShapeOf>;
-    const rawConfig = (): QemuLaunchConfig =>
+    // With the agent's device layout (its PCIe root ports: the same guest), or without it (`plain`).
+    const rawConfig = (plain = false): QemuLaunchConfig =>
       rawCounterConfig({
         work,
         kernel: artifacts.kernel,
@@ -225,6 +235,7 @@ async function startBench(smoke: boolean): Promise<boolean> {
         disks: rawDisks,
         accel: shape!.accel,
         cpuModel: shape!.cpuModel,
+        ...(plain ? {} : { layout: shape!.layout }),
         uuid: '00000000-0000-4000-8000-000000000002',
         mac: '52:54:00:aa:bb:02',
       });
@@ -234,6 +245,7 @@ async function startBench(smoke: boolean): Promise<boolean> {
     const creates: number[] = [];
     const starts: number[] = [];
     const rawRuns: number[] = [];
+    const plainRuns: number[] = [];
     const virshRuns: number[] = [];
     let virshError: string | undefined;
     for (let i = 0; i < rounds; i++) {
@@ -264,6 +276,12 @@ async function startBench(smoke: boolean): Promise<boolean> {
       const raw = await timed(() => rawQemuStart(rawConfig(), rawPids));
       rawRuns.push(raw.ms);
       await rawQemuKill(raw.value.pid, raw.value.qmp);
+      // ---- raw QEMU without the agent's root ports, when it has some: what they cost, shown apart
+      if (shape!.layout.rootPorts.length > 0) {
+        const plain = await timed(() => rawQemuStart(rawConfig(true), rawPids));
+        plainRuns.push(plain.ms);
+        await rawQemuKill(plain.value.pid, plain.value.qmp);
+      }
 
       // ---- libvirt, when installed
       if (virsh && virshError === undefined) {
@@ -276,8 +294,14 @@ async function startBench(smoke: boolean): Promise<boolean> {
       }
     }
 
-    process.stdout.write(`\nmanager benchmark: create + start → QMP running (${shape!.accel}, counter appliance, 128 MiB, ${rounds} rounds, median)\n`);
+    const ports = shape!.layout.rootPorts.length;
+    process.stdout.write(
+      `\nmanager benchmark: create + start → QMP running (${shape!.accel}, counter appliance, 128 MiB, ${ports} PCIe root ports as the agent gives its VMs, heartbeat every ${defaultManagerConfig(dataDir).heartbeatMs / 1000} s, ${rounds} rounds, median)\n`,
+    );
     const startOk = report({ name: 'API create + start?wait=true', figure: median(apiRuns), baseline: median(rawRuns), baselineName: 'raw spawn', unit: 'ms', maxRatio: 1.5 });
+    if (plainRuns.length > 0) {
+      report({ name: 'API create + start vs plain raw', figure: median(apiRuns), baseline: median(plainRuns), baselineName: `raw spawn without the ${ports} root ports`, unit: 'ms' });
+    }
     process.stdout.write(`  of which POST /vms ${median(creates).toFixed(1)} ms, POST start?wait=true ${median(starts).toFixed(1)} ms (medians)\n`);
     if (!virsh) process.stdout.write(`${'virsh create'.padEnd(34)} libvirt not installed: skipped\n`);
     else if (virshError !== undefined) process.stdout.write(`${'virsh create'.padEnd(34)} failed, skipped: ${virshError}\n`);

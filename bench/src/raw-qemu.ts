@@ -33,9 +33,21 @@ export async function rawQemuStart(config: QemuLaunchConfig, pids: number[]): Pr
 }
 
 /**
+ * Where the agent put its devices: the PCIe root ports of its QEMU (for hotplug)
+ * and the ports its first disk and NIC sit on. Read from a running agent QEMU
+ * (`qemuShapeOf`), so the raw guest has the same devices whatever the agent gives.
+ */
+export interface DeviceLayout {
+  rootPorts: number[];
+  diskPort?: number;
+  nicPort?: number;
+}
+
+/**
  * The raw guest of the start benchmarks: the counter appliance booted directly
  * (kernel + initrd) from the given disks, 128 MiB, with the same devices the
- * agent gives its VMs, and every socket in `work`.
+ * agent gives its VMs (`layout`: its root ports, read from its QEMU), and every
+ * socket in `work`.
  */
 export function rawCounterConfig(options: {
   work: string;
@@ -47,8 +59,10 @@ export function rawCounterConfig(options: {
   cpuModel: string;
   uuid: string;
   mac: string;
+  layout?: DeviceLayout;
 }): QemuLaunchConfig {
-  const { work } = options;
+  const { work, layout } = options;
+  const disks = options.disks.map((disk, index) => (index === 0 && layout?.diskPort !== undefined ? { ...disk, port: layout.diskPort } : disk));
   return {
     name: 'raw-counter',
     uuid: options.uuid,
@@ -56,8 +70,9 @@ export function rawCounterConfig(options: {
     cpus: 1,
     memoryMiB: 128,
     cpuModel: options.cpuModel,
-    disks: options.disks,
-    nics: [{ id: 'net0', mac: options.mac, mode: 'user', hostForwards: [] }],
+    disks,
+    nics: [{ id: 'net0', mac: options.mac, mode: 'user', hostForwards: [], ...(layout?.nicPort !== undefined ? { port: layout.nicPort } : {}) }],
+    ...(layout?.rootPorts.length ? { rootPorts: layout.rootPorts } : {}),
     boot: { kind: 'kernel', kernel: options.kernel, initrd: options.initrd, cmdline: `${options.cmdline} drover.name=raw drover.net=user` },
     qmpSocket: path.join(work, 'qmp.sock'),
     serialSocket: path.join(work, 'serial.sock'),
@@ -73,8 +88,8 @@ export async function rawQemuKill(pid: number, qmp: QmpClient): Promise<void> {
   if (!(await waitForExit(pid, 5_000))) await killProcess(pid, 'SIGKILL');
 }
 
-/** The accelerator and CPU model a running QEMU was given, read from its command line. */
-export function qemuShapeOf(pid: number): { accel: Accelerator; cpuModel: string } | undefined {
+/** The accelerator, CPU model and device layout a running QEMU was given, read from its command line. */
+export function qemuShapeOf(pid: number): { accel: Accelerator; cpuModel: string; layout: DeviceLayout } | undefined {
   let argv: string[];
   try {
     argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
@@ -88,5 +103,13 @@ export function qemuShapeOf(pid: number): { accel: Accelerator; cpuModel: string
   const accel = after('-accel')?.split(',')[0];
   const cpuModel = after('-cpu');
   if ((accel !== 'kvm' && accel !== 'tcg') || !cpuModel) return undefined;
-  return { accel, cpuModel };
+  const devices = argv.filter((_, i) => argv[i - 1] === '-device');
+  const rootPorts = devices.flatMap((d) => (d.startsWith('pcie-root-port,') ? [Number(/(?:^|,)id=rp(\d+)(?:,|$)/.exec(d)?.[1])] : [])).filter(Number.isInteger);
+  const portOf = (id: string) => {
+    const bus = /(?:^|,)bus=rp(\d+)(?:,|$)/.exec(devices.find((d) => d.includes(`,id=${id},`) || d.endsWith(`,id=${id}`)) ?? '')?.[1];
+    return bus === undefined ? undefined : Number(bus);
+  };
+  const diskPort = portOf('disk0-dev');
+  const nicPort = portOf('net0-dev');
+  return { accel, cpuModel, layout: { rootPorts, ...(diskPort !== undefined ? { diskPort } : {}), ...(nicPort !== undefined ? { nicPort } : {}) } };
 }

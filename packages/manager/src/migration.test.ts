@@ -1,9 +1,8 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- loosely typed JSON answers of the API and agents, read field by field */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { execFile } from 'node:child_process';
 import { stringify as toYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VmInfo } from '@drover/api';
@@ -24,7 +23,6 @@ import type { HostRecord } from './store/types.js';
  * hosts' logs, kept open so a deleted log still reads) must continue with no
  * gap and no repeat.
  */
-const run = promisify(execFile);
 const managerMain = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'main.js');
 const resultsFile = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test-results', 'migration.json');
 const dataDir = tempDir('migration');

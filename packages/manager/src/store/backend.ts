@@ -17,6 +17,14 @@ export interface Backend {
   jsonObjectHas(column: string, key: string, value: string): Expression<SqlBool>;
   /** The JSON array of strings in `column` contains `value`. */
   jsonArrayContains(column: string, value: string): Expression<SqlBool>;
+  /**
+   * A text that differs whenever any row of the database may have changed since
+   * it was last read: see `Store.changeToken`. Absent where that cannot be told
+   * cheaply (PostgreSQL).
+   */
+  changeToken?(db: StoreDatabase): Promise<string>;
+  /** The aggregate joining the text `expression` of every row with `separator`, in no particular order; NULL for no rows. */
+  joinText(expression: Expression<string>, separator: string): Expression<string | null>;
   /** `column` contains `needle`, case-sensitive, with no wildcard characters. */
   textContains(column: string, needle: string): Expression<SqlBool>;
   /**

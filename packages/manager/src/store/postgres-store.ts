@@ -20,6 +20,7 @@ export const postgresBackend: Backend = {
   kind: 'postgres',
   jsonObjectHas: (column, key, value) => sql`(${sql.ref(column)} ->> ${key}) = ${value}`,
   jsonArrayContains: (column, value) => sql`${sql.ref(column)} @> jsonb_build_array(${value}::text)`,
+  joinText: (expression, separator) => sql<string | null>`string_agg(${expression}, ${separator})`,
   textContains: (column, needle) => sql`strpos(${sql.ref(column)}, ${needle}) > 0`,
   rowLocks: true,
   serializeEventAppends: async (trx) => {

@@ -117,9 +117,18 @@ export function encodeFields<R>(spec: RecordSpec<R>, values: Partial<R>): Row {
   return row;
 }
 
+/** Each spec's fields as a list, made once: decoding walks it for every row of every page. */
+const fieldLists = new WeakMap<object, Array<readonly [string, FieldSpec]>>();
+
 export function decodeRecord<R>(spec: RecordSpec<R>, row: Row): R {
+  let fields = fieldLists.get(spec);
+  if (fields === undefined) {
+    fields = Object.entries(spec as Record<string, FieldSpec>);
+    fieldLists.set(spec, fields);
+  }
   const record: Record<string, unknown> = {};
-  for (const [name, fieldSpec] of Object.entries(spec as Record<string, FieldSpec>)) {
+  for (let i = 0; i < fields.length; i++) {
+    const [name, fieldSpec] = fields[i]!;
     record[name] = decodeValue(fieldSpec, row[fieldSpec.column]);
   }
   return record as R;

@@ -102,6 +102,41 @@ describe('sqlite store', () => {
     }
   });
 
+  it('has a change token that moves with every write, by this store, another store or another process', async () => {
+    const file = nextFile();
+    const store = await openSqliteStore({ file });
+    const other = await openSqliteStore({ file });
+    try {
+      const first = await store.changeToken();
+      expect(first).toMatch(/^\d+:\d+$/);
+      await store.hosts.list();
+      expect(await store.changeToken()).toBe(first);
+      const host = await store.hosts.create({ name: 'h1', address: 'a', certSerial: '1', certFingerprint: 'f', capacity: { cpus: 1, memoryMiB: 1 } });
+      const afterOwn = await store.changeToken();
+      expect(afterOwn).not.toBe(first);
+      // A transaction that rolls back may have changed rows until it did: the token moves too.
+      await expect(
+        store.transaction(async (tx) => {
+          await tx.hosts.update(host.id, { state: 'online' });
+          throw new Error('changed my mind');
+        }),
+      ).rejects.toThrow('changed my mind');
+      const afterRollback = await store.changeToken();
+      expect(afterRollback).not.toBe(afterOwn);
+      expect(await store.transaction((tx) => tx.changeToken())).toBeUndefined();
+      // Another connection to the same file, then another process.
+      await other.hosts.update(host.id, { state: 'online' });
+      const afterOther = await store.changeToken();
+      expect(afterOther).not.toBe(afterRollback);
+      const holder = await holdWriteLock(file, 0);
+      await holder.done;
+      expect(await store.changeToken()).not.toBe(afterOther);
+    } finally {
+      await other.close();
+      await store.close();
+    }
+  });
+
   it('refuses a database whose schema is newer than this version', async () => {
     const file = nextFile();
     await (await openSqliteStore({ file })).close();

@@ -4,6 +4,7 @@ import { errors } from '@drover/core';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, sql } from 'kysely';
 import type { Backend, StoreDatabase } from './backend.js';
+import { sqliteDatabase } from './sqlite-database.js';
 import { DroverSqliteDialect } from './sqlite-dialect.js';
 import { Store, type StoreOptions } from './store.js';
 
@@ -25,33 +26,18 @@ export const sqliteBackend: Backend = {
     sql`exists (select 1 from json_each(${sql.ref(column)}) as j where j.key = ${key} and j.type = 'text' and j.value = ${value})`,
   jsonArrayContains: (column, value) =>
     sql`exists (select 1 from json_each(${sql.ref(column)}) as j where j.type = 'text' and j.value = ${value})`,
+  joinText: (expression, separator) => sql<string | null>`group_concat(${expression}, ${separator})`,
+  // data_version moves when another connection commits; total_changes() counts every row this
+  // connection inserted, updated or deleted (foreign-key actions included, rolled-back ones too).
+  changeToken: async (db) => {
+    const { rows } = await sql<{ version: number; changes: number }>`select (select data_version from pragma_data_version) as version, total_changes() as changes`.execute(db);
+    return `${rows[0]!.version}:${rows[0]!.changes}`;
+  },
   textContains: (column, needle) => sql`instr(${sql.ref(column)}, ${needle}) > 0`,
   rowLocks: false,
   // One writer at a time already: transactions begin immediate.
   serializeEventAppends: async () => {},
 };
-
-/**
- * Kysely prepares every query afresh, and preparing cost more than running
- * the query on a list page. Statements are reusable (Kysely runs each one to
- * completion synchronously), so the same SQL text gets the same statement.
- */
-function cacheStatements(database: BetterSqlite3.Database, limit = 512): void {
-  const prepare = database.prepare.bind(database);
-  const cache = new Map<string, BetterSqlite3.Statement>();
-  database.prepare = ((source: string) => {
-    let statement = cache.get(source);
-    if (statement) {
-      // Refresh its place: the map's order is the eviction order.
-      cache.delete(source);
-    } else {
-      statement = prepare(source);
-      if (cache.size >= limit) cache.delete(cache.keys().next().value!);
-    }
-    cache.set(source, statement);
-    return statement;
-  }) as typeof database.prepare;
-}
 
 function openDatabase(file: string, busyTimeoutMs: number): BetterSqlite3.Database {
   try {
@@ -63,7 +49,6 @@ function openDatabase(file: string, busyTimeoutMs: number): BetterSqlite3.Databa
     database.pragma('synchronous = FULL');
     database.pragma('foreign_keys = ON');
     database.pragma(`busy_timeout = ${busyTimeoutMs}`);
-    cacheStatements(database);
     return database;
   } catch (error) {
     throw errors.unavailable(`Cannot open the store "${file}": ${error instanceof Error ? error.message : String(error)}`, { file }, error);
@@ -80,6 +65,6 @@ function openDatabase(file: string, busyTimeoutMs: number): BetterSqlite3.Databa
 export async function openSqliteStore(options: SqliteStoreOptions): Promise<Store> {
   const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
   const database = openDatabase(options.file, busyTimeoutMs);
-  const db: StoreDatabase = new Kysely({ dialect: new DroverSqliteDialect({ database }) });
+  const db: StoreDatabase = new Kysely({ dialect: new DroverSqliteDialect({ database: sqliteDatabase(database) }) });
   return Store.open(db, sqliteBackend, options);
 }

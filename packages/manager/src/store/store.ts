@@ -138,6 +138,25 @@ export class Store {
     }
   }
 
+  /**
+   * A text that differs whenever any row of the database may have changed since
+   * the last read of it: on SQLite, a commit by any other connection or any row
+   * written by this manager (even in a transaction that rolled back). Read it
+   * before reading what you keep; the same token later means nothing changed in
+   * between. Undefined on PostgreSQL (no cheap equivalent) and inside a
+   * transaction.
+   */
+  async changeToken(): Promise<string | undefined> {
+    const { backend, db } = this.#context;
+    if (backend.changeToken === undefined || this.inTransaction) return undefined;
+    this.#context.checkUse();
+    try {
+      return await backend.changeToken(db);
+    } catch (error) {
+      throw mapDriverError(error);
+    }
+  }
+
   /** Checks that the database answers; `unavailable` otherwise. */
   async ping(): Promise<void> {
     this.#context.checkUse();

@@ -75,10 +75,6 @@ function specOf(vm: VmRecord): ManagedVmSpec {
   return vm.spec as unknown as ManagedVmSpec;
 }
 
-/** The IPv4 address of an agent URL (`https://10.0.0.2:8301`). */
-function addressOf(host: HostRecord): string {
-  return new URL(host.address).hostname;
-}
 
 function isUnreachable(error: unknown): boolean {
   return error instanceof DroverError && (error.code === 'unavailable' || error.code === 'timeout') && (error.details as { status?: number } | undefined)?.status === undefined;

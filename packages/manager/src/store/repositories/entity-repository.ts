@@ -89,6 +89,42 @@ export class EntityRepository<R extends { id: string }, F> {
 
   /** One page, in sort-key order; see ListQuery. */
   async list(query: ListQuery<F> = {}): Promise<Page<R>> {
+    const { select, pageSize, orderColumns } = this.pageQuery(query);
+    this.context.checkUse();
+    const rows = await runQuery(() => select.selectAll().execute());
+    const items = rows.slice(0, pageSize).map((row) => this.decode(row));
+    const last = rows.length > pageSize ? rows[pageSize - 1] : undefined;
+    return last === undefined ? { items } : { items, next: encodeCursor(orderColumns.map((column) => String(last[column]))) };
+  }
+
+  /**
+   * A text that changes whenever the page `list(query)` answers changes in its
+   * records or in any of their `fields` (ids, integers or timestamps): the
+   * fields of every record the page query reads, the one that decides `next`
+   * included, joined in one value. It is exact, not a hash: equal texts mean
+   * the same records with the same values (in some order; a different order
+   * only ever makes two texts differ). One value instead of one row per record,
+   * for a caller that keeps what it made of a page and checks it on every read:
+   * with `rev` among the fields, an unchanged text means an unchanged page.
+   */
+  async pageSignature(query: ListQuery<F>, fields: readonly (keyof R & string)[]): Promise<string> {
+    const { db, backend } = this.context;
+    const specs = fields.map((name) => {
+      const spec = this.definition.fields[name] as FieldSpec;
+      // Their text holds no "," or "/" (the separators) and never an empty string.
+      if (!['id', 'integer', 'timestamp'].includes(spec.kind)) throw errors.internal(`A page signature cannot hold the ${spec.kind} field "${name}"`);
+      return spec;
+    });
+    const parts = specs.map((spec) => sql<string>`coalesce(cast(${sql.ref(spec.column)} as text), '')`);
+    const { select } = this.pageQuery(query);
+    const page = select.select(sql<string>`${sql.join(parts, sql`|| '/' ||`)}`.as('part')).as('page');
+    this.context.checkUse();
+    const row = await runQuery(() => db.selectFrom(page).select(sql<string | null>`${backend.joinText(sql.ref('page.part'), ',')}`.as('signature')).executeTakeFirst());
+    return (row?.['signature'] as string | null | undefined) ?? '';
+  }
+
+  /** The query of one page (filters, cursor, order, one row more than the page), selecting nothing yet. */
+  private pageQuery(query: ListQuery<F>) {
     const { db, backend } = this.context;
     const { fields, order, filters, table } = this.definition;
     const limit = query.limit ?? defaultPageSize;
@@ -97,7 +133,7 @@ export class EntityRepository<R extends { id: string }, F> {
     const orderSpecs = order.map((name) => fields[name] as FieldSpec);
     const orderColumns = orderSpecs.map((spec) => spec.column);
 
-    let select = db.selectFrom(table).selectAll();
+    let select = db.selectFrom(table);
     for (const [name, value] of Object.entries(query.filter ?? {})) {
       if (value === undefined) continue;
       const condition = (filters as Record<string, ((value: unknown, b: typeof backend) => Expression<SqlBool>) | undefined>)[name];
@@ -114,11 +150,16 @@ export class EntityRepository<R extends { id: string }, F> {
       select = select.where(keysetAfter(orderColumns, key));
     }
     for (const column of orderColumns) select = select.orderBy(column);
+    return { select: select.limit(pageSize + 1), pageSize, orderColumns };
+  }
+
+  /** The records with these ids that exist, in no particular order (ids that are no UUID match nothing). */
+  async getMany(ids: readonly string[]): Promise<R[]> {
+    const wanted = [...new Set(ids.filter(isUuid).map((id) => id.toLowerCase()))];
+    if (wanted.length === 0) return [];
     this.context.checkUse();
-    const rows = await runQuery(() => select.limit(pageSize + 1).execute());
-    const items = rows.slice(0, pageSize).map((row) => this.decode(row));
-    const last = rows.length > pageSize ? rows[pageSize - 1] : undefined;
-    return last === undefined ? { items } : { items, next: encodeCursor(orderColumns.map((column) => String(last[column]))) };
+    const rows = await runQuery(() => this.context.db.selectFrom(this.definition.table).selectAll().where('id', 'in', wanted).execute());
+    return rows.map((row) => this.decode(row));
   }
 
   /** Deletes the record and returns it as it was; `not_found`, `precondition_failed`, or `conflict` while others refer to it. */

@@ -544,6 +544,68 @@ export function describeStoreConformance(name: string, harness: StoreHarness): v
       it('clamps the page size to 1000', async () => {
         expect((await store.vms.list({ limit: 5000 })).items).toHaveLength(250);
       });
+
+      it('signs a page: the same text while the page is the same, another as soon as it changes', async () => {
+        const fields = ['id', 'rev', 'hostId'] as const;
+        const sign = (query: ListQuery<VmFilter>) => store.vms.pageSignature(query, fields);
+        const first = await store.vms.list({ limit: 100 });
+        const second = { limit: 100, after: first.next! };
+        const onHost = { limit: 10, filter: { hostId: hosts[0]!.id } };
+        const [a, b, c] = [await sign({ limit: 100 }), await sign(second), await sign(onHost)];
+        expect(new Set([a, b, c]).size).toBe(3);
+        expect([await sign({ limit: 100 }), await sign(second), await sign(onHost)]).toEqual([a, b, c]);
+        // It holds every record of the page (and the one after it) with the fields asked for.
+        for (const vm of first.items) expect(a).toContain(`${vm.id}/${vm.rev}/${vm.hostId ?? ''}`);
+        expect(await store.vms.pageSignature({ limit: 3 }, ['id'])).toMatch(/^[0-9a-f-]{36}(,[0-9a-f-]{36}){3}$/);
+
+        // A write to a VM of another page changes nothing here.
+        await store.vms.update(vms[150]!.id, { state: 'paused' });
+        expect(await sign({ limit: 100 })).toBe(a);
+        expect(await sign(second)).not.toBe(b);
+        // An update in the page, an insert into it, a removal from it.
+        await store.vms.update(first.items[5]!.id, { labels: { tier: 'cache' } });
+        const updated = await sign({ limit: 100 });
+        expect(updated).not.toBe(a);
+        await store.vms.create(vmInput('vm-000b'));
+        const inserted = await sign({ limit: 100 });
+        expect(inserted).not.toBe(updated);
+        await store.vms.delete(first.items[7]!.id);
+        expect(await sign({ limit: 100 })).not.toBe(inserted);
+        // A host's removal unplaces its VMs without touching their rev: hostId shows it.
+        const before = await sign(onHost);
+        await store.hosts.delete(hosts[0]!.id);
+        expect(await sign({ ...onHost, filter: {} })).not.toBe(before);
+        expect(await sign(onHost)).toBe('');
+        // The last page gets a next one.
+        const last = await store.vms.list({ limit: 100, after: (await store.vms.list({ limit: 200 })).next! });
+        expect(last.next).toBeUndefined();
+        const lastQuery = { limit: 100, after: (await store.vms.list({ limit: 200 })).next! };
+        const lastSignature = await sign(lastQuery);
+        await store.vms.create(vmInput('vm-999'));
+        expect(await sign(lastQuery)).not.toBe(lastSignature);
+        // Only fields whose text is unambiguous; the list's own checks apply.
+        expect((await rejectionOf(store.vms.pageSignature({}, ['name']))).code).toBe('internal');
+        expect((await rejectionOf(store.vms.pageSignature({ after: 'garbage!' }, ['id']))).code).toBe('invalid');
+      });
+
+      it('has a change token only where it can tell cheaply, and never inside a transaction', async () => {
+        const token = await store.changeToken();
+        if (store.backend === 'postgres') expect(token).toBeUndefined();
+        else {
+          expect(await store.changeToken()).toBe(token);
+          await store.vms.update(vms[0]!.id, { state: 'paused' });
+          expect(await store.changeToken()).not.toBe(token);
+        }
+        expect(await store.transaction((tx) => tx.changeToken())).toBeUndefined();
+      });
+
+      it('reads many records by id at once, skipping missing and malformed ids', async () => {
+        const wanted = [vms[3]!, vms[100]!, vms[249]!];
+        const found = await store.vms.getMany([wanted[1]!.id, missingId, 'not-a-uuid', wanted[0]!.id.toUpperCase(), wanted[2]!.id, wanted[1]!.id]);
+        expect(found.sort(byNameThenId)).toEqual(wanted);
+        expect(await store.vms.getMany([])).toEqual([]);
+        expect((await store.hosts.getMany([hosts[1]!.id])).map((host) => host.name)).toEqual(['h2']);
+      });
     });
 
     describe('list order and text search', () => {
