@@ -136,9 +136,11 @@ export function runLimitedTool(tool: string, args: readonly string[], options: Q
   log.debug({ argv }, 'qemu-img');
   return new Promise<RunResult>((resolve, reject) => {
     // LC_ALL=C keeps messages stable; nothing else of the agent's environment leaks in.
+    // MALLOC_ARENA_MAX=2: glibc reserves an arena per thread, and qemu-img's thread pool
+    // could reserve past the address-space limit under load (SIGABRT in qemu_thread_create).
     const child = spawn(argv[0] as string, argv.slice(1), {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', MALLOC_ARENA_MAX: '2' },
     });
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
