@@ -541,7 +541,10 @@ export class VmService {
     }
     delete record.runtime;
     await this.cleanSockets(record);
-    await this.persist(record);
+    // A concurrent abort of the same migration may have removed the VM's directory already.
+    await this.persist(record).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
   }
 
   /** Waits for QEMU to exit by itself; returns false on timeout. */
@@ -616,7 +619,10 @@ export class VmService {
     live.qmp.close();
     delete record.runtime;
     await this.cleanSockets(record);
-    await this.persist(record);
+    // A concurrent abort of the same migration may have removed the VM's directory already.
+    await this.persist(record).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
   }
 
   async pause(ref: string): Promise<VmInfo> {
