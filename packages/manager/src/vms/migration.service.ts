@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { DroverError, errors, placeVm, type PlacementRequest } from '@drover/core';
+import { DroverError, errors } from '@drover/core';
 import type { HostFacts, IncomingReady, MigrateRequest, MigrationCapabilities, MigrationMode, MigrationPlan, MigrationStatus, VmInfo } from '@drover/api';
 import type { Store } from '../store/index.js';
 import type { HostRecord, OperationRecord, VmRecord } from '../store/types.js';
@@ -214,28 +214,10 @@ export class MigrationService {
 
   /** The scheduler restricted to the destination, and a reservation there, in one store transaction. */
   private async reserve(vm: VmRecord, dest: HostRecord): Promise<void> {
-    const spec = specOf(vm);
     await this.o.store.transaction(async (tx) => {
       const current = await tx.vms.get(vm.id);
       if (current.state !== vm.state) throw errors.conflict(`Cannot migrate VM "${vm.name}": it is ${current.state} now`, { state: current.state });
-      const hostIds = (await tx.hosts.list({ limit: 1000 })).items.map((h) => h.id).sort();
-      for (const id of hostIds) await tx.hosts.getForUpdate(id);
-      // The VM itself is no neighbour of its own anti-affinity groups.
-      const candidates = (await this.o.vms.hostCandidates(tx)).map((candidate) => ({ ...candidate, vms: candidate.vms.filter((other) => other.id !== vm.id) }));
-      const request: PlacementRequest = {
-        vmId: vm.id,
-        name: vm.name,
-        cpus: spec.cpus,
-        memoryMiB: spec.memoryMiB,
-        ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
-        antiAffinityGroups: spec.antiAffinityGroups ?? [],
-        hostInclude: [dest.id],
-        hostExclude: [],
-        labels: vm.labels,
-      };
-      placeVm(request, candidates);
-      await tx.reservations.deleteByVm(vm.id);
-      await tx.reservations.create({ hostId: dest.id, vmId: vm.id, cpus: spec.cpus, memoryMiB: spec.memoryMiB, expiresAt: new Date(Date.now() + reservationTtlMs).toISOString() });
+      await this.o.vms.placeAndReserveIn(tx, vm, { include: [dest.id], exclude: [] }, reservationTtlMs);
       await tx.vms.update(vm.id, { state: 'migrating', lastError: null });
     });
   }

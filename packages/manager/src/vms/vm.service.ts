@@ -287,6 +287,35 @@ export class VmService {
   }
 
   /**
+   * Inside `tx`: locks every host row (PostgreSQL; in id order, so two placements never
+   * deadlock; SQLite's BEGIN IMMEDIATE already serializes them), runs the scheduler for
+   * `vm` within `hosts` and reserves its capacity on the chosen host, replacing an older
+   * reservation of the VM. The VM is no neighbour of its own anti-affinity groups.
+   * Returns the host's id; a full cluster is the scheduler's 409.
+   */
+  async placeAndReserveIn(tx: Store, vm: VmRecord, hosts: { include: string[]; exclude: string[] }, ttlMs = reservationTtlMs): Promise<string> {
+    const spec = specOf(vm);
+    const hostIds = (await tx.hosts.list({ limit: 1000 })).items.map((h) => h.id).sort();
+    for (const id of hostIds) await tx.hosts.getForUpdate(id);
+    const candidates = (await this.hostCandidates(tx)).map((candidate) => ({ ...candidate, vms: candidate.vms.filter((other) => other.id !== vm.id) }));
+    const request: PlacementRequest = {
+      vmId: vm.id,
+      name: vm.name,
+      cpus: spec.cpus,
+      memoryMiB: spec.memoryMiB,
+      ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
+      antiAffinityGroups: spec.antiAffinityGroups ?? [],
+      hostInclude: hosts.include,
+      hostExclude: hosts.exclude,
+      labels: vm.labels,
+    };
+    const placed = placeVm(request, candidates);
+    await tx.reservations.deleteByVm(vm.id);
+    await tx.reservations.create({ hostId: placed.hostId, vmId: vm.id, cpus: spec.cpus, memoryMiB: spec.memoryMiB, expiresAt: new Date(Date.now() + ttlMs).toISOString() });
+    return placed.hostId;
+  }
+
+  /**
    * Places and reserves in one store transaction, so concurrent starts never
    * overcommit a host. A VM whose disks already live on a host goes back there.
    */
@@ -295,25 +324,11 @@ export class VmService {
     return store.transaction(async (tx) => {
       const current = await tx.vms.get(vm.id);
       this.checkState(current, 'start');
-      // PostgreSQL: lock every host row (in id order, so two placements never deadlock)
-      // before reading usage; SQLite's BEGIN IMMEDIATE already serializes placements.
-      const hostIds = (await tx.hosts.list({ limit: 1000 })).items.map((h) => h.id).sort();
-      for (const id of hostIds) await tx.hosts.getForUpdate(id);
-      const candidates = await this.hostCandidates(tx);
-      const request: PlacementRequest = {
-        vmId: vm.id,
-        name: vm.name,
-        cpus: spec.cpus,
-        memoryMiB: spec.memoryMiB,
-        ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
-        antiAffinityGroups: spec.antiAffinityGroups ?? [],
-        hostInclude: current.hostId ? [current.hostId] : (spec.hostInclude ?? []),
-        hostExclude: spec.hostExclude ?? [],
-        labels: vm.labels,
-      };
-      const placed = placeVm(request, candidates);
-      await tx.reservations.deleteByVm(vm.id);
-      await tx.reservations.create({ hostId: placed.hostId, vmId: vm.id, cpus: spec.cpus, memoryMiB: spec.memoryMiB, expiresAt: new Date(Date.now() + reservationTtlMs).toISOString() });
+      const hostId = await this.placeAndReserveIn(tx, vm, {
+        include: current.hostId ? [current.hostId] : (spec.hostInclude ?? []),
+        exclude: spec.hostExclude ?? [],
+      });
+      const placed = { hostId };
       const starting = await tx.vms.update(vm.id, { state: 'starting', hostId: placed.hostId, lastError: null });
       return { host: await tx.hosts.get(placed.hostId), event: await this.vmEvent(tx, starting) };
     });
