@@ -89,7 +89,7 @@ export class TestNetwork {
     writeFileSync(config, toYaml({ capacity: options.capacity, hostName: host.name, stopTimeoutMs: 20_000, ...options.config }));
     const ready = path.join(stateDir, 'ready.json');
     const args = ['netns', 'exec', host.namespace, process.execPath, agentMain, '--config', config, '--state-dir', stateDir, '--listen', `${host.address}:${options.port ?? 8301}`,
-      '--join', options.managerUrl, '--join-token', options.joinToken, '--ca-fingerprint', options.caFingerprint, '--ready-file', ready];
+      '--join', options.managerUrl, `--join-token=${options.joinToken}`, '--ca-fingerprint', options.caFingerprint, '--ready-file', ready];
     const env = { ...process.env, DROVER_APPLIANCE_CACHE: defaultApplianceCacheDir(), DROVER_AGENT_LOG_LEVEL: process.env.DROVER_LOG_LEVEL ?? 'warn' };
     const pid = await this.launch(host, args, env, ready);
     return { pid, stateDir };

@@ -7,9 +7,16 @@ export interface JoinToken {
   hash: string;
 }
 
-/** A one-time host join token: 32 random bytes, base64url (43 characters). */
+/** What every join token starts with: names it in logs and keeps it from starting with "-". */
+export const JOIN_TOKEN_PREFIX = 'drvj_';
+
+/**
+ * A one-time host join token: "drvj_" + 32 random bytes, base64url (48 characters).
+ * Plain base64url may start with "-", which a command line reads as an option
+ * (`--join-token -abc…` fails to parse); the prefix rules that out.
+ */
 export function generateJoinToken(): JoinToken {
-  const token = randomBytes(32).toString('base64url');
+  const token = JOIN_TOKEN_PREFIX + randomBytes(32).toString('base64url');
   return { token, hash: hashToken(token) };
 }
 
