@@ -18,6 +18,10 @@ DEBIAN_PACKAGES=(
   genisoimage                                   # cloud-init NoCloud seeds (ISO 9660, label cidata)
   isolinux syslinux-common syslinux-utils       # the bootable hybrid test ISO (isolinux.bin, ldlinux.c32, isohybrid)
   chromium fonts-dejavu-core                    # the web console's browser tests (playwright-core drives it)
+  nftables dnsmasq-base bridge-utils            # VM networks: firewall tables, DHCP per network
+  slapd ldap-utils                              # LDAP users (the tests start their own slapd)
+  openipmi ipmitool                             # IPMI power driver (tests run ipmi_sim)
+  tgt                                           # iSCSI shared storage (tests run their own tgtd)
 )
 
 missing=()
@@ -33,7 +37,14 @@ if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Drover and its tests run their own slapd and tgtd on other ports: keep Debian from
+  # starting the system services while it installs them (a policy-rc.d that says no).
+  made_policy=
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ -n "$made_policy" ]]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 if ! command -v node >/dev/null || [[ $(node -p 'process.versions.node.split(".")[0]') -lt 20 ]]; then
