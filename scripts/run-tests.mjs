@@ -1,7 +1,7 @@
 // Runs the suites one after the other and sums them into the closing line
 // CI reads: "N passed, N failed". Exit code is non-zero on any failure.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -32,7 +32,33 @@ function suite(name, command, commandArgs, count) {
 // The multi-host tests (several agents in network namespaces, migrations, a manager killed
 // on purpose) run after the rest, one file at a time: they measure a guest's continuity and
 // must not share the two cores with other files' guests.
-const serialFiles = ['packages/manager/src/migration.test.ts', 'packages/manager/src/cluster-capacity.test.ts', 'packages/web/test/migrate.browser.test.ts'];
+// Besides the files named here, every `*.multihost.test.ts` belongs to this group.
+const serialFiles = [
+  'packages/manager/src/migration.test.ts',
+  'packages/manager/src/cluster-capacity.test.ts',
+  'packages/web/test/migrate.browser.test.ts',
+  ...findFiles(['packages', 'appliances', 'bench'], (name) => name.endsWith('.multihost.test.ts')),
+];
+
+function findFiles(dirs, wanted) {
+  const found = [];
+  const walk = (dir) => {
+    let entries;
+    try {
+      entries = readdirSync(path.join(root, dir), { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      if (entry.name === 'node_modules' || entry.name === 'dist' || entry.name.startsWith('.')) continue;
+      const relative = `${dir}/${entry.name}`;
+      if (entry.isDirectory()) walk(relative);
+      else if (wanted(entry.name)) found.push(relative);
+    }
+  };
+  for (const dir of dirs) walk(dir);
+  return found.sort();
+}
 
 function vitestSuite(name, vitestArgs) {
   const json = path.join(work, `${name.replace(/\W+/g, '-')}.json`);
