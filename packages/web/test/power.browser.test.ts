@@ -1,0 +1,185 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- loosely typed JSON answers of the API, read field by field */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { startAgent, type RunningAgent } from '@drover/agent';
+import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
+import { defaultApplianceCacheDir } from '@drover/appliances';
+import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
+
+/**
+ * The maintenance and power controls of the Hosts page in real headless
+ * Chromium against a real manager and two real agents on this machine (h1, h2,
+ * one shared pool): the power policy form refuses a window that does not
+ * parse in the manager's words, the Power… dialog sets a command driver and
+ * reads the power status, Evacuate… shows the plan then moves the VM to h2,
+ * Restore… brings it back.
+ */
+const webDir = path.resolve(import.meta.dirname, '..');
+const distDir = path.join(webDir, 'dist');
+const repoRoot = path.resolve(webDir, '../..');
+const shots = process.env.DROVER_SCREENSHOTS ?? path.join(repoRoot, 'test-results', 'web-console');
+const chromiumPath = process.env.DROVER_CHROMIUM ?? '/usr/bin/chromium';
+
+let manager: RunningManager | undefined;
+const agents: RunningAgent[] = [];
+const dirs: string[] = [];
+let browser: Browser | undefined;
+let page: Page;
+let scriptDir = '';
+
+async function api<T = any>(method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const response = await fetch(`${manager!.url}${route}`, {
+    method,
+    headers: { authorization: `Bearer ${manager!.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  return { status: response.status, body: (text && (response.headers.get('content-type') ?? '').includes('json') ? JSON.parse(text) : text) as T };
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
+  for (const deadline = Date.now() + timeoutMs; ; ) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function ensureBuilt(): void {
+  const newest = (dir: string): number =>
+    readdirSync(dir, { withFileTypes: true }).reduce((max, entry) => {
+      const full = path.join(dir, entry.name);
+      return Math.max(max, entry.isDirectory() ? newest(full) : statSync(full).mtimeMs);
+    }, 0);
+  const index = path.join(distDir, 'index.html');
+  const sources = Math.max(newest(path.join(webDir, 'src')), statSync(path.join(webDir, 'index.html')).mtimeMs, statSync(path.join(webDir, 'vite.config.ts')).mtimeMs);
+  if (existsSync(index) && statSync(index).mtimeMs >= sources) return;
+  const vite = path.join(repoRoot, 'node_modules', 'vite', 'bin', 'vite.js');
+  const build = spawnSync(process.execPath, [vite, 'build', '--logLevel', 'warn'], { cwd: webDir, encoding: 'utf8', env: { ...process.env, NODE_ENV: 'production' } });
+  if (build.status !== 0) throw new Error(`vite build failed:\n${build.stdout}\n${build.stderr}`);
+}
+
+beforeAll(async () => {
+  ensureBuilt();
+  mkdirSync(shots, { recursive: true });
+  const dataDir = tempDir('web-power-manager');
+  const sharedDir = tempDir('web-power-shared');
+  scriptDir = tempDir('web-power-scripts');
+  dirs.push(dataDir, sharedDir, scriptDir);
+  manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), webRoot: distDir });
+  for (const hostName of ['h1', 'h2']) {
+    const stateDir = tempDir(`web-power-${hostName}`);
+    dirs.push(stateDir);
+    const join = await api<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
+    const config = testAgentConfig(stateDir, { listen: `127.0.0.1:${await freePort()}`, hostName, pools: [{ name: 'default', path: sharedDir, shared: true }] });
+    agents.push(await startAgent(config, { join: { managerUrl: manager.url, token: join.body.token } }));
+  }
+  await until('both hosts online', async () => {
+    const hosts = await api('GET', '/api/v1/hosts');
+    return hosts.body.items.length === 2 && hosts.body.items.every((h: any) => h.state === 'online');
+  });
+  const importDir = path.join(dataDir, 'import');
+  mkdirSync(importDir, { recursive: true });
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(importDir, 'tiny.qcow2'), '16M']);
+  expect((await api('POST', '/api/v1/images?wait=true', { name: 'tiny', source: { path: path.join(importDir, 'tiny.qcow2') } })).body.state).toBe('done');
+  expect((await api('POST', '/api/v1/vms', { name: 'vm1', image: 'tiny', memoryMiB: 64, hostInclude: [] })).status).toBe(201);
+  // Placed on h1: h2 is in maintenance while it starts.
+  await api('POST', '/api/v1/hosts/h2/maintenance', {});
+  expect((await api('POST', '/api/v1/vms/vm1/start?wait=true', {})).body.state).toBe('done');
+  expect((await api('POST', '/api/v1/hosts/h2/restore?wait=true', {})).body.state).toBe('done');
+
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  page = await (await browser.newContext({ viewport: { width: 1280, height: 1000 } })).newPage();
+  page.setDefaultTimeout(30_000);
+  await page.goto(`${manager.url}/hosts`);
+  await page.getByLabel('Admin token').fill(manager.adminToken);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('heading', { level: 1, name: 'Hosts' }).waitFor();
+}, 300_000);
+
+afterAll(async () => {
+  await browser?.close().catch(() => undefined);
+  try {
+    if (manager) {
+      const vms = await api('GET', '/api/v1/vms?limit=100').catch(() => undefined);
+      for (const vm of vms?.body.items ?? []) await api('POST', `/api/v1/vms/${vm.id}/force-off?wait=true`, {}).catch(() => undefined);
+    }
+  } finally {
+    for (const agent of agents) await agent.close().catch(() => undefined);
+    await manager?.close();
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+}, 300_000);
+
+function hostPanel(name: string) {
+  return page.locator(`li[data-host="${name}"]`);
+}
+
+describe('Hosts page: maintenance and power', () => {
+  it('refuses a power schedule that does not parse, in the manager\'s words, and saves a good one', async () => {
+    const panel = page.getByRole('region', { name: 'Power policy' });
+    await panel.getByLabel('Consolidation window').fill('nightly');
+    await panel.getByRole('button', { name: 'Save power policy' }).click();
+    await panel.getByText('Power schedule window "nightly" does not parse').waitFor();
+    expect((await api('GET', '/api/v1/power/policy')).body).toBeNull();
+    await panel.getByLabel('Consolidation window').fill('22:00-06:00');
+    await panel.getByLabel('Time zone').fill('Europe/Berlin');
+    await panel.getByRole('button', { name: 'Save power policy' }).click();
+    await panel.getByText('Power policy saved.').waitFor();
+    expect((await api('GET', '/api/v1/power/policy')).body).toMatchObject({ window: '22:00-06:00', timeZone: 'Europe/Berlin', enabled: false });
+    await panel.getByRole('button', { name: 'Preview night plan' }).click();
+    await panel.getByTestId('night-plan').waitFor();
+    expect(await panel.getByTestId('night-plan').textContent()).toMatch(/Night plan: \d+ move\(s\)/);
+  });
+
+  it('sets a command power driver and reads the power status through Power…', async () => {
+    const file = path.join(scriptDir, 'h2.power');
+    writeFileSync(file, 'on\n');
+    const script = path.join(scriptDir, 'power.sh');
+    writeFileSync(script, `#!/bin/sh\ncase "$1" in on|off) echo "$1" > "${file}";; status) cat "${file}";; esac\n`);
+    chmodSync(script, 0o755);
+    await hostPanel('h2').getByRole('button', { name: 'Power…' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Power of h2' });
+    await dialog.getByLabel('Driver').selectOption('command');
+    await dialog.getByLabel('Power on command').fill(`${script} on`);
+    await dialog.getByLabel('Power off command').fill(`${script} off`);
+    await dialog.getByLabel('Status command (prints on or off)').fill(`${script} status`);
+    await dialog.getByRole('button', { name: 'Save power settings' }).click();
+    await dialog.getByText('Saved: command driver (on, off, cycle, status).').waitFor();
+    await dialog.getByRole('button', { name: 'Power status' }).click();
+    await dialog.getByText('Done: power is on.').waitFor();
+    await page.screenshot({ path: path.join(shots, 'hosts-power-dialog.png') });
+    await dialog.getByRole('button', { name: 'Close', exact: true }).click();
+    expect((await api('GET', '/api/v1/hosts/h2/power')).body).toMatchObject({ driver: 'command', actions: ['on', 'off', 'cycle', 'status'] });
+  });
+
+  it('evacuates h1 through Evacuate… (plan first) and brings the VM back with Restore…', async () => {
+    await hostPanel('h1').getByRole('button', { name: 'Evacuate…' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Evacuate h1' });
+    const row = dialog.locator('tr[data-vm="vm1"]');
+    await row.waitFor();
+    expect(await row.textContent()).toBe('vm1live-migratemove to h2');
+    await page.screenshot({ path: path.join(shots, 'hosts-evacuate-plan.png') });
+    await dialog.getByRole('button', { name: 'Evacuate', exact: true }).click();
+    await dialog.getByText('Done: h1 is evacuated.').waitFor({ timeout: 180_000 });
+    expect((await api('GET', '/api/v1/vms/vm1')).body).toMatchObject({ state: 'running', hostName: 'h2' });
+    await hostPanel('h1').locator('.badge[data-state="maintenance"]').waitFor();
+    await dialog.getByRole('button', { name: 'Close', exact: true }).click();
+
+    await hostPanel('h1').getByRole('button', { name: 'Restore…' }).click();
+    const restore = page.getByRole('dialog', { name: 'Restore h1' });
+    await restore.getByText('vm1 (live-migrate from h2)').waitFor();
+    await restore.getByRole('button', { name: 'Restore', exact: true }).click();
+    await restore.getByText('Done: h1 is restored.').waitFor({ timeout: 180_000 });
+    expect((await api('GET', '/api/v1/vms/vm1')).body).toMatchObject({ state: 'running', hostName: 'h1' });
+    await hostPanel('h1').locator('.badge[data-state="online"]').waitFor();
+    await page.screenshot({ path: path.join(shots, 'hosts-restored.png') });
+  }, 400_000);
+});
