@@ -37,6 +37,7 @@ const serialFiles = [
   'packages/manager/src/migration.test.ts',
   'packages/manager/src/cluster-capacity.test.ts',
   'packages/web/test/migrate.browser.test.ts',
+  'packages/web/test/rebalance.browser.test.ts',
   ...findFiles(['packages', 'appliances', 'bench'], (name) => name.endsWith('.multihost.test.ts')),
 ];
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 import { runAgentBench } from './agent-bench.js';
+import { runFirewallBench } from './firewall-bench.js';
 import { runManagerBench } from './manager-bench.js';
 import { runMigrationBench } from './migration-bench.js';
+import { runPlannerBench } from './planner-bench.js';
+import { runPolicyBench } from './policy-bench.js';
 import { runWebBench } from './web-bench.js';
+import { runVmcastBench } from './vmcast-bench.js';
 
 /**
  * Runs every benchmark and prints each figure next to its baseline.
@@ -12,9 +16,13 @@ import { runWebBench } from './web-bench.js';
 const smoke = process.argv.includes('--smoke');
 const benches: Array<[string, (o: { smoke: boolean }) => Promise<boolean>]> = [
   ['agent', runAgentBench],
+  ['firewall', runFirewallBench],
   ['manager', runManagerBench],
   ['migration', runMigrationBench],
+  ['planner', runPlannerBench],
+  ['policy', runPolicyBench],
   ['web', runWebBench],
+  ['vmcast', runVmcastBench],
 ];
 const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 

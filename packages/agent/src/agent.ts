@@ -13,6 +13,7 @@ import { agentTlsOptions, joinCluster, loadAgentIdentity } from './tls/index.js'
 import { buildAgentServer } from './server.js';
 import { VmService } from './vm-service.js';
 import { MigrationService } from './migration.js';
+import { NetworkStateService } from './net/network-state.service.js';
 
 export const agentVersion = '0.1.0';
 
@@ -95,7 +96,7 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
   const pools = new PoolRegistry(config.stateDir, config.pools, account, (pool, volume) => vms.usersOf(pool, volume), [
     config.applianceCacheDir,
     ...config.importDirs,
-  ]);
+  ], config.hostName);
   await pools.init();
   vms = new VmService({
     stateDir: config.stateDir,
@@ -152,7 +153,9 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
   const migrations = identity ? new MigrationService({ hooks: vms.migrationHooks(), pools, account, tlsDir, address: host, qmpTimeoutMs: config.qmpTimeoutMs, defaultCpuModel: config.defaultCpuModel, logger: logger.child({ module: 'migration' }) }) : undefined;
   const held = migrations?.resume() ?? [];
   if (held.length > 0) logger.warn({ vms: held }, 'VMs caught in a migration stay locked until the manager ends it');
+  const networks = new NetworkStateService({ stateDir: path.join(config.stateDir, 'net'), logger: logger.child({ module: 'net' }) });
   const app = await buildAgentServer({
+    networks,
     token,
     ...(identity ? { tls: agentTlsOptions(identity), tlsDir } : {}),
     ...(migrations ? { migrations } : {}),
@@ -173,6 +176,7 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
     pools,
     async close() {
       await app.close();
+      await networks.close();
       await vms.detachAll();
     },
   };

@@ -35,7 +35,13 @@ export const AgentConfigSchema = Type.Object(
     probeCacheFile: Type.String({ pattern: '^/' }),
     pools: Type.Array(
       Type.Object(
-        { name: Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' }), path: Type.String({ pattern: '^/' }), shared: Type.Optional(Type.Boolean()) },
+        {
+          name: Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' }),
+          /** A directory pool's path; an iSCSI pool has `iscsi` instead. */
+          path: Type.Optional(Type.String({ pattern: '^/' })),
+          shared: Type.Optional(Type.Boolean()),
+          iscsi: Type.Optional(Type.Object({ portal: Type.String({ minLength: 3, maxLength: 262 }), target: Type.String({ minLength: 5, maxLength: 223 }) }, { additionalProperties: false })),
+        },
         { additionalProperties: false },
       ),
     ),

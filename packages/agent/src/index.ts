@@ -6,3 +6,4 @@ export { PoolRegistry, volumeFormat } from './pools.js';
 export { resolveImportSource } from './import-source.js';
 export * from './tls/index.js';
 export { loadLayeredConfig, loadOrCreateSecret, type LayeredConfigOptions } from './layered-config.js';
+export * as net from './net/index.js';

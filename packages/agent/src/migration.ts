@@ -371,16 +371,28 @@ export class MigrationService {
           'tls-creds': tlsObject,
           'tls-hostname': request.tlsHostname,
         });
-        await qmp.execute('blockdev-mirror', { 'job-id': m.job, device: m.nodeName, target: m.target, sync: 'full' });
+        await qmp.execute('blockdev-mirror', { 'job-id': m.job, device: m.nodeName, target: m.target, sync: 'full', ...(request.speed ? { speed: request.speed } : {}) });
       }
       const deadline = Date.now() + timeoutMs;
+      const stallMs = request.stallMs ?? 15_000;
+      let copied = -1;
+      let lastMove = Date.now();
       while (ready.size < marker.mirrors.length) {
         if (failure) throw errors.unavailable(failure);
         signal?.throwIfAborted();
         if (Date.now() > deadline) throw errors.timeout(`The disk mirrors of ${this.label(record)} were not in sync within ${timeoutMs} ms`);
         // Events can be missed across an agent restart: ask the jobs too.
-        const jobs = await qmp.execute<Array<{ device: string; ready?: boolean }>>('query-block-jobs');
+        const jobs = await qmp.execute<Array<{ device: string; ready?: boolean; offset?: number }>>('query-block-jobs');
         for (const job of jobs) if (job.ready) ready.add(job.device);
+        // A cut link stalls an NBD client for as long as TCP retries: no byte moves. End it now (yank the NBD connections).
+        const offsets = jobs.filter((j) => marker.mirrors!.some((m) => m.job === j.device)).reduce((sum, j) => sum + (j.offset ?? 0), 0);
+        if (offsets !== copied) {
+          copied = offsets;
+          lastMove = Date.now();
+        } else if (ready.size < marker.mirrors.length && Date.now() - lastMove > stallMs) {
+          await this.yankMirrors(qmp, marker.mirrors);
+          throw errors.unavailable(`The disk mirror of ${this.label(record)} made no progress for ${stallMs} ms; its NBD connection was yanked`, { reason: 'stalled' });
+        }
         if (ready.size < marker.mirrors.length) await new Promise((r) => setTimeout(r, 200));
       }
       return await this.status(record.id);
@@ -474,15 +486,22 @@ export class MigrationService {
     for (;;) {
       const now = await qmp.queryMigrate();
       if (terminal.has(now.status ?? '') || Date.now() > deadline) {
-        // Right after `completed` QEMU may still report total-time 0: ask again for the figures.
-        if (now.status === 'completed' && !now['total-time']) {
-          await new Promise((r) => setTimeout(r, 300));
-          return statusOf(await qmp.queryMigrate(), 'source');
+        // Right after `completed` QEMU may still report total-time 0 (its thread sets it just after): ask again for the figures, briefly.
+        let final = now;
+        for (let i = 0; final.status === 'completed' && !final['total-time'] && i < 30; i++) {
+          await new Promise((r) => setTimeout(r, 10));
+          final = await qmp.queryMigrate();
         }
+        if (final !== now) return statusOf(final, 'source');
         return statusOf(now, 'source');
       }
       await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  /** Drops the NBD connections of the mirror targets at once: in-flight requests fail instead of waiting for TCP. */
+  private async yankMirrors(qmp: QmpClient, mirrors: Array<{ target: string }>): Promise<void> {
+    await qmp.execute('yank', { instances: mirrors.map((m) => ({ type: 'block-node', 'node-name': m.target })) }).catch(() => undefined);
   }
 
   /** Fails a stuck stream at once (the link is gone): QEMU gives up instead of waiting for TCP. */
@@ -519,6 +538,8 @@ export class MigrationService {
       for (let i = 0; i < 50 && (marker?.mirrors?.length ?? 0) > 0; i++) {
         const jobs = await qmp.execute<Array<{ device: string }>>('query-block-jobs');
         if (!jobs.some((j) => marker!.mirrors!.some((m) => m.job === j.device))) break;
+        // A job stuck on a cut link does not end on cancel: its NBD connection is yanked.
+        if (i === 10) await this.yankMirrors(qmp, marker!.mirrors!);
         if (i === 20) for (const m of marker!.mirrors!) await qmp.execute('block-job-cancel', { device: m.job, force: true }).catch(() => undefined);
         await new Promise((r) => setTimeout(r, 100));
       }

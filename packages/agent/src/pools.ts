@@ -5,7 +5,7 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { errors, isDroverError } from '@drover/core';
 import type { PoolInfo, PoolSpec, VolumeCreate, VolumeInfo } from '@drover/api';
-import { QemuImg } from '@drover/qemu';
+import { QemuImg, runQemuImg, type IscsiLun } from '@drover/qemu';
 import type { Account } from './account.js';
 import { resolveImportSource } from './import-source.js';
 
@@ -13,10 +13,49 @@ export type VolumeFormat = 'raw' | 'qcow2';
 
 export interface Pool {
   name: string;
+  /** The directory; for an iSCSI pool `iscsi://PORTAL/TARGET` (what "the same pool" means to migration). */
   path: string;
   shared: boolean;
   /** Pools from the configuration file cannot be removed through the API. */
   fromConfig: boolean;
+  /** An iSCSI target whose LUNs are the volumes (`lun<N>`, raw), opened by QEMU's own initiator. */
+  iscsi?: IscsiTarget;
+}
+
+export interface IscsiTarget {
+  /** HOST:PORT of the target's portal. */
+  portal: string;
+  /** The target's IQN. */
+  target: string;
+}
+
+/** What QEMU opens for a volume: a file, or an iSCSI LUN (`path` is then its URL, for messages). */
+export interface VolumeSource {
+  path: string;
+  iscsi?: IscsiLun;
+}
+
+const iscsiPortalPattern = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
+const iscsiTargetPattern = /^iqn\.\d{4}-\d{2}\.[A-Za-z0-9.:_-]{1,200}$/;
+const lunNamePattern = /^lun(\d{1,3})$/;
+/** LUNs 0–31 are looked for on an iSCSI target (LUN 0 is often the target's controller: no disk, size 0). */
+const iscsiLunsProbed = 32;
+/** How long a discovery of an iSCSI target's LUNs is reused. */
+const iscsiDiscoveryTtlMs = 30_000;
+
+export function iscsiPoolUrl(target: IscsiTarget): string {
+  return `iscsi://${target.portal}/${target.target}`;
+}
+
+/** A clear 400 for an iSCSI target that cannot be one. */
+export function checkIscsiTarget(target: IscsiTarget): void {
+  const [, port] = /:(\d+)$/.exec(target.portal) ?? [];
+  if (!iscsiPortalPattern.test(target.portal) || !(Number(port) >= 1 && Number(port) <= 65535)) {
+    throw errors.invalid(`iSCSI portal "${target.portal.slice(0, 80)}" is not HOST:PORT`, { field: 'iscsi.portal' });
+  }
+  if (!iscsiTargetPattern.test(target.target)) {
+    throw errors.invalid(`iSCSI target "${target.target.slice(0, 80)}" is not an IQN (iqn.YYYY-MM.reversed.domain[:name])`, { field: 'iscsi.target' });
+  }
 }
 
 /** The extension decides the format, so a volume's format never depends on sniffing its content. */
@@ -64,17 +103,27 @@ export class PoolRegistry {
 
   constructor(
     private readonly stateDir: string,
-    private readonly configPools: Array<{ name: string; path: string; shared?: boolean }>,
+    private readonly configPools: Array<{ name: string; path?: string; shared?: boolean; iscsi?: IscsiTarget }>,
     private readonly account: Account,
     private readonly usedBy: (pool: string, volume: string) => Array<{ name: string; running: boolean }>,
     /** Directories `importFrom` may read (the agent runs as root: it must not import /etc/shadow). */
     private readonly importDirs: string[] = [],
+    /** This host's name, in the iSCSI initiator names QEMU logs in with. */
+    private readonly hostName = 'host',
   ) {
     this.file = path.join(stateDir, 'pools.json');
   }
 
   async init(): Promise<void> {
-    for (const p of this.configPools) this.pools.set(p.name, { name: p.name, path: path.resolve(p.path), shared: p.shared ?? false, fromConfig: true });
+    for (const p of this.configPools) {
+      if ((p.path === undefined) === (p.iscsi === undefined)) throw errors.invalid(`Pool "${p.name}" in the configuration needs either a path or an iscsi target, not both`);
+      if (p.iscsi) {
+        checkIscsiTarget(p.iscsi);
+        this.pools.set(p.name, { name: p.name, path: iscsiPoolUrl(p.iscsi), shared: p.shared ?? true, fromConfig: true, iscsi: { portal: p.iscsi.portal, target: p.iscsi.target } });
+      } else {
+        this.pools.set(p.name, { name: p.name, path: path.resolve(p.path!), shared: p.shared ?? false, fromConfig: true });
+      }
+    }
     let saved: Pool[] = [];
     try {
       saved = JSON.parse(await readFile(this.file, 'utf8')) as Pool[];
@@ -82,7 +131,7 @@ export class PoolRegistry {
       if ((cause as NodeJS.ErrnoException).code !== 'ENOENT') throw cause;
     }
     for (const p of saved) if (!this.pools.has(p.name)) this.pools.set(p.name, { ...p, fromConfig: false });
-    for (const pool of this.pools.values()) await this.prepareDirectory(pool.path);
+    for (const pool of this.pools.values()) if (!pool.iscsi) await this.prepareDirectory(pool.path);
   }
 
   /** root:<qemu group> 0750: QEMU may traverse and read what the agent gives it, nobody else may look. */
@@ -111,6 +160,7 @@ export class PoolRegistry {
 
   async define(spec: PoolSpec): Promise<PoolInfo> {
     if (this.pools.has(spec.name)) throw errors.conflict(`Pool "${spec.name}" already exists`);
+    if ('iscsi' in spec) return this.defineIscsi(spec.name, spec.iscsi, spec.shared ?? true);
     const resolved = path.resolve(spec.path);
     for (const other of this.pools.values()) {
       if (resolved === other.path || resolved.startsWith(other.path + path.sep) || other.path.startsWith(resolved + path.sep)) {
@@ -133,9 +183,115 @@ export class PoolRegistry {
     return this.describe(pool.name);
   }
 
+  /**
+   * An iSCSI pool: nothing is made here (the LUNs are provisioned on the
+   * target); the target is reached once so a wrong portal or IQN is a clear
+   * 400 now rather than a failed start later.
+   */
+  private async defineIscsi(name: string, target: IscsiTarget, shared: boolean): Promise<PoolInfo> {
+    checkIscsiTarget(target);
+    const url = iscsiPoolUrl(target);
+    const same = [...this.pools.values()].find((p) => p.path === url);
+    if (same) throw errors.conflict(`iSCSI target ${url} is pool "${same.name}" already`);
+    const pool: Pool = { name, path: url, shared, fromConfig: false, iscsi: { portal: target.portal, target: target.target } };
+    const luns = await this.discoverLuns(pool, true);
+    if (luns.size === 0) throw errors.invalid(`iSCSI target ${url} cannot be used from this host: ${this.lastIscsiError.get(url) ?? 'it has no LUN with a disk'}`, { field: 'iscsi' });
+    this.pools.set(name, pool);
+    await this.persist();
+    return this.describe(name);
+  }
+
+  private readonly lunCache = new Map<string, { at: number; luns: Promise<Map<number, number>> }>();
+  private readonly lastIscsiError = new Map<string, string>();
+
+  /**
+   * The LUNs of an iSCSI pool's target that hold a disk (number → bytes), as
+   * QEMU's own initiator sees them (`qemu-img info` on each LUN URL). LUN 0
+   * first (every SCSI target has one): when it does not answer the target is
+   * unreachable and nothing more is asked; then LUNs 1–31, four at a time.
+   * Kept for 30 s: host facts read it at every heartbeat, and an expired
+   * answer is served while a new one is sought (an unreachable target never
+   * holds the facts up).
+   */
+  private discoverLuns(pool: Pool, fresh = false): Promise<Map<number, number>> {
+    const url = pool.path;
+    const cached = this.lunCache.get(url);
+    if (!fresh && cached && Date.now() - cached.at < iscsiDiscoveryTtlMs) return cached.luns;
+    const probe = async (lun: number): Promise<number | undefined> => {
+      const { stdout } = await runQemuImg(['info', '-f', 'raw', '--output=json', `${url}/${lun}`], { timeoutMs: 15_000 }, { op: 'info', path: `${url}/${lun}` });
+      return Number((JSON.parse(stdout) as { 'virtual-size'?: number })['virtual-size'] ?? 0);
+    };
+    const luns = (async () => {
+      const found = new Map<number, number>();
+      try {
+        const size = await probe(0);
+        if (size) found.set(0, size);
+      } catch (cause) {
+        this.lastIscsiError.set(url, ((cause as { details?: { stderr?: string } }).details?.stderr ?? (cause as Error).message).trim().slice(0, 300));
+        return found;
+      }
+      for (let first = 1; first < iscsiLunsProbed; first += 4) {
+        await Promise.all(
+          [0, 1, 2, 3].map(async (k) => {
+            const lun = first + k;
+            if (lun >= iscsiLunsProbed) return;
+            const size = await probe(lun).catch(() => undefined);
+            if (size) found.set(lun, size);
+          }),
+        );
+      }
+      return found;
+    })();
+    const entry = { at: Date.now(), luns };
+    if (!cached || fresh) {
+      this.lunCache.set(url, entry);
+      return luns;
+    }
+    // Stale: answer with the last discovery; the new one replaces it once it is done.
+    void luns.then(() => this.lunCache.set(url, entry), () => undefined);
+    cached.at = Date.now();
+    return cached.luns;
+  }
+
+  /** The LUN number of a volume name of an iSCSI pool (`lun<N>`), or a clear 400. */
+  private lunOf(pool: Pool, volume: string): number {
+    const m = lunNamePattern.exec(volume);
+    if (!m) throw errors.invalid(`Volume "${volume.slice(0, 80)}" is not a LUN of iSCSI pool "${pool.name}": its volumes are named lun<N> (e.g. lun1)`);
+    return Number(m[1]);
+  }
+
+  private refuseOnIscsi(poolName: string, what: string): void {
+    const pool = this.get(poolName);
+    if (pool.iscsi) throw errors.conflict(`Cannot ${what} in iSCSI pool "${poolName}": its volumes are the target's LUNs, provisioned on the target (${pool.path}), not by Drover`, { reason: 'iscsi' });
+  }
+
+  /**
+   * What QEMU opens for a volume: the file, or the LUN through its own
+   * initiator. Each QEMU logs in under its own initiator name (host and VM):
+   * during a migration both hosts' QEMUs hold a session to the same LUN, and
+   * two logins under one name would take each other's session over.
+   */
+  async volumeSource(poolName: string, volume: string, vmId?: string): Promise<VolumeSource> {
+    const pool = this.get(poolName);
+    const file = await this.requireVolume(poolName, volume);
+    if (!pool.iscsi) return { path: file };
+    const host = this.hostName.toLowerCase().replace(/[^a-z0-9.-]/g, '-').slice(0, 63);
+    const initiatorName = `iqn.2026-11.org.drover:${host}${vmId ? `.${vmId}` : ''}`;
+    return { path: file, iscsi: { portal: pool.iscsi.portal, target: pool.iscsi.target, lun: this.lunOf(pool, volume), initiatorName } };
+  }
+
   async remove(name: string): Promise<void> {
     const pool = this.get(name);
     if (pool.fromConfig) throw errors.conflict(`Pool "${name}" comes from the agent configuration and cannot be removed through the API`);
+    if (pool.iscsi) {
+      // The LUNs stay on the target: the pool only goes once no VM here uses one.
+      const used = (await this.volumeNames(name)).filter((v) => this.usedBy(name, v).length > 0);
+      if (used.length > 0) throw errors.conflict(`Pool "${name}" has LUNs attached to VMs (${used.join(', ')})`, { volumes: used });
+      this.pools.delete(name);
+      this.lunCache.delete(pool.path);
+      await this.persist();
+      return;
+    }
     const volumes = await this.volumeNames(name);
     if (volumes.length > 0) throw errors.conflict(`Pool "${name}" still holds ${volumes.length} volume(s)`, { volumes });
     this.pools.delete(name);
@@ -144,6 +300,11 @@ export class PoolRegistry {
 
   async describe(name: string): Promise<PoolInfo> {
     const pool = this.get(name);
+    if (pool.iscsi) {
+      const luns = await this.discoverLuns(pool);
+      const bytes = [...luns.values()].reduce((a, b) => a + b, 0);
+      return { name: pool.name, path: pool.path, shared: pool.shared, kind: 'iscsi', capacityBytes: bytes, availableBytes: 0, allocatedBytes: bytes, volumes: luns.size };
+    }
     const fs = await statfs(pool.path);
     const volumes = await this.volumeNames(name);
     let allocated = 0;
@@ -169,6 +330,7 @@ export class PoolRegistry {
    */
   volumePath(poolName: string, volume: string): string {
     const pool = this.get(poolName);
+    if (pool.iscsi) return `${pool.path}/${this.lunOf(pool, volume)}`;
     if (!volumeNamePattern.test(volume)) {
       throw errors.invalid(`Volume name "${volume.slice(0, 80)}" is not allowed: use letters, digits, ".", "_" and "-" and start with a letter or digit`);
     }
@@ -178,6 +340,11 @@ export class PoolRegistry {
   }
 
   async exists(poolName: string, volume: string): Promise<boolean> {
+    const pool = this.get(poolName);
+    if (pool.iscsi) {
+      const lun = this.lunOf(pool, volume);
+      return (await this.discoverLuns(pool)).has(lun) || (await this.discoverLuns(pool, true)).has(lun);
+    }
     try {
       return (await stat(this.volumePath(poolName, volume))).isFile();
     } catch (cause) {
@@ -194,6 +361,7 @@ export class PoolRegistry {
 
   private async volumeNames(poolName: string): Promise<string[]> {
     const pool = this.get(poolName);
+    if (pool.iscsi) return [...(await this.discoverLuns(pool)).keys()].sort((a, b) => a - b).map((lun) => `lun${lun}`);
     const entries = await readdir(pool.path, { withFileTypes: true });
     return entries.filter((e) => e.isFile() && volumeNamePattern.test(e.name) && !e.name.endsWith('.partial')).map((e) => e.name).sort();
   }
@@ -204,6 +372,12 @@ export class PoolRegistry {
   }
 
   async describeVolume(poolName: string, volume: string): Promise<VolumeInfo> {
+    const pool = this.get(poolName);
+    if (pool.iscsi) {
+      await this.requireVolume(poolName, volume);
+      const bytes = (await this.discoverLuns(pool)).get(this.lunOf(pool, volume)) ?? 0;
+      return { pool: poolName, name: volume, format: 'raw', virtualBytes: bytes, allocatedBytes: bytes, usedBy: this.usedBy(poolName, volume).map((u) => u.name) };
+    }
     const file = await this.requireVolume(poolName, volume);
     const format = volumeFormat(volume);
     // -U: a running VM holds its volumes locked; reading metadata must not need the lock.
@@ -246,6 +420,7 @@ export class PoolRegistry {
    * temporary file: the second waits for the first, then finds it exists (409).
    */
   async createVolume(poolName: string, request: VolumeCreate): Promise<VolumeInfo> {
+    this.refuseOnIscsi(poolName, 'create a volume');
     return this.oneAtATime(poolName, request.name, () => this.createVolumeNow(poolName, request));
   }
 
@@ -255,6 +430,7 @@ export class PoolRegistry {
    * copy would be inconsistent.
    */
   async openVolumeForRead(poolName: string, volume: string): Promise<{ handle: FileHandle; size: number; format: VolumeFormat }> {
+    this.refuseOnIscsi(poolName, 'download a volume');
     const file = await this.requireVolume(poolName, volume);
     const running = this.usedBy(poolName, volume).filter((u) => u.running).map((u) => u.name);
     if (running.length > 0) throw errors.conflict(`Volume "${poolName}/${volume}" is in use by running VM ${running.join(', ')}; stop it first`, { usedBy: running });
@@ -281,6 +457,7 @@ export class PoolRegistry {
    * the QEMU account, then renamed into place. Nothing is left behind on failure.
    */
   async uploadVolume(poolName: string, volume: string, body: Readable, maxBytes: number): Promise<VolumeInfo> {
+    this.refuseOnIscsi(poolName, 'upload a volume');
     const file = this.volumePath(poolName, volume);
     return this.oneAtATime(poolName, volume, async () => {
       if (await this.exists(poolName, volume)) throw errors.conflict(`Volume "${poolName}/${volume}" already exists`);
@@ -398,6 +575,7 @@ export class PoolRegistry {
   }
 
   async resizeVolume(poolName: string, volume: string, sizeBytes: number): Promise<VolumeInfo> {
+    this.refuseOnIscsi(poolName, 'resize a volume');
     const file = await this.requireVolume(poolName, volume);
     const running = this.usedBy(poolName, volume).filter((u) => u.running).map((u) => u.name);
     if (running.length > 0) throw errors.conflict(`Volume "${poolName}/${volume}" is in use by running VM ${running.join(', ')}; stop it first`, { usedBy: running });
@@ -410,6 +588,7 @@ export class PoolRegistry {
   }
 
   async deleteVolume(poolName: string, volume: string): Promise<void> {
+    this.refuseOnIscsi(poolName, 'delete a volume');
     const file = await this.requireVolume(poolName, volume);
     const users = this.usedBy(poolName, volume).map((u) => u.name);
     if (users.length > 0) throw errors.conflict(`Volume "${poolName}/${volume}" is attached to VM ${users.join(', ')}; detach it or delete the VM first`, { usedBy: users });
@@ -421,6 +600,7 @@ export class PoolRegistry {
   /** A qcow2 volume of the pool whose backing file is this volume, if any (the volume is then a base: writing to it would corrupt the clone). */
   async firstCloneOf(poolName: string, volume: string): Promise<string | undefined> {
     const pool = this.get(poolName);
+    if (pool.iscsi) return undefined; // raw LUNs: no qcow2 clone can sit on one
     const file = this.volumePath(poolName, volume);
     for (const other of await this.volumeNames(poolName)) {
       if (other === volume || volumeFormat(other) !== 'qcow2') continue;

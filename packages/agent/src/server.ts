@@ -20,6 +20,7 @@ import {
   PoolInfo,
   PoolSpec,
   SnapshotRequest,
+  StartRequest,
   StopRequest,
   VmDisk,
   VmInfo,
@@ -29,6 +30,8 @@ import {
   VolumeInfo,
   VolumeName,
   VolumeResize,
+  NetworkStateAnswer,
+  NetworkStateBody,
 } from '@drover/api';
 import type { PoolRegistry } from './pools.js';
 import {
@@ -47,6 +50,7 @@ import {
 } from './tls/index.js';
 import type { VmService } from './vm-service.js';
 import { migrationRoutes, type MigrationService } from './migration.js';
+import type { NetworkStateService } from './net/network-state.service.js';
 
 export interface AgentServerOptions {
   /** Bearer token (standalone agent); ignored when `tls` is set. */
@@ -63,6 +67,8 @@ export interface AgentServerOptions {
   bodyLimit?: number;
   /** Live migration routes (migration.ts); absent on a standalone agent. */
   migrations?: MigrationService;
+  /** Networks and firewall of this host (net/); absent: no network routes. */
+  networks?: NetworkStateService;
 }
 
 const VmParams = Type.Object({ vm: Type.String({ minLength: 1, maxLength: 128 }) });
@@ -74,7 +80,10 @@ const DiskQuery = Type.Object({ pool: Type.Optional(Name) }, { additionalPropert
 const NicParams = Type.Object({ vm: Type.String({ minLength: 1, maxLength: 128 }), nic: Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' }) });
 const PoolParams = Type.Object({ pool: Name });
 const VolumeParams = Type.Object({ pool: Name, volume: VolumeName });
-const LogQuery = Type.Object({ offset: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false });
+const LogQuery = Type.Object(
+  { offset: Type.Optional(Type.Integer({ minimum: 0 })), tail: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 * 1024, description: 'Only the last N bytes (instead of offset)' })) },
+  { additionalProperties: false },
+);
 const CrlStatus = Type.Object({
   /** Decimal. */
   crlNumber: Type.String(),
@@ -178,7 +187,6 @@ export async function buildAgentServer(o: AgentServerOptions) {
 
   const EmptyBody = Type.Optional(Type.Object({}, { additionalProperties: false }));
   const simple: Array<[string, (vm: string) => Promise<VmInfo>]> = [
-    ['start', (vm) => o.vms.start(vm)],
     ['pause', (vm) => o.vms.pause(vm)],
     ['resume', (vm) => o.vms.resume(vm)],
     ['reset', (vm) => o.vms.reset(vm)],
@@ -192,6 +200,10 @@ export async function buildAgentServer(o: AgentServerOptions) {
       run(request.params.vm),
     );
   }
+  // With a spec: defined (or its definition replaced) and started in one request, as a manager's start does.
+  app.post('/v1/vms/:vm/start', { schema: { params: VmParams, body: Type.Optional(StartRequest), response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
+    o.vms.start(request.params.vm, request.body?.spec),
+  );
   app.post('/v1/vms/:vm/stop', { schema: { params: VmParams, body: Type.Optional(StopRequest), response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
     o.vms.stop(request.params.vm, request.body ?? {}),
   );
@@ -228,7 +240,7 @@ export async function buildAgentServer(o: AgentServerOptions) {
     // QEMU writes this file from its own directory: never follow a link it may have planted.
     const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
     const size = handle ? (await handle.stat()).size : 0;
-    const offset = Math.min(request.query.offset ?? 0, size);
+    const offset = request.query.tail !== undefined ? Math.max(0, size - request.query.tail) : Math.min(request.query.offset ?? 0, size);
     void reply.header('content-type', 'text/plain; charset=utf-8').header('x-log-size', String(size));
     if (!handle || size === offset) {
       await handle?.close();
@@ -361,6 +373,13 @@ export async function buildAgentServer(o: AgentServerOptions) {
   }
 
   // ---------------------------------------------------------------- storage
+  if (o.networks) {
+    const networks = o.networks;
+    // The whole desired network state of this host; invalid input changes nothing (400).
+    app.put('/v1/network-state', { schema: { body: NetworkStateBody, response: { 200: NetworkStateAnswer, ...errorResponses } } }, async (request) => networks.apply(request.body));
+    app.get('/v1/network-state/ruleset', { schema: { response: { 200: NetworkStateAnswer, ...errorResponses } } }, async () => networks.current());
+  }
+
   app.get('/v1/pools', { schema: { response: { 200: Type.Array(PoolInfo) } } }, async () => o.pools.list());
   app.post('/v1/pools', { schema: { body: PoolSpec, response: { 201: PoolInfo, ...errorResponses } } }, async (request, reply) =>
     reply.status(201).send(await o.pools.define(request.body)),

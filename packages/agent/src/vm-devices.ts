@@ -218,7 +218,7 @@ export class VmDevices<R extends DeviceRecord> {
       const spec = record.spec;
       const key = `${disk.pool}/${disk.volume}`;
       if (spec.disks.length >= maxDisks) throw errors.conflict(`Cannot ${action} ${this.label(record)}: it has ${spec.disks.length} disks, the most a VM may have`, { limit: maxDisks });
-      const path = await this.c.pools.requireVolume(disk.pool, disk.volume);
+      const source = await this.c.pools.volumeSource(disk.pool, disk.volume, record.id);
       if (spec.disks.some((d) => d.pool === disk.pool && d.volume === disk.volume)) throw errors.conflict(`Volume "${key}" is already attached to ${this.label(record)}`);
       const writable = isWritable(disk);
       // Two VMs may share a volume only if neither writes to it.
@@ -240,7 +240,7 @@ export class VmDevices<R extends DeviceRecord> {
         if (disk.media === 'cdrom') throw errors.conflict(`Cannot add a CD-ROM drive to ${this.label(record)} while it runs: q35's AHCI bus has no hotplug; stop it first`);
         const slots = record.slots!;
         const slot = freeSlot(slots, 'disks', record.name);
-        const config = { nodeName: `disk${slot}`, path, format: volumeFormat(disk.volume), readOnly: !writable, port: slot };
+        const config = { nodeName: `disk${slot}`, ...source, format: volumeFormat(disk.volume), readOnly: !writable, port: slot };
         try {
           await plugDisk(live.qmp, config);
         } catch (cause) {
@@ -299,6 +299,7 @@ export class VmDevices<R extends DeviceRecord> {
       const action = 'add a NIC to';
       const nics = record.spec.nics ?? [];
       if (nics.length >= maxNics) throw errors.conflict(`Cannot ${action} ${this.label(record)}: it has ${nics.length} NICs, the most a VM may have`, { limit: maxNics });
+      checkNicMode(nic);
       const mac = nic.mac ?? randomMac();
       if (nics.some((n) => n.mac === mac)) throw errors.conflict(`MAC address "${mac}" is already used by a NIC of ${this.label(record)}`);
       const forwards = nic.forwards ?? [];
@@ -320,7 +321,7 @@ export class VmDevices<R extends DeviceRecord> {
         const slot = freeSlot(slots, 'nics', record.name);
         const hostForwards = forwards.map((f) => ({ protocol: f.protocol ?? 'tcp', hostAddress: '127.0.0.1', hostPort: f.hostPort, guestPort: f.guestPort }));
         try {
-          await plugNic(live.qmp, { id: `net${slot}`, mac, mode: 'user', hostForwards, port: maxDisks + slot });
+          await plugNic(live.qmp, { id: `net${slot}`, mac, mode: nic.mode ?? 'user', ...(nic.mode === 'tap' ? { ifname: nic.tap } : {}), hostForwards, port: maxDisks + slot });
         } catch (cause) {
           throw plugFailure(`NIC ${mac}`, record.name, cause);
         }
@@ -434,5 +435,15 @@ export class VmDevices<R extends DeviceRecord> {
       }
     }
     if (changed) await this.c.persist(record).catch((cause: unknown) => this.c.logger.error({ vm: record.name, err: cause }, 'cannot persist the VM record'));
+  }
+}
+
+/** A tap NIC names its tap and has no forwards; a user-mode NIC names no tap. */
+export function checkNicMode(nic: VmNic): void {
+  if (nic.mode === 'tap') {
+    if (nic.tap === undefined) throw errors.invalid('A NIC in tap mode needs "tap", the tap device on its network\'s bridge', { field: 'tap' });
+    if ((nic.forwards ?? []).length > 0) throw errors.invalid(`NIC on tap "${nic.tap}" has port forwards: they exist only in user mode`, { field: 'forwards' });
+  } else if (nic.tap !== undefined) {
+    throw errors.invalid(`NIC with tap "${nic.tap}" must have mode "tap"`, { field: 'mode' });
   }
 }

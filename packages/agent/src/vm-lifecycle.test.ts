@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -191,5 +192,40 @@ describe('counter appliance', () => {
     expect(unauth.status).toBe(401);
     await t.client.action(id, 'force-off');
     expect((await t.client.vm(id)).state).toBe('stopped');
+  });
+
+  it('a start with a spec defines an unknown VM and starts it, rewrites a stopped one, and leaves a running one as it is', async () => {
+    const newId = randomUUID();
+    const root = 'counter-2.root.qcow2';
+    await t.client.createVolume(counter.pool, { name: root, cloneOf: counter.root });
+    const { id: _oldId, ...base } = (await t.client.vm(id)).spec; // counter-1's definition, for another VM
+    const spec = { ...base, id: newId, name: 'counter-2', disks: [{ pool: counter.pool, volume: root }], nics: [{ forwards: [] }] };
+    try {
+      // The spec's id must be the VM in the path: refused, and nothing is defined.
+      const mismatch = await t.client.request('POST', `/v1/vms/${newId}/start`, { spec: { ...spec, id: randomUUID() } });
+      expect(mismatch.status).toBe(400);
+      expect((await t.client.request('GET', `/v1/vms/${newId}`)).status).toBe(404);
+
+      // Unknown here: defined with the spec, then started, in one request.
+      const started = await t.client.action(newId, 'start', { spec });
+      expect(started).toMatchObject({ id: newId, name: 'counter-2', state: 'running' });
+      await t.client.waitForSerial(newId, /DROVER-READY appliance=counter/);
+
+      // Running: refused as without a spec, and its definition stays.
+      const again = await t.client.request('POST', `/v1/vms/${newId}/start`, { spec: { ...spec, memoryMiB: 160 } });
+      expect(again.status).toBe(409);
+      expect((await t.client.vm(newId)).spec.memoryMiB).toBe(spec.memoryMiB);
+
+      // Stopped: the spec replaces its definition (as PUT does), then it starts with it.
+      await t.client.action(newId, 'force-off');
+      const restarted = await t.client.action(newId, 'start', { spec: { ...spec, memoryMiB: 160 } });
+      expect(restarted).toMatchObject({ state: 'running', spec: { memoryMiB: 160 } });
+      const argv = (await readFile(`/proc/${restarted.pid}/cmdline`, 'utf8')).split('\0');
+      expect(argv[argv.indexOf('-m') + 1]).toBe('160M');
+    } finally {
+      await t.client.request('POST', `/v1/vms/${newId}/force-off`, {});
+      await t.client.request('DELETE', `/v1/vms/${newId}`);
+      await t.client.request('DELETE', `/v1/pools/${counter.pool}/volumes/${root}`);
+    }
   });
 });

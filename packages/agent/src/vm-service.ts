@@ -21,7 +21,7 @@ import { KeyedLock } from './keyed-lock.js';
 import { volumeFormat, type PoolRegistry } from './pools.js';
 import { seedDigest, seedFiles, writeSeedIso } from './cloud-init-seed.js';
 import { SerialHub } from './serial-hub.js';
-import { diskPlacement, hotplugRootPorts, initialSlots, nicPlacement, randomMac, rootPortsOf, VmDevices, type DeviceSlots } from './vm-devices.js';
+import { checkNicMode, diskPlacement, hotplugRootPorts, initialSlots, nicPlacement, randomMac, rootPortsOf, VmDevices, type DeviceSlots } from './vm-devices.js';
 import { receiveStateToFile, sendFileToState } from './state-stream.js';
 import type { MigrationHooks, MigrationMarker } from './migration.js';
 
@@ -281,6 +281,9 @@ export class VmService {
     }
     for (const ref of refs) {
       this.o.pools.volumePath(ref.pool, ref.volume); // throws invalid/not_found for bad pools and paths
+      if (ref.what !== 'disk' && this.o.pools.get(ref.pool).iscsi) {
+        throw errors.invalid(`The ${ref.what} "${ref.pool}/${ref.volume}" is on an iSCSI pool; QEMU reads a kernel or initrd from a file only`, { field: ref.what });
+      }
       if (!(await this.o.pools.exists(ref.pool, ref.volume))) {
         throw errors.invalid(`The ${ref.what} volume "${ref.pool}/${ref.volume}" does not exist`, { field: ref.what });
       }
@@ -307,6 +310,7 @@ export class VmService {
         if (macs.has(nic.mac)) throw errors.invalid(`MAC address "${nic.mac}" is used twice`);
         macs.add(nic.mac);
       }
+      checkNicMode(nic);
     }
   }
 
@@ -380,10 +384,10 @@ export class VmService {
     const f = this.files(record.id);
     const disks: DiskConfig[] = [];
     for (const [index, d] of spec.disks.entries()) {
-      const file = await this.o.pools.requireVolume(d.pool, d.volume);
+      const source = await this.o.pools.volumeSource(d.pool, d.volume, record.id);
       disks.push({
         ...diskPlacement(record.slots, index, d),
-        path: file,
+        ...source,
         format: volumeFormat(d.volume),
         readOnly: d.readOnly === true || d.media === 'cdrom',
         media: d.media ?? 'disk',
@@ -416,7 +420,8 @@ export class VmService {
       nics: (spec.nics ?? []).map((nic, index) => ({
         ...nicPlacement(record.slots, index),
         mac: nic.mac ?? randomMac(),
-        mode: 'user' as const,
+        mode: nic.mode ?? 'user',
+        ...(nic.mode === 'tap' ? { ifname: nic.tap } : {}),
         hostForwards: (nic.forwards ?? []).map((fw) => ({
           protocol: fw.protocol ?? 'tcp',
           hostAddress: '127.0.0.1',
@@ -438,6 +443,7 @@ export class VmService {
   }
 
   private checkCapacity(record: VmRecord): void {
+    this.checkChineseWall(record);
     const used = this.allocated();
     const { capacity } = this.o;
     const vcpus = Math.floor(capacity.cpus * this.o.cpuAllocationRatio);
@@ -446,6 +452,30 @@ export class VmService {
         `Cannot start ${this.label(record)}: host has ${capacity.memoryMiB - used.memoryMiB} MiB and ${vcpus - used.cpus} vCPUs free, the VM needs ${record.spec.memoryMiB} MiB and ${record.spec.cpus}`,
         { reason: 'capacity' },
       );
+    }
+  }
+
+  /**
+   * sHype's Chinese Wall where the action happens (every start, restore and
+   * incoming migration passes here): a VM whose spec carries a security label
+   * may not run beside a VM with QEMU here whose types clash with its own in
+   * one of the conflict sets the manager sent with it (docs/access-control-policy.md).
+   */
+  private checkChineseWall(record: VmRecord): void {
+    const mine = record.spec.security;
+    if (!mine || mine.cwTypes.length === 0) return;
+    for (const other of this.records.values()) {
+      const theirs = other.spec.security;
+      if (other.id === record.id || !other.runtime || !theirs) continue;
+      for (const set of mine.conflictSets) {
+        const own = mine.cwTypes.find((t) => set.includes(t) && !theirs.cwTypes.includes(t));
+        const clash = theirs.cwTypes.find((t) => set.includes(t) && !mine.cwTypes.includes(t));
+        if (own !== undefined && clash !== undefined) {
+          throw new DroverError('policy_denied', `Cannot run ${this.label(record)} (${mine.label}) on this host: ${this.label(other)} (${theirs.label}) runs here, and types "${clash}" and "${own}" are in one Chinese Wall conflict set`, {
+            details: { reason: 'chinese_wall', vm: other.spec.name, type: own, otherType: clash },
+          });
+        }
+      }
     }
   }
 
@@ -468,10 +498,15 @@ export class VmService {
     });
     record.runtime = { pid, startTime, accel: config.accel, startedAt: new Date().toISOString() };
     delete record.lastError;
-    await this.persist(record);
+    // The record (with the new pid) is written while QMP is attached: neither needs the other,
+    // and both must have succeeded before the start does.
+    const persisted = this.persist(record);
     try {
-      return await this.attach(record, qmp);
+      const live = await this.attach(record, qmp);
+      await persisted;
+      return live;
     } catch (cause) {
+      await persisted.catch(() => undefined);
       await this.killAndForget(record);
       throw cause;
     }
@@ -564,7 +599,20 @@ export class VmService {
 
   // ------------------------------------------------------------ actions
 
-  async start(ref: string): Promise<VmInfo> {
+  /**
+   * Starts a VM. With `spec` (a manager's start: one request where there would be
+   * a define, or a `PUT`, and a start), a VM the host does not have is defined
+   * first with the spec's id, which must be `ref`, and a stopped one gets the
+   * spec as its definition, as `update` does; a running or saved one keeps its
+   * definition and is refused below, as without a spec.
+   */
+  async start(ref: string, spec?: VmSpec): Promise<VmInfo> {
+    if (spec) {
+      if (spec.id !== ref) throw errors.invalid(`A start with a spec needs the VM's id as the spec's id; got "${spec.id ?? ''}" for "${ref}"`, { field: 'spec.id' });
+      const existing = this.records.get(ref);
+      if (!existing) await this.define(spec);
+      else if (this.stateOf(existing) === 'stopped') await this.update(ref, spec);
+    }
     const record = this.find(ref);
     await this.lock.run(record.id, 'start', this.label(record), async () => {
       if (record.runtime) throw errors.conflict(`${this.label(record)} is already ${this.stateOf(record)}`, { state: this.stateOf(record) });
@@ -1026,3 +1074,4 @@ function waitForMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
     qmp.on('event', onEvent);
   });
 }
+

@@ -29,8 +29,13 @@ export const PortForward = Type.Object(
 export const VmNic = Type.Object(
   {
     mac: Type.Optional(MacAddress),
-    /** Until virtual networks exist: QEMU user networking, forwards bound to 127.0.0.1. */
-    mode: Type.Optional(Type.Literal('user')),
+    /**
+     * `user` (default): QEMU user networking, forwards bound to 127.0.0.1. `tap`: the
+     * tap `tap` that the host's network state (`PUT /v1/network-state`) put on a
+     * network's bridge; no forwards.
+     */
+    mode: Type.Optional(Type.Union([Type.Literal('user'), Type.Literal('tap')])),
+    tap: Type.Optional(Type.String({ pattern: '^dt[A-Za-z0-9_.-]{1,13}$', description: 'Tap device (Drover taps start with "dt")' })),
     forwards: Type.Optional(Type.Array(PortForward, { maxItems: 32 })),
   },
   { additionalProperties: false },
@@ -60,6 +65,20 @@ export const VmSpec = Type.Object(
     boot: VmBoot,
     vnc: Type.Optional(Type.Boolean({ description: 'Give the VM a VGA screen served over VNC (default true)' })),
     cloudInit: Type.Optional(CloudInit),
+    security: Type.Optional(
+      Type.Object(
+        {
+          label: Type.String({ minLength: 1, maxLength: 255 }),
+          cwTypes: Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { maxItems: 1024 }),
+          conflictSets: Type.Array(Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { maxItems: 1024 }), { maxItems: 1024 }),
+        },
+        {
+          additionalProperties: false,
+          description:
+            "The VM's sHype label as the manager's active policy defines it: its Chinese Wall types and the conflict sets holding them. The agent refuses to run it beside a VM of a conflicting type (the manager checks first; this is the check where the action happens)",
+        },
+      ),
+    ),
   },
   { additionalProperties: false },
 );
@@ -100,26 +119,57 @@ export const StopRequest = Type.Object(
 );
 export type StopRequest = Static<typeof StopRequest>;
 
+/**
+ * `POST /v1/vms/:vm/start`. With `spec`, the VM is defined first when the host
+ * does not have it, or its definition replaced when it is stopped (as `PUT`
+ * would): one request for what would be a define and a start.
+ */
+export const StartRequest = Type.Object(
+  { spec: Type.Optional(VmSpec) },
+  { additionalProperties: false },
+);
+export type StartRequest = Static<typeof StartRequest>;
+
 export const SnapshotRequest = Type.Object(
   { name: Name, withMemory: Type.Optional(Type.Boolean({ description: 'Include RAM and device state (running VMs; default true)' })) },
   { additionalProperties: false },
 );
 export type SnapshotRequest = Static<typeof SnapshotRequest>;
 
-export const PoolSpec = Type.Object(
+export const IscsiTarget = Type.Object(
   {
-    name: Name,
-    path: Type.String({ minLength: 1, maxLength: 1024, pattern: '^/[^\\n\\r\\x00]*$' }),
-    shared: Type.Optional(Type.Boolean({ description: 'The same directory (or LUN) is visible to several hosts' })),
+    portal: Type.String({ minLength: 3, maxLength: 262, description: 'HOST:PORT of the target\'s portal, reachable from the host (e.g. "192.0.2.10:3260")' }),
+    target: Type.String({ minLength: 5, maxLength: 223, description: 'The target\'s IQN (e.g. "iqn.2026-11.example:san1")' }),
   },
   { additionalProperties: false },
 );
+export type IscsiTarget = Static<typeof IscsiTarget>;
+
+export const PoolSpec = Type.Union([
+  Type.Object(
+    {
+      name: Name,
+      path: Type.String({ minLength: 1, maxLength: 1024, pattern: '^/[^\\n\\r\\x00]*$' }),
+      shared: Type.Optional(Type.Boolean({ description: 'The same directory is visible to several hosts at this path (NFS, or a directory two test hosts share)' })),
+    },
+    { additionalProperties: false, description: 'A directory pool: a new or empty directory, or a Drover pool already' },
+  ),
+  Type.Object(
+    {
+      name: Name,
+      iscsi: IscsiTarget,
+      shared: Type.Optional(Type.Boolean({ description: 'Default true: every host that defines the same target sees the same LUNs' })),
+    },
+    { additionalProperties: false, description: 'An iSCSI pool: the LUNs of a target (volumes lun<N>, raw), opened by QEMU\'s built-in initiator; provisioned on the target, not by Drover' },
+  ),
+]);
 export type PoolSpec = Static<typeof PoolSpec>;
 
 export const PoolInfo = Type.Object({
   name: Type.String(),
-  path: Type.String(),
+  path: Type.String({ description: 'The directory, or iscsi://PORTAL/TARGET' }),
   shared: Type.Boolean(),
+  kind: Type.Optional(Type.Union([Type.Literal('directory'), Type.Literal('iscsi')], { description: 'Absent: directory' })),
   capacityBytes: Type.Integer(),
   availableBytes: Type.Integer(),
   allocatedBytes: Type.Integer(),

@@ -1,5 +1,7 @@
 import { Type, type Static, type TSchema } from 'typebox';
 import { CloudInit, MacAddress, Name, StringEnum, VolumeName, VolumeRef } from './common.js';
+import { EvacuationPolicySchema } from './power.js';
+import { SecurityLabelRef } from './policy.js';
 
 /**
  * The manager's public REST API, `/api/v1/...`: what the CLI, the web console
@@ -75,12 +77,22 @@ export const VmCreate = Type.Object(
         description: 'A CD-ROM attached read-only and booted first (then the disk): an ISO image of the library, or {pool, volume} on the host the VM is placed on (pin it with hostInclude)',
       }),
     ),
+    bootVolume: Type.Optional(
+      Type.Object(
+        { pool: Name, volume: VolumeName },
+        {
+          additionalProperties: false,
+          description: 'Appliance images only: boot from this existing volume (holding the appliance\'s root file system) instead of a fresh thin clone, e.g. a LUN of a shared iSCSI pool ({pool: "san", volume: "lun1"}); the pool must exist on the VM\'s host (pin it with hostInclude); the volume is kept when the VM is deleted',
+        },
+      ),
+    ),
     diskSizeBytes: Type.Optional(Type.Integer({ minimum: 1024 * 1024, maximum: 64 * 1024 ** 4, description: 'Without an image: an empty qcow2 disk of this size (to install onto from the ISO). With a disk image: the size of its clone (at least the image\'s virtual size)' })),
     cloudInit: Type.Optional(CloudInit),
     cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
     memoryMiB: Type.Optional(Type.Integer({ minimum: 64, maximum: 1024 * 1024 })),
     cpuModel: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' })),
     labels: Type.Optional(Labels),
+    securityLabel: Type.Optional(SecurityLabelRef),
     antiAffinityGroups: Type.Optional(Type.Array(Name, { maxItems: 8 })),
     hostInclude: Type.Optional(Type.Array(IdOrName, { maxItems: 64 })),
     hostExclude: Type.Optional(Type.Array(IdOrName, { maxItems: 64 })),
@@ -92,6 +104,8 @@ export const VmCreate = Type.Object(
     ),
     cmdline: Type.Optional(Type.String({ maxLength: 1024, pattern: '^[A-Za-z0-9_.:/@,+= -]*$', description: 'Extra kernel command-line settings (drover.* keys); appliance images only' })),
     autostart: Type.Optional(Type.Boolean()),
+    evacuationPolicy: Type.Optional(EvacuationPolicySchema),
+    project: Type.Optional(Name),
   },
   { additionalProperties: false },
 );
@@ -102,8 +116,10 @@ export const VmEdit = Type.Object(
     cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
     memoryMiB: Type.Optional(Type.Integer({ minimum: 64, maximum: 1024 * 1024 })),
     labels: Type.Optional(Labels),
+    securityLabel: Type.Optional(Type.Union([SecurityLabelRef, Type.Null()], { description: 'The VM\'s sHype label (ACM:<policy>:<label>), or null to remove it; only while the VM holds no host (stopped, saved or defined)' })),
     autostart: Type.Optional(Type.Boolean()),
     cloudInit: Type.Optional(Type.Union([CloudInit, Type.Null()], { description: 'A new cloud-init seed, or null to remove it (while stopped; applied at the next start)' })),
+    evacuationPolicy: Type.Optional(EvacuationPolicySchema),
   },
   { additionalProperties: false },
 );
@@ -138,9 +154,12 @@ export const Vm = Type.Object({
     hostExclude: Type.Array(Type.String()),
     forwards: Type.Array(Type.Object({ hostPort: Type.Integer(), guestPort: Type.Integer() })),
     cmdline: Type.String(),
+    evacuationPolicy: Type.Optional(Type.String({ description: 'What a host evacuation does with the VM (live-migrate when absent)' })),
+    ha: Type.Optional(Type.Boolean({ description: 'Restarted on another host after its host is lost and fenced (PUT /api/v1/vms/{id}/ha)' })),
     addedDisks: Type.Optional(Type.Array(AddedDisk, { description: 'Disks added through POST /api/v1/vms/:id/disks, after the image\'s own; kept across restarts' })),
     addedNics: Type.Optional(Type.Array(AddedNic, { description: 'NICs added through POST /api/v1/vms/:id/nics, after the image\'s one; kept across restarts' })),
     iso: Type.Optional(Type.String({ description: 'The attached ISO: "name:version" of a library image, or "pool/volume"' })),
+    bootVolume: Type.Optional(Type.String({ description: 'The existing volume the appliance boots from ("pool/volume"), when given at creation' })),
     diskSizeBytes: Type.Optional(Type.Integer()),
     cloudInit: Type.Optional(
       Type.Object({ userDataBytes: Type.Integer(), metaDataBytes: Type.Optional(Type.Integer()), networkConfigBytes: Type.Optional(Type.Integer()) }, { description: 'The sizes of the cloud-init files (their content is not echoed back)' }),

@@ -19,6 +19,7 @@ export const MigrateRequest = Type.Object(
     storage: Type.Optional(Type.Boolean({ description: 'Copy local disks to the destination (NBD mirror); without it every disk must be on a shared pool' })),
     downtimeMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 60_000, description: 'Longest pause allowed at switchover (QEMU downtime-limit); default 300' })),
     bandwidth: Type.Optional(Type.Integer({ minimum: 1_048_576, maximum: 1024 ** 4, description: 'Bytes per second for the memory stream (QEMU max-bandwidth), 1 MiB/s to 1 TiB/s; default 1 GiB/s' })),
+    mirrorBandwidth: Type.Optional(Type.Integer({ minimum: 1_048_576, maximum: 1024 ** 4, description: 'Bytes per second for the disk mirror (blockdev-mirror speed), so the copy of local disks does not saturate the link; default unlimited' })),
     postcopy: Type.Optional(Type.Boolean({ description: 'Allow switching to post-copy; refused (unavailable) where the destination has no userfaultfd' })),
     timeoutMs: Type.Optional(Type.Integer({ minimum: 1_000, maximum: 86_400_000, description: 'Pre-copy that has not reached switchover by then is cancelled; default 600000' })),
   },
@@ -93,7 +94,18 @@ export const IncomingReady = Type.Object({
 });
 export type IncomingReady = Static<typeof IncomingReady>;
 
-export const MirrorRequest = Type.Object({ nbd: NbdTarget, tlsHostname: Address, timeoutMs: Type.Optional(Type.Integer({ minimum: 1000 })) }, { additionalProperties: false });
+export const MirrorRequest = Type.Object(
+  {
+    nbd: NbdTarget,
+    tlsHostname: Address,
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 1000 })),
+    /** blockdev-mirror `speed` in bytes/s (absent: unlimited). */
+    speed: Type.Optional(Type.Integer({ minimum: 1 })),
+    /** No byte copied by any job for this long before READY: the NBD connection is yanked and the mirror fails (default 15 s). */
+    stallMs: Type.Optional(Type.Integer({ minimum: 1000 })),
+  },
+  { additionalProperties: false },
+);
 export type MirrorRequest = Static<typeof MirrorRequest>;
 
 export const PerformRequest = Type.Object(

@@ -68,6 +68,11 @@ export class DroverClient {
     return (await this.request<T>('POST', path, { body, headers, idempotent: true })).body;
   }
 
+  /** Replaces a setting (PUT is idempotent by itself: no key). */
+  async put<T>(path: string, body: unknown, headers?: Record<string, string>): Promise<T> {
+    return (await this.request<T>('PUT', path, { body, headers })).body;
+  }
+
   async patch<T>(path: string, body: unknown, headers?: Record<string, string>): Promise<T> {
     return (await this.request<T>('PATCH', path, { body, headers })).body;
   }

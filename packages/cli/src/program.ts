@@ -1,13 +1,18 @@
 import type { Command } from 'commander';
 import { Cli, type CliContext } from './cli.js';
+import { registerAccessCommands } from './commands/access.js';
+import { registerClusterCommands } from './commands/cluster.js';
 import { registerCompletionCommands } from './commands/completion.js';
 import { registerConfigCommands } from './commands/config.js';
 import { registerHostCommands } from './commands/host.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerOperationCommands } from './commands/op.js';
+import { registerPolicyCommands } from './commands/policy.js';
+import { registerPowerCommands, registerVmHaCommand } from './commands/power.js';
 import { registerStorageCommands } from './commands/storage.js';
 import { registerVmCommands } from './commands/vm.js';
 import { registerVmDeviceCommands } from './commands/vm-devices.js';
+import { registerVmcastCommands } from './commands/vmcast.js';
 
 /**
  * The whole `drover` command tree. `extend` adds commands that live outside the
@@ -16,11 +21,18 @@ import { registerVmDeviceCommands } from './commands/vm-devices.js';
  */
 export function createCli(ctx: CliContext, extend?: (program: Command) => void): Cli {
   const cli = new Cli(ctx, extend);
-  registerVmDeviceCommands(cli, registerVmCommands(cli));
+  const vm = registerVmCommands(cli);
+  registerVmDeviceCommands(cli, vm);
+  registerVmcastCommands(cli, vm);
+  registerVmHaCommand(cli, vm);
   registerHostCommands(cli);
   registerImageCommands(cli);
   registerStorageCommands(cli);
   registerOperationCommands(cli);
+  registerPowerCommands(cli);
+  registerClusterCommands(cli);
+  registerAccessCommands(cli);
+  registerPolicyCommands(cli);
   registerConfigCommands(cli);
   registerCompletionCommands(cli);
   return cli;

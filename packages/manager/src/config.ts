@@ -3,6 +3,28 @@ import { Type, type Static } from 'typebox';
 import { maxVolumeUploadBytes, StringEnum } from '@drover/api';
 import { loadLayeredConfig } from '@drover/agent';
 
+const LdapConfigSchema = Type.Object(
+  {
+    /** ldap://host:port (with startTls) or ldaps://host:port. */
+    url: Type.String({ pattern: '^ldaps?://' }),
+    startTls: Type.Optional(Type.Boolean()),
+    /** PEM file of the CA that signed the directory's certificate. */
+    caFile: Type.Optional(Type.String({ pattern: '^/' })),
+    bindDn: Type.String({ minLength: 1 }),
+    bindPassword: Type.String(),
+    userBase: Type.String({ minLength: 1 }),
+    userFilter: Type.Optional(Type.String({ pattern: '\\{user\\}' })),
+    groupBase: Type.String({ minLength: 1 }),
+    groupFilter: Type.Optional(Type.String({ minLength: 3 })),
+    /** Group cn → roles over scopes, e.g. {"lab-admins": [{"role": "operator", "scope": "*"}]}. */
+    groupRoles: Type.Record(Type.String(), Type.Array(Type.Object({ role: Type.String({ minLength: 1 }), scope: Type.String({ minLength: 1 }) }, { additionalProperties: false }))),
+    /** Group membership is re-read at most this often per signed-in user (default 300). */
+    refreshSeconds: Type.Optional(Type.Integer({ minimum: 1 })),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 100 })),
+  },
+  { additionalProperties: false },
+);
+
 export const ManagerConfigSchema = Type.Object(
   {
     /** host:port of the API. */
@@ -34,8 +56,39 @@ export const ManagerConfigSchema = Type.Object(
     /** Time limit of one image download, headers to last byte (default 1 hour). */
     imageDownloadTimeoutMs: Type.Integer({ minimum: 1000 }),
     logLevel: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    /** How often the power policy looks at its schedule and the capacity reserve (default 30 s). */
+    powerTickMs: Type.Optional(Type.Integer({ minimum: 100 })),
+    /** How long HA waits after a host is lost before it judges (fencing storms are seen then); default 5 s. */
+    haGraceMs: Type.Optional(Type.Integer({ minimum: 0 })),
+    /** How long a power driver's claim is checked against its status before it counts as a lie (default 30 s). */
+    powerVerifyMs: Type.Optional(Type.Integer({ minimum: 100 })),
+    /** How long a host powered on may take until its agent answers (default 10 minutes). */
+    powerBootTimeoutMs: Type.Optional(Type.Integer({ minimum: 1000 })),
+    /** Cluster load balancing (docs/planner.md): the automatic rebalance is off unless `auto` is true. */
+    rebalance: Type.Optional(
+      Type.Object(
+        {
+          auto: Type.Optional(Type.Boolean()),
+          /** Imbalance (most − least loaded online host, 0–1) above which the automatic rebalance starts; default 0.2. */
+          threshold: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+          /** No automatic rebalance sooner than this after the last one (default 1800000, 30 minutes). */
+          cooldownMs: Type.Optional(Type.Integer({ minimum: 0 })),
+          /** How often the imbalance is checked (default 60000). */
+          intervalMs: Type.Optional(Type.Integer({ minimum: 100 })),
+          /** Live migrations at once (default 2). */
+          concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     /** The web console's built files; default: packages/web/dist of this installation; `none` turns the console off. */
     webRoot: Type.Optional(Type.String({ pattern: '^(/|none$)' })),
+    /** Users from an LDAP directory (see docs/access-control-users.md); absent: local users only. */
+    ldap: Type.Optional(LdapConfigSchema),
+    /** Failed sign-ins from one address and user name before 429 (default 5; the address alone gets four times as many). */
+    loginMaxFailures: Type.Optional(Type.Integer({ minimum: 1 })),
+    /** The window those failures are counted in (default 60 s). */
+    loginWindowSeconds: Type.Optional(Type.Integer({ minimum: 1 })),
   },
   { additionalProperties: false },
 );

@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { loadOrCreateSecret } from '@drover/agent';
@@ -8,6 +8,8 @@ import { CrlPush } from './hosts/crl-push.js';
 import { HostService } from './hosts/host.service.js';
 import { EventHub } from './http/event-hub.js';
 import { BrowserAuth } from './http/browser-auth.js';
+import { AccessService } from './access/access.service.js';
+import { LdapDirectory, type LdapSettings } from './access/ldap-directory.js';
 import { defaultWebRoot } from './http/web-console.js';
 import { buildManagerServer } from './http/server.js';
 import { ImageLibrary } from './images/image-library.js';
@@ -16,6 +18,12 @@ import { OperationRunner } from './operations/operation-runner.js';
 import { ClusterCa, type ClusterCaOptions } from './pki/index.js';
 import { openPostgresStore, openSqliteStore, type Store } from './store/index.js';
 import { VmService } from './vms/vm.service.js';
+import { MaintenanceService } from './power/maintenance.service.js';
+import { PowerPolicyService } from './power/power-policy.service.js';
+import { PowerService } from './power/power.service.js';
+import { HaService } from './power/ha.service.js';
+import { VmcastService } from './vmcasting/vmcast.service.js';
+import { RebalanceService } from './cluster/rebalance.service.js';
 
 export interface RunningManager {
   url: string;
@@ -30,6 +38,12 @@ export interface RunningManager {
   crl: CrlPush;
   vms: VmService;
   runner: OperationRunner;
+  /** Host power drivers, maintenance and the power policy. */
+  power: { ha: HaService; power: PowerService; maintenance: MaintenanceService; policy: PowerPolicyService };
+  /** VMcasting: publisher, subscriber, update channels. */
+  vmcast: VmcastService;
+  /** Cluster load balancing: the rebalance plan, its runs and the automatic rebalance. */
+  rebalance: RebalanceService;
   /** Stops serving; operations in flight are left for the next manager to recover. */
   close(): Promise<void>;
 }
@@ -39,6 +53,8 @@ export interface StartManagerOptions {
   logger?: Logger;
   /** Settings of the cluster CA; tests shorten the CRL validity (`crlValiditySeconds`). */
   ca?: ClusterCaOptions;
+  /** VMcasting limits and timers; tests shorten them (tickMs 0: polls only on demand). */
+  vmcast?: { maxFeedBytes?: number; tickMs?: number; healthTimeoutMs?: number };
 }
 
 /** Starts a manager: store, CA, image library, services, recovery of unfinished operations, API. */
@@ -72,6 +88,23 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     maxVirtualBytes: config.imageMaxVirtualBytes,
     downloadTimeoutMs: config.imageDownloadTimeoutMs,
   });
+  const vmcast = new VmcastService({
+    store,
+    runner,
+    hub,
+    link,
+    library: images,
+    vms,
+    logger: logger.child({ module: 'vmcast' }),
+    maxImageBytes: config.imageMaxBytes,
+    maxVirtualBytes: config.imageMaxVirtualBytes,
+    downloadTimeoutMs: config.imageDownloadTimeoutMs,
+    tickMs: options.vmcast?.tickMs ?? 10_000,
+    ...(options.vmcast?.maxFeedBytes ? { maxFeedBytes: options.vmcast.maxFeedBytes } : {}),
+    ...(options.vmcast?.healthTimeoutMs ? { healthTimeoutMs: options.vmcast.healthTimeoutMs } : {}),
+  });
+  // eslint-disable-next-line prefer-const -- assigned once the power service exists; the heartbeat only calls it later
+  let ha: HaService;
   const crl = new CrlPush({ ca, link, logger: logger.child({ module: 'crl' }) });
   const hosts = new HostService({
     store,
@@ -83,6 +116,8 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     heartbeatMs: config.heartbeatMs,
     missesBeforeUnreachable: config.missesBeforeUnreachable,
     onHeartbeat: (host) => vms.reconcile(host).catch((error: unknown) => logger.warn({ host: host.name, err: error }, 'reconcile failed')),
+    // HA (power/ha.service.ts) is made below, with the power service it fences through.
+    onHostLost: (host) => ha.onHostLost(host),
     onHostBack: async (host) => {
       await vms.autostart(host).catch((error: unknown) => logger.warn({ host: host.name, err: error }, 'autostart failed'));
     },
@@ -92,12 +127,41 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     // A half-done rotation is simply done again: the agent's pending key is replaced, the old certificate still serves.
     recover: async (ctx) => hosts.rotateCertificate(await store.hosts.get(ctx.op.targetId), (name, progress) => ctx.phase(name, progress)),
   });
+  const powerService = new PowerService({ store, runner, hosts, logger: logger.child({ module: 'power' }), ...(config.powerBootTimeoutMs ? { bootTimeoutMs: config.powerBootTimeoutMs } : {}), ...(config.powerVerifyMs ? { verifyMs: config.powerVerifyMs } : {}) });
+  ha = new HaService({ store, runner, link, vms, hosts, power: powerService, logger: logger.child({ module: 'ha' }), ...(config.haGraceMs !== undefined ? { graceMs: config.haGraceMs } : {}) });
+  const power = {
+    ha,
+    power: powerService,
+    maintenance: new MaintenanceService({ store, runner, vms, hosts, logger: logger.child({ module: 'maintenance' }) }),
+    policy: new PowerPolicyService({ store, runner, vms, power: powerService, logger: logger.child({ module: 'power-policy' }), ...(config.powerTickMs ? { tickMs: config.powerTickMs } : {}) }),
+  };
+  const rebalance = new RebalanceService({
+    store,
+    runner,
+    vms,
+    logger: logger.child({ module: 'rebalance' }),
+    ...(config.rebalance ? { settings: config.rebalance } : {}),
+    // The power policy packs hosts at night and rebalances after waking them: never fight it.
+    holdOff: async () => ((await runner.busyWith('power-policy')) ? 'the power policy is at work' : undefined),
+  });
   const recovered = await runner.resumeAll();
   if (recovered > 0) logger.info({ recovered }, 'recovering unfinished operations');
   hosts.start();
+  power.policy.start();
+  rebalance.start();
+  vmcast.start();
   const browserAuth = new BrowserAuth({ key: await loadOrCreateSecret(path.join(config.dataDir, 'session-key')) });
   const webRoot = config.webRoot === 'none' ? undefined : (config.webRoot ?? defaultWebRoot());
-  const serverOptions = { store, hub, hosts, vms, runner, link, images: imageService, adminToken, metricsToken, browserAuth, ...(webRoot ? { webRoot } : {}), logger: logger.child({ module: 'http' }) };
+  const { caFile, ...ldapSettings } = config.ldap ?? { caFile: undefined };
+  const access = new AccessService({
+    store,
+    logger: logger.child({ module: 'access' }),
+    ...(config.ldap ? { ldap: new LdapDirectory({ ...(ldapSettings as LdapSettings), ...(caFile ? { caPem: await readFile(caFile, 'utf8') } : {}) }) } : {}),
+    ...(config.loginMaxFailures ? { loginMaxFailures: config.loginMaxFailures } : {}),
+    ...(config.loginWindowSeconds ? { loginWindowMs: config.loginWindowSeconds * 1000 } : {}),
+  });
+  await access.bootstrap(adminToken);
+  const serverOptions = { store, hub, hosts, vms, runner, link, power, rebalance, images: imageService, vmcast, adminToken, metricsToken, browserAuth, access, ...(webRoot ? { webRoot } : {}), logger: logger.child({ module: 'http' }) };
   const app = await buildManagerServer(serverOptions);
   const [host, port] = config.listen.split(':') as [string, string];
   await app.listen({ host, port: Number(port) });
@@ -125,8 +189,14 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     crl,
     vms,
     runner,
+    power,
+    vmcast,
+    rebalance,
     async close() {
       hosts.stop();
+      vmcast.stop();
+      power.policy.stop();
+      rebalance.stop();
       crl.close();
       await app.close();
       await tlsApp?.close();

@@ -242,6 +242,34 @@ describe('buildQemuArgv', () => {
   });
 });
 
+describe('iSCSI disks', () => {
+  const lun = { portal: '10.200.1.1:3260', target: 'iqn.2026-11.test.drover:san', lun: 1, initiatorName: 'iqn.2026-11.org.drover:h1.vm' };
+
+  it('opens a LUN with QEMU\'s own initiator (no file, no locking) under the initiator name given', () => {
+    const argv = buildQemuArgv(baseConfig({ disks: [{ nodeName: 'disk0', path: 'iscsi://10.200.1.1:3260/iqn.2026-11.test.drover:san/1', iscsi: lun, format: 'raw' }] }));
+    const blockdevs = argv.flatMap((arg, i) => (argv[i - 1] === '-blockdev' ? [arg] : []));
+    expect(blockdevs[0]).toBe('driver=iscsi,transport=tcp,portal=10.200.1.1:3260,target=iqn.2026-11.test.drover:san,lun=1,initiator-name=iqn.2026-11.org.drover:h1.vm,node-name=disk0-file,read-only=off');
+    expect(blockdevs[1]).toBe('driver=raw,file=disk0-file,node-name=disk0,read-only=off');
+  });
+
+  it('refuses a bad portal, target, initiator name or LUN with errors.invalid', () => {
+    const cases: Array<[Partial<typeof lun>, RegExp]> = [
+      [{ portal: '10.200.1.1' }, /portal/],
+      [{ portal: 'a b:3260' }, /portal/],
+      [{ target: 'san' }, /target/],
+      [{ target: 'iqn.2026-11.x,driver=file' }, /target/],
+      [{ initiatorName: 'nobody' }, /initiator/],
+      [{ lun: -1 }, /LUN/],
+      [{ lun: 1.5 }, /LUN/],
+    ];
+    for (const [change, message] of cases) {
+      const error = invalid(baseConfig({ disks: [{ nodeName: 'disk0', path: 'iscsi://x', iscsi: { ...lun, ...change }, format: 'raw' }] }));
+      expect(error.code).toBe('invalid');
+      expect(error.message).toMatch(message);
+    }
+  });
+});
+
 describe('escapeOptionValue and splitOptionString', () => {
   it('double commas and split them back', () => {
     expect(escapeOptionValue('/srv/a,b,,c')).toBe('/srv/a,,b,,,,c');

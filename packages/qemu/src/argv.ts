@@ -2,7 +2,7 @@ import { isIPv4 } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { errors } from '@drover/core';
 import { diskBlockdevs, diskDevice, escapeOptionValue, maxRootPorts, nicDevice, nicNetdevOption, optionString, rootPortProps } from './devices.js';
-import type { DiskConfig, QemuLaunchConfig } from './launch-config.js';
+import type { DiskConfig, IscsiLun, QemuLaunchConfig } from './launch-config.js';
 
 export { escapeOptionValue };
 
@@ -57,6 +57,22 @@ function checkText(value: string, what: string): void {
 function checkPath(path: string, what: string): void {
   checkText(path, what);
   if (!isAbsolute(path)) throw errors.invalid(`Invalid ${what} "${path}": it must be an absolute path`, { field: what });
+}
+
+/** An iSCSI LUN: "HOST:PORT" (IPv4, a DNS name, or [IPv6]), an IQN or EUI name, a LUN number. */
+function checkIscsi(lun: IscsiLun, nodeName: string): void {
+  if (!/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(lun.portal)) {
+    throw errors.invalid(`Invalid iSCSI portal "${lun.portal}" for disk "${nodeName}": expected HOST:PORT`, { field: 'iscsi.portal' });
+  }
+  if (!/^(iqn\.\d{4}-\d{2}\.[A-Za-z0-9.:_-]+|eui\.[0-9A-Fa-f]{16})$/.test(lun.target) || lun.target.length > 223) {
+    throw errors.invalid(`Invalid iSCSI target "${lun.target}" for disk "${nodeName}": expected an iqn. or eui. name`, { field: 'iscsi.target' });
+  }
+  if (lun.initiatorName !== undefined && !/^iqn\.\d{4}-\d{2}\.[a-z0-9.:_-]{1,200}$/.test(lun.initiatorName)) {
+    throw errors.invalid(`Invalid iSCSI initiator name "${lun.initiatorName}" for disk "${nodeName}"`, { field: 'iscsi.initiatorName' });
+  }
+  if (!Number.isInteger(lun.lun) || lun.lun < 0 || lun.lun > 16383) {
+    throw errors.invalid(`Invalid iSCSI LUN ${lun.lun} for disk "${nodeName}"`, { field: 'iscsi.lun' });
+  }
 }
 
 function checkSocketPath(path: string, what: string): void {
@@ -147,7 +163,8 @@ function validate(config: QemuLaunchConfig): void {
       throw errors.invalid(`CD-ROM "${disk.nodeName}" cannot sit on a root port: CD-ROMs are on the AHCI bus`, { field: 'port' });
     }
     claimPort(disk.port, disk.nodeName);
-    checkPath(disk.path, 'disk path');
+    if (disk.iscsi) checkIscsi(disk.iscsi, disk.nodeName);
+    else checkPath(disk.path, 'disk path');
     if (disk.format !== 'qcow2' && disk.format !== 'raw') {
       throw errors.invalid(`Invalid disk format "${String(disk.format)}" for "${disk.path}": expected "qcow2" or "raw"`, {
         field: 'format',
@@ -179,7 +196,13 @@ function validate(config: QemuLaunchConfig): void {
         field: 'mac',
       });
     }
-    if (nic.mode !== 'user') throw errors.invalid(`Invalid NIC mode "${String(nic.mode)}"`, { field: 'mode' });
+    if (nic.mode !== 'user' && nic.mode !== 'tap') throw errors.invalid(`Invalid NIC mode "${String(nic.mode)}"`, { field: 'mode' });
+    if (nic.mode === 'tap') {
+      if (typeof nic.ifname !== 'string' || !/^[A-Za-z0-9_.-]{1,15}$/.test(nic.ifname)) {
+        throw errors.invalid(`Invalid tap "${String(nic.ifname)}" for NIC "${nic.id}": 1 to 15 characters of A-Z, a-z, 0-9, "_", "." and "-"`, { field: 'ifname' });
+      }
+      if (nic.hostForwards.length > 0) throw errors.invalid(`NIC "${nic.id}" is a tap: port forwards exist only in user mode`, { field: 'hostForwards' });
+    }
     for (const forward of nic.hostForwards) {
       if (forward.protocol !== 'tcp' && forward.protocol !== 'udp') {
         throw errors.invalid(`Invalid forward protocol "${String(forward.protocol)}"`, { field: 'protocol' });

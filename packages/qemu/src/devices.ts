@@ -63,7 +63,9 @@ export function diskBlockdevs(disk: DiskConfig): [QemuProps, QemuProps] {
   const fileNode = `${disk.nodeName}-file`;
   return [
     // locking=on (not auto): two QEMUs on one image must fail, never both run.
-    { driver: 'file', filename: disk.path, 'node-name': fileNode, 'read-only': readOnly, locking: 'on' },
+    disk.iscsi
+      ? { driver: 'iscsi', transport: 'tcp', portal: disk.iscsi.portal, target: disk.iscsi.target, lun: disk.iscsi.lun, 'initiator-name': disk.iscsi.initiatorName, 'node-name': fileNode, 'read-only': readOnly }
+      : { driver: 'file', filename: disk.path, 'node-name': fileNode, 'read-only': readOnly, locking: 'on' },
     { driver: disk.format, file: fileNode, 'node-name': disk.nodeName, 'read-only': readOnly },
   ];
 }
@@ -87,11 +89,13 @@ function hostForwardRule(forward: HostForward): string {
 
 /** `-netdev` of a NIC (its forwards repeat the `hostfwd` key, which a property record cannot hold). */
 export function nicNetdevOption(nic: NicConfig): string {
+  if (nic.mode === 'tap') return `tap,id=${nic.id},ifname=${nic.ifname ?? ''},script=no,downscript=no`;
   return ['user', `id=${nic.id}`, ...nic.hostForwards.map((forward) => `hostfwd=${hostForwardRule(forward)}`)].join(',');
 }
 
 /** QMP `netdev_add` arguments of a NIC. */
 export function nicNetdevArgs(nic: NicConfig): Record<string, unknown> {
+  if (nic.mode === 'tap') return { type: 'tap', id: nic.id, ifname: nic.ifname, script: 'no', downscript: 'no' };
   return { type: 'user', id: nic.id, ...(nic.hostForwards.length > 0 ? { hostfwd: nic.hostForwards.map((forward) => ({ str: hostForwardRule(forward) })) } : {}) };
 }
 

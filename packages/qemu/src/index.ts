@@ -8,6 +8,7 @@ export type {
   BootConfig,
   DiskConfig,
   HostForward,
+  IscsiLun,
   NicConfig,
   QemuLaunchConfig,
 } from './launch-config.js';
@@ -56,6 +57,7 @@ export {
   isSameProcess,
   killProcess,
   readProcessInfo,
+  readProcessStat,
   spawnQemu,
   waitForExit,
   type ProcessInfo,

@@ -7,7 +7,14 @@ export type Accelerator = 'kvm' | 'tcg';
 export interface DiskConfig {
   /** qdev id and blockdev node-name prefix; the format node is named exactly `nodeName`. */
   nodeName: string;
+  /** The image file; for an iSCSI LUN its `iscsi://` URL (shown in messages only: `iscsi` says what QEMU opens). */
   path: string;
+  /**
+   * A LUN that QEMU opens itself with its built-in initiator (qemu-block-extra)
+   * instead of a file: `portal` "HOST:PORT", `target` the IQN, `lun` its number.
+   * Such a disk has no image locking (that is file-only in QEMU).
+   */
+  iscsi?: IscsiLun;
   format: 'qcow2' | 'raw';
   readOnly?: boolean;
   /** virtio-blk (default) or an IDE CD-ROM for ISO images. */
@@ -23,6 +30,14 @@ export interface DiskConfig {
   port?: number;
 }
 
+export interface IscsiLun {
+  portal: string;
+  target: string;
+  lun: number;
+  /** The IQN QEMU logs in as (QEMU's default is one name for every QEMU). */
+  initiatorName?: string;
+}
+
 export interface HostForward {
   protocol: 'tcp' | 'udp';
   /** Always a loopback address until real networks land. */
@@ -34,8 +49,13 @@ export interface HostForward {
 export interface NicConfig {
   id: string;
   mac: string;
-  /** QEMU user-mode networking (slirp) until the networks issue adds bridges and taps. */
-  mode: 'user';
+  /**
+   * `user`: QEMU user-mode networking (slirp) with loopback forwards; `tap`: an
+   * existing tap (`ifname`) on a Drover network's bridge, made by the agent's
+   * networks (docs/networks.md), opened with script=no.
+   */
+  mode: 'user' | 'tap';
+  ifname?: string;
   hostForwards: HostForward[];
   /** The PCIe root port the NIC sits on (see `DiskConfig.port`). */
   port?: number;

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rejectionOf } from '@drover/core';
 import { buildQemuArgv } from './argv.js';
 import type { QemuLaunchConfig } from './launch-config.js';
-import { isSameProcess, killProcess, readProcessInfo, spawnQemu, waitForExit } from './process.js';
+import { isSameProcess, killProcess, readProcessInfo, readProcessStat, spawnQemu, waitForExit } from './process.js';
 import { QmpClient } from './qmp-client.js';
 
 const kernel = readdirSync('/boot')
@@ -168,6 +168,8 @@ describe('spawnQemu and /proc helpers with real QEMU', () => {
       const info = await readProcessInfo(zombiePid);
       expect(info?.state).toBe('Z');
       expect(info?.alive).toBe(false);
+      // The one-read check says the same.
+      expect(await readProcessStat(zombiePid)).toEqual({ pid: zombiePid, alive: false, state: 'Z', startTime: info?.startTime });
     } finally {
       if (parent.pid !== undefined) await killProcess(parent.pid, 'SIGKILL');
     }
@@ -176,6 +178,10 @@ describe('spawnQemu and /proc helpers with real QEMU', () => {
   it('reports gone processes and refuses dangerous pids', async () => {
     // Pid numbers are below pid_max (at most 2^22); this one cannot exist.
     expect(await readProcessInfo(4_194_305)).toBeUndefined();
+    expect(await readProcessStat(4_194_305)).toBeUndefined();
+    const self = await readProcessInfo(process.pid);
+    // (Its state letter may change between the two reads: running, sleeping.)
+    expect(await readProcessStat(process.pid)).toMatchObject({ pid: process.pid, alive: true, startTime: self?.startTime });
     expect(await killProcess(4_194_305, 'SIGTERM')).toBe(false);
     expect(await waitForExit(4_194_305, 10)).toBe(true);
     for (const pid of [0, 1, -1, 1.5]) {

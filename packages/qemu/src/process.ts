@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { errors } from '@drover/core';
 import { findQmpSocket } from './argv.js';
@@ -7,8 +8,9 @@ import { QmpClient } from './qmp-client.js';
 
 const log = moduleLogger('drover:qemu:process');
 
-// Short: QEMU answers QMP ~80 ms after spawn, and every poll step adds to start latency.
-const pollIntervalMs = 5;
+// Short: QEMU answers QMP ~80 ms after spawn, and every poll step adds to start latency. A step
+// costs one stat of the socket's path until it exists (a connect attempt only then).
+const pollIntervalMs = 2;
 const defaultReadyTimeoutMs = 30_000;
 const defaultSettleMs = 300;
 const logTailBytes = 4096;
@@ -161,14 +163,14 @@ export async function spawnQemu(argv: readonly string[], options: SpawnQemuOptio
     if (outcome.status !== undefined) return fail(outcome.status);
     const pid = child.pid;
     if (pid === undefined) continue;
-    const qmp = readySocket === undefined ? undefined : await qmpAnswers(readySocket, 1_000);
+    const qmp = readySocket === undefined || !existsSync(readySocket) ? undefined : await qmpAnswers(readySocket, 1_000);
     const ready = readySocket === undefined ? Date.now() - started >= (options.settleMs ?? defaultSettleMs) : qmp !== undefined;
     if (outcome.status !== undefined) {
       await qmp?.close();
       return fail(outcome.status);
     }
     if (ready) {
-      const info = await readProcessInfo(pid);
+      const info = await readProcessStat(pid);
       if (info === undefined || !info.alive) {
         await qmp?.close();
         return fail(await exited);
@@ -201,6 +203,13 @@ function checkPid(pid: number): void {
   if (!Number.isInteger(pid) || pid <= 1) throw errors.invalid(`Invalid process id ${pid}`);
 }
 
+/** State (field 3) and start time (field 22) from the text of /proc/PID/stat. */
+function parseStat(stat: string): { state: string; startTime: number } {
+  // comm (field 2) may hold spaces and parentheses: the fields start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { state: fields[0] ?? '?', startTime: Number(fields[22 - 3]) };
+}
+
 /** Facts about a process from /proc, or undefined when it no longer exists. */
 export async function readProcessInfo(pid: number): Promise<ProcessInfo | undefined> {
   checkPid(pid);
@@ -210,10 +219,7 @@ export async function readProcessInfo(pid: number): Promise<ProcessInfo | undefi
       readFile(`/proc/${pid}/status`, 'utf8'),
       readFile(`/proc/${pid}/cmdline`),
     ]);
-    // comm (field 2) may hold spaces and parentheses: the fields start after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const state = fields[0] ?? '?';
-    const startTime = Number(fields[22 - 3]);
+    const { state, startTime } = parseStat(stat);
     const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
     const seccomp = /^Seccomp:\s+(\d+)/m.exec(status)?.[1];
     const args = cmdline.toString('utf8').split('\0');
@@ -233,9 +239,21 @@ export async function readProcessInfo(pid: number): Promise<ProcessInfo | undefi
   }
 }
 
+/** The state and start time of a process, from /proc/PID/stat alone (one read; `readProcessInfo` makes three). */
+export async function readProcessStat(pid: number): Promise<Pick<ProcessInfo, 'pid' | 'alive' | 'state' | 'startTime'> | undefined> {
+  checkPid(pid);
+  try {
+    const { state, startTime } = parseStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
+    return { pid, alive: state !== 'Z' && state !== 'X', state, startTime };
+  } catch (error) {
+    if (isGone(error)) return undefined;
+    throw error;
+  }
+}
+
 /** True when `pid` is alive and still the process that started at `startTime` (not a reused pid). */
 export async function isSameProcess(pid: number, startTime: number): Promise<boolean> {
-  const info = await readProcessInfo(pid);
+  const info = await readProcessStat(pid);
   return info !== undefined && info.alive && info.startTime === startTime;
 }
 

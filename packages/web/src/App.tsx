@@ -10,9 +10,12 @@ import { HostsPage } from './pages/HostsPage.js';
 import { ImagesPage } from './pages/ImagesPage.js';
 import { LoginPage } from './pages/LoginPage.js';
 import { OperationsPage } from './pages/OperationsPage.js';
+import { PolicyPage } from './pages/PolicyPage.js';
+import { FeedsPage } from './pages/FeedsPage.js';
 import { StoragePage } from './pages/StoragePage.js';
 import { VmListPage } from './pages/VmListPage.js';
 import { VmPage } from './pages/VmPage.js';
+import { AuditPage, RolesPage, TokensPage, UsersPage } from './pages/AccessPages.js';
 import { Link, match, navigate, useLocation } from './router.js';
 
 type SessionState = { kind: 'checking' } | { kind: 'out'; reason?: string } | { kind: 'in'; session: Session } | { kind: 'unreachable'; error: unknown };
@@ -118,9 +121,12 @@ const navItems = [
   { to: '/', label: 'Dashboard', active: (p: string) => p === '/' },
   { to: '/vms', label: 'VMs', active: (p: string) => p.startsWith('/vms') },
   { to: '/images', label: 'Images', active: (p: string) => p.startsWith('/images') },
+  { to: '/feeds', label: 'Feeds', active: (p: string) => p.startsWith('/feeds') },
   { to: '/hosts', label: 'Hosts', active: (p: string) => p.startsWith('/hosts') },
   { to: '/storage', label: 'Storage', active: (p: string) => p.startsWith('/storage') },
+  { to: '/policy', label: 'Policy', active: (p: string) => p.startsWith('/policy') },
   { to: '/operations', label: 'Operations', active: (p: string) => p.startsWith('/operations') },
+  { to: '/users', label: 'Access', active: (p: string) => ['/users', '/roles', '/tokens', '/audit'].includes(p) },
 ];
 
 function Shell() {
@@ -181,9 +187,15 @@ function Routes({ path }: { path: string }) {
   if (path === '/vms') return <VmListPage />;
   if ((params = match('/vms/:id', path))) return <VmPage key={params.id} id={params.id!} />;
   if (path === '/images') return <ImagesPage />;
+  if (path === '/feeds') return <FeedsPage />;
   if (path === '/hosts') return <HostsPage />;
   if (path === '/storage') return <StoragePage />;
   if (path === '/operations') return <OperationsPage />;
+  if (path === '/policy') return <PolicyPage />;
+  if (path === '/users') return <UsersPage />;
+  if (path === '/roles') return <RolesPage />;
+  if (path === '/tokens') return <TokensPage />;
+  if (path === '/audit') return <AuditPage />;
   return (
     <section>
       <h1>Page not found</h1>

@@ -104,16 +104,25 @@ export interface ClientCertificate {
  */
 export function clientCertificateOf(socket: Socket | TLSSocket | undefined | null): ClientCertificate | undefined {
   if (!(socket instanceof TLSSocket) || !socket.authorized) return undefined;
+  // Read once per connection: a TLS 1.3 peer cannot change its certificate on an open
+  // connection, and getPeerCertificate() decodes the whole certificate on every call.
+  const known = peerCertificates.get(socket);
+  if (known) return known;
   const peer = socket.getPeerCertificate();
   if (!peer || !peer.subject || !peer.serialNumber) return undefined;
   const commonName = Array.isArray(peer.subject.CN) ? undefined : peer.subject.CN;
   if (typeof commonName !== 'string') return undefined;
-  return {
+  const certificate = {
     commonName,
     serial: peer.serialNumber.toUpperCase().replace(/^0+(?=.)/, ''),
     fingerprint: peer.fingerprint256,
   };
+  peerCertificates.set(socket, certificate);
+  return certificate;
 }
+
+/** The verified client certificate of each open connection, as `clientCertificateOf` read it. */
+const peerCertificates = new WeakMap<TLSSocket, ClientCertificate>();
 
 /**
  * For agent API routes: the caller must be the manager. A certificate of the

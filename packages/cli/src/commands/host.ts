@@ -3,6 +3,7 @@ import { seg } from '../client.js';
 import { formatAge, formatFields, formatLabels, formatMiB, formatTable, orDash } from '../output.js';
 import type { Host, JoinToken, Operation } from '../types.js';
 import { fetchList, printPage, withListOptions, withWaitOption, type ListOptions } from './common.js';
+import { registerHostMaintenanceCommands } from './power.js';
 
 export function hostTable(hosts: Host[], now = Date.now()): string {
   return formatTable(
@@ -110,4 +111,6 @@ Example:
       await session.followOperation(operation, { wait: options.wait, label: `rotate-cert ${name}`, done: () => `Rotated the certificate of host ${name}.` });
     }),
   );
+
+  registerHostMaintenanceCommands(cli, host);
 }

@@ -33,10 +33,10 @@ function drover(argv: string[], options: RunOptions = {}) {
 
 describe('drover vm migrate', () => {
   it('sends the options as the migrate request and follows the operation with the progress bar', async () => {
-    const result = await drover(['vm', 'migrate', 'web1', '--to', 'h2', '--storage', '--downtime-ms', '100', '--bandwidth', '200M'], { stderrIsTTY: true });
+    const result = await drover(['vm', 'migrate', 'web1', '--to', 'h2', '--storage', '--downtime-ms', '100', '--bandwidth', '200M', '--mirror-bandwidth', '50M'], { stderrIsTTY: true });
     expect(result.code, result.stderr).toBe(0);
     const post = manager.requestsTo('POST', '/api/v1/vms/web1/migrate').at(-1)!;
-    expect(post.body).toEqual({ to: 'h2', storage: true, downtimeMs: 100, bandwidth: 200 * 1024 * 1024 });
+    expect(post.body).toEqual({ to: 'h2', storage: true, downtimeMs: 100, bandwidth: 200 * 1024 * 1024, mirrorBandwidth: 50 * 1024 * 1024 });
     expect(post.headers['idempotency-key']).toBeDefined();
     expect(result.stderr).toContain('migrate web1 → h2 [##############..........]  60%  perform');
     expect(result.stdout).toBe('Migrated VM web1 from h1 to h2 (900 ms in all, 12 ms downtime).\n');
@@ -44,6 +44,7 @@ describe('drover vm migrate', () => {
 
   it('refuses a bandwidth below 1M and needs --to', async () => {
     expect((await drover(['vm', 'migrate', 'web1', '--to', 'h2', '--bandwidth', '1K'])).code).toBe(2);
+    expect((await drover(['vm', 'migrate', 'web1', '--to', 'h2', '--storage', '--mirror-bandwidth', '1K'])).code).toBe(2);
     expect((await drover(['vm', 'migrate', 'web1'])).code).toBe(2);
   });
 

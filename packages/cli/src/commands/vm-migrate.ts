@@ -13,7 +13,7 @@ function parseBandwidth(value: string): number {
   } catch (error) {
     throw new InvalidArgumentError(isDroverError(error) ? error.message : String(error));
   }
-  if (!Number.isSafeInteger(bytes) || bytes < 1024 * 1024) throw new InvalidArgumentError('--bandwidth must be at least 1M (bytes per second)');
+  if (!Number.isSafeInteger(bytes) || bytes < 1024 * 1024) throw new InvalidArgumentError('a bandwidth must be at least 1M (bytes per second)');
   return bytes;
 }
 
@@ -23,6 +23,7 @@ export interface MigrateOptions {
   storage?: boolean;
   downtimeMs?: number;
   bandwidth?: number;
+  mirrorBandwidth?: number;
   postcopy?: boolean;
 }
 
@@ -33,6 +34,7 @@ export function migrateRequest(options: MigrateOptions): Record<string, unknown>
     ...(options.storage ? { storage: true } : {}),
     ...(options.downtimeMs !== undefined ? { downtimeMs: options.downtimeMs } : {}),
     ...(options.bandwidth !== undefined ? { bandwidth: options.bandwidth } : {}),
+    ...(options.mirrorBandwidth !== undefined ? { mirrorBandwidth: options.mirrorBandwidth } : {}),
     ...(options.postcopy ? { postcopy: true } : {}),
   };
 }
@@ -44,6 +46,7 @@ export function registerVmMigrateCommand(cli: Cli, vm: Command): void {
     .option('--storage', 'also copy disks the destination cannot see (local disks, mirrored over NBD)')
     .option('--downtime-ms <ms>', 'longest pause allowed at the switchover (default 300)', positiveInt('--downtime-ms', 1, 60_000))
     .option('--bandwidth <rate>', 'bytes per second for the memory stream, e.g. 100M (default 1G)', parseBandwidth)
+    .option('--mirror-bandwidth <rate>', 'bytes per second for the disk mirror with --storage, e.g. 50M (default unlimited)', parseBandwidth)
     .option('--postcopy', 'allow post-copy (refused where the destination has no userfaultfd)')
     .addHelpText(
       'after',
@@ -60,8 +63,12 @@ Cancel a migration before its switchover with: drover op cancel ID`,
           wait: options.wait,
           label: `migrate ${name} → ${options.to}`,
           done: (final) => {
-            const result = (final.result ?? {}) as { from?: string; qemuDowntimeMs?: number; totalTimeMs?: number };
-            const figures = [result.totalTimeMs !== undefined ? `${result.totalTimeMs} ms in all` : '', result.qemuDowntimeMs !== undefined ? `${result.qemuDowntimeMs} ms downtime` : ''].filter(Boolean);
+            const result = (final.result ?? {}) as { from?: string; qemuDowntimeMs?: number; guestMaxGapMs?: number; totalTimeMs?: number };
+            const figures = [
+              result.totalTimeMs !== undefined ? `${result.totalTimeMs} ms in all` : '',
+              result.qemuDowntimeMs !== undefined ? `${result.qemuDowntimeMs} ms downtime` : '',
+              result.guestMaxGapMs !== undefined ? `${result.guestMaxGapMs} ms gap seen by the guest` : '',
+            ].filter(Boolean);
             return `Migrated VM ${name}${result.from ? ` from ${result.from}` : ''} to ${options.to}${figures.length ? ` (${figures.join(', ')})` : ''}.`;
           },
         });

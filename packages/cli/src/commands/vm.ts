@@ -54,6 +54,9 @@ interface CloudInitOptions {
 }
 
 interface CreateOptions extends CloudInitOptions {
+  securityLabel?: string;
+  /** The project the VM counts against (its quota). */
+  project?: string;
   image?: string;
   iso?: string;
   diskSize?: number;
@@ -122,12 +125,14 @@ export function createVmBody(name: string, options: CreateOptions, cloudInit?: V
   if (options.memory !== undefined) body.memoryMiB = options.memory;
   if (options.cpuModel !== undefined) body.cpuModel = options.cpuModel;
   if (options.label) body.labels = options.label;
+  if (options.securityLabel !== undefined) body.securityLabel = options.securityLabel;
   if (options.antiAffinity?.length) body.antiAffinityGroups = options.antiAffinity;
   if (options.hostInclude?.length) body.hostInclude = options.hostInclude;
   if (options.hostExclude?.length) body.hostExclude = options.hostExclude;
   if (options.forward?.length) body.forwards = options.forward;
   if (options.cmdline !== undefined) body.cmdline = options.cmdline;
   if (options.autostart !== undefined) body.autostart = options.autostart;
+  if (options.project !== undefined) body.project = options.project;
   return body;
 }
 
@@ -139,6 +144,7 @@ interface EditOptions extends CloudInitOptions {
   removeLabel?: string[];
   autostart?: boolean;
   rev?: number;
+  evacuationPolicy?: VmEdit['evacuationPolicy'];
 }
 
 /** The PATCH body and If-Match for `vm edit`; labels are merged into `current`'s. */
@@ -150,6 +156,7 @@ export function editVmRequest(options: EditOptions, current: Vm | undefined, clo
   if (options.cpus !== undefined) body.cpus = options.cpus;
   if (options.memory !== undefined) body.memoryMiB = options.memory;
   if (options.autostart !== undefined) body.autostart = options.autostart;
+  if (options.evacuationPolicy !== undefined) body.evacuationPolicy = options.evacuationPolicy;
   if (options.label || options.removeLabel?.length) {
     const labels = { ...(current?.labels ?? {}), ...(options.label ?? {}) };
     for (const key of options.removeLabel ?? []) delete labels[key];
@@ -197,12 +204,14 @@ Examples:
     .option('--memory <size>', 'memory, e.g. 256M or 1G; a bare number is MiB', parseMemoryMiB)
     .option('--cpu-model <model>', 'CPU model (must exist on the chosen host)')
     .option('--label <key=value>', 'label the VM (repeatable)', collectLabel)
+    .option('--security-label <label>', 'its sHype security label, ACM:<policy>:<label> (see drover policy show)')
     .option('--anti-affinity <group>', 'never on the same host as other VMs of this group (repeatable)', collectList)
     .option('--forward <hostport:guestport>', 'forward a host TCP port to the guest (repeatable)', collectForward)
     .option('--host-include <hosts>', 'only place it on these hosts (repeatable or comma-separated)', collectList)
     .option('--host-exclude <hosts>', 'never place it on these hosts (repeatable or comma-separated)', collectList)
     .option('--cmdline <settings>', 'extra kernel command-line settings (drover.* keys; appliances only)')
     .option('--autostart', 'start it again when its host comes back')
+    .option('--project <project>', 'the project it belongs to and counts against (default: your default project)')
     .option('--start', 'start it right after creating it')
     .option('--no-wait', 'with --start: do not wait for the start to end')
     .addHelpText(
@@ -276,6 +285,10 @@ Examples:
     .option('--cloud-init-meta-data <file>', "the new seed's meta-data (with --cloud-init-user-data)")
     .option('--cloud-init-network-config <file>', "the new seed's network-config (with --cloud-init-user-data)")
     .option('--remove-cloud-init', 'remove its cloud-init seed (while stopped)')
+    .option('--evacuation-policy <policy>', 'what a host evacuation does with it: live-migrate, cold-migrate, stop or stay', (value: string) => {
+      if (!['live-migrate', 'cold-migrate', 'stop', 'stay'].includes(value)) throw new InvalidArgumentError('must be live-migrate, cold-migrate, stop or stay');
+      return value;
+    })
     .option('--rev <n>', 'only change it if it is still at this revision (sent as If-Match)', positiveInt('--rev', 0))
     .addHelpText(
       'after',
@@ -292,8 +305,8 @@ Examples:
     .action(
       cli.action<EditOptions>(async (session, [name], options) => {
         const cloudInit = await readCloudInit(options);
-        const nothing = options.cpus === undefined && options.memory === undefined && options.autostart === undefined && !options.label && !options.removeLabel?.length && cloudInit === undefined && !options.removeCloudInit;
-        if (nothing) throw errors.invalid('Nothing to change: give --cpus, --memory, --label, --remove-label, --(no-)autostart, --cloud-init-user-data or --remove-cloud-init');
+        const nothing = options.cpus === undefined && options.memory === undefined && options.autostart === undefined && options.evacuationPolicy === undefined && !options.label && !options.removeLabel?.length && cloudInit === undefined && !options.removeCloudInit;
+        if (nothing) throw errors.invalid('Nothing to change: give --cpus, --memory, --label, --remove-label, --(no-)autostart, --evacuation-policy, --cloud-init-user-data or --remove-cloud-init');
         const client = await session.client();
         const needsCurrent = Boolean(options.label || options.removeLabel?.length);
         const current = needsCurrent ? await client.get<Vm>(`/vms/${seg(name!)}`) : undefined;

@@ -31,5 +31,6 @@ export {
 } from './filters.js';
 export { defaultWeighers, defineWeigher, freeMemoryWeigher, freeVcpusWeigher, withWeight } from './weighers.js';
 export { explainPlacement, placeVm } from './place.js';
+export { SECURITY_LABEL_KEY, securityPolicyFilters } from './policy-filters.js';
 export { ReservationLedger, type Reservation } from './ledger.js';
 export { validateHostCandidates, validatePlacementRequest } from './validate.js';

@@ -9,6 +9,8 @@ export interface ResourceAmounts {
 /** A VM that counts against a host for affinity rules: running, paused, or a start in flight. */
 export interface HostVm {
   readonly id: string;
+  /** For explanations (policy filters name the VM that bars a host); the id when absent. */
+  readonly name?: string;
   readonly antiAffinityGroups: readonly string[];
   readonly labels: Readonly<Record<string, string>>;
 }

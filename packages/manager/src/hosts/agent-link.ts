@@ -165,6 +165,15 @@ export class AgentLink {
     }
   }
 
+  /** The last `bytes` bytes of a VM's serial log (for the guest-measured downtime of a migration). */
+  async serialTail(host: HostRecord, id: string, bytes: number): Promise<string> {
+    const answer = await mtlsJson<unknown>(this.dispatcher(host), `${host.address}/v1/vms/${id}/console/serial/log?tail=${bytes}`, 'GET', undefined, 10_000, {
+      headers: { accept: 'text/plain' },
+    });
+    if (answer.status !== 200) throw errors.unavailable(`Host "${host.name}" answered ${answer.status} for the serial log`);
+    return typeof answer.body === 'string' ? answer.body : '';
+  }
+
   /** Raw text (the serial log): the one non-JSON answer. */
   async serialLog(host: HostRecord, id: string, offset: number): Promise<{ text: string; next: number }> {
     const answer = await mtlsJson<unknown>(this.dispatcher(host), `${host.address}/v1/vms/${id}/console/serial/log?offset=${offset}`, 'GET', undefined, 10_000, {

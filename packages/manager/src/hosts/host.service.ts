@@ -24,6 +24,8 @@ export interface HostServiceOptions {
   onHeartbeat?: (host: HostRecord) => Promise<void>;
   /** Called when a host that was lost or joining answers again (after `onHeartbeat`). */
   onHostBack?: (host: HostRecord) => Promise<void>;
+  /** Called (in the background) when an online host stops answering: HA fences it and restarts its VMs elsewhere. */
+  onHostLost?: (host: HostRecord) => Promise<void>;
 }
 
 /**
@@ -130,13 +132,18 @@ export class HostService {
       this.o.crl?.lost(host.id);
       const misses = (this.misses.get(host.id) ?? 0) + 1;
       this.misses.set(host.id, misses);
-      if (misses >= this.o.missesBeforeUnreachable && host.state === 'online') {
+      // Read again: a power-off may have marked the host while its facts were asked for.
+      if (misses >= this.o.missesBeforeUnreachable && host.state === 'online' && (await this.o.store.hosts.get(host.id)).state === 'online') {
         this.o.logger.warn({ host: host.name, err: error }, 'host unreachable');
-        await this.publish(await this.o.store.hosts.update(host.id, { state: 'unreachable' }));
+        const lost = await this.o.store.hosts.update(host.id, { state: 'unreachable' });
+        await this.publish(lost);
+        if (this.o.onHostLost) void this.o.onHostLost(lost).catch((cause: unknown) => this.o.logger.error({ host: host.name, err: cause }, 'handling a lost host failed'));
       }
       return;
     }
     this.misses.delete(host.id);
+    // A power-off may have marked the host while its facts were asked for: that state stands.
+    if ((await this.o.store.hosts.get(host.id)).state === 'powered_off') return;
     const next = host.state === 'joining' || host.state === 'unreachable' ? 'online' : host.state;
     const changed =
       next !== host.state ||
@@ -144,7 +151,8 @@ export class HostService {
       facts.capacity.memoryMiB !== host.capacity.memoryMiB ||
       facts.cpuModels.join(',') !== host.cpuModels.join(',');
     const updated = await this.o.store.hosts.update(host.id, {
-      state: next,
+      // Written only when it changes: a state set meanwhile (maintenance, powered off) must not be overwritten by this round's older read.
+      ...(next !== host.state ? { state: next } : {}),
       capacity: facts.capacity,
       cpuModels: facts.cpuModels,
       lastHeartbeatAt: new Date().toISOString(),

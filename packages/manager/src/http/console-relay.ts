@@ -62,6 +62,7 @@ export async function registerConsoleRoutes(app: ManagerApp, o: { store: Store; 
     app.get(
       `/api/v1/vms/:id/console/${kind}`,
       {
+        config: { permission: 'vm.console' },
         websocket: true,
         schema: {
           tags: ['vms'],

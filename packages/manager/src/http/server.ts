@@ -1,14 +1,14 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { Logger } from 'pino';
 import { Registry, collectDefaultMetrics, Gauge } from 'prom-client';
-import { errors } from '@drover/core';
+import { DroverError, errors } from '@drover/core';
 import {
   ActionQuery,
   ErrorBody,
@@ -20,6 +20,7 @@ import {
   Image,
   JoinToken,
   JoinTokenCreate,
+  SessionCreate,
   ListQuery,
   Name,
   Operation,
@@ -40,12 +41,23 @@ import type { AgentLink } from '../hosts/agent-link.js';
 import { registerStorageRoutes } from '../storage/storage.routes.js';
 import { registerVmDeviceRoutes } from '../vms/vm-devices.routes.js';
 import { registerMigrationRoutes } from '../vms/migration.routes.js';
+import { registerRebalanceRoutes } from '../cluster/rebalance.routes.js';
+import type { RebalanceService } from '../cluster/rebalance.service.js';
+import { registerPowerRoutes, type PowerRouteDeps } from '../power/power.routes.js';
 import { registerImageRoutes } from '../images/images.routes.js';
+import { registerVmcastRoutes } from '../vmcasting/vmcast.routes.js';
+import type { VmcastService } from '../vmcasting/vmcast.service.js';
 import type { ImageService } from '../images/image.service.js';
 import { BrowserAuth, cookieValue, sessionCookie, type BrowserIdentity } from './browser-auth.js';
 import { registerConsoleRoutes, StreamQuery } from './console-relay.js';
 import { isConsolePage, registerWebConsole } from './web-console.js';
 import { VmListJson } from './vm-list.js';
+import type { AccessService, Principal, RequestAccess } from '../access/access.service.js';
+import { registerAccessRoutes } from '../access/access.routes.js';
+import { registerPolicyRoutes } from '../policy/policy.routes.js';
+import { authenticatedPermission, publicPermission } from '../access/permissions.js';
+import { requireRoutePermissions } from '../access/route-permissions.js';
+import '../access/fastify-types.js';
 
 export interface ManagerServerOptions {
   store: Store;
@@ -55,6 +67,8 @@ export interface ManagerServerOptions {
   runner: OperationRunner;
   link: AgentLink;
   images: ImageService;
+  /** VMcasting: feeds, channels, subscriptions, update channels (vmcasting/). */
+  vmcast?: VmcastService;
   adminToken: string;
   metricsToken: string;
   logger: Logger;
@@ -63,8 +77,14 @@ export interface ManagerServerOptions {
   https?: { key: string; cert: string };
   /** Sessions (cookie) and single-use tickets for browsers and streams. */
   browserAuth: BrowserAuth;
+  /** Users, roles, projects, tokens: who may ask (access/). */
+  access: AccessService;
   /** The web console's built files (packages/web/dist); absent: no console. */
   webRoot?: string;
+  /** Cluster load balancing (cluster/). */
+  rebalance?: RebalanceService;
+  /** Host power, maintenance and the power policy (power/). */
+  power?: Pick<PowerRouteDeps, 'power' | 'maintenance' | 'policy' | 'ha'>;
 }
 
 declare module 'fastify' {
@@ -93,7 +113,7 @@ function foreignOrigin(request: FastifyRequest): boolean {
 /** Routes anyone may call: health, the join of a new agent (it has a one-time token, not an API token), the API description. */
 export const publicRoutes = ['/healthz', '/api/v1/hosts/join', '/api/v1/openapi.json'];
 
-const errorResponses = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody, 412: ErrorBody, 413: ErrorBody, 503: ErrorBody };
+const errorResponses = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 412: ErrorBody, 413: ErrorBody, 503: ErrorBody };
 const Ref = Type.Object({ id: IdOrName }, { additionalProperties: false });
 const OpRef = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const SnapshotRef = Type.Object({ id: IdOrName, snapshot: Name }, { additionalProperties: false });
@@ -185,41 +205,107 @@ export async function buildManagerServer(o: ManagerServerOptions) {
 
   app.addHook('onRequest', async (request) => {
     const path = request.url.split('?')[0]!;
-    if (publicRoutes.includes(path)) return;
+    const permission = request.routeOptions.config?.permission;
     if (path === '/metrics') {
       if (!sameSecret(bearer(request), o.metricsToken)) throw errors.unauthenticated('The metrics scrape token is required');
       return;
     }
-    // The web console's files are public; the API behind them is not.
-    if (!path.startsWith('/api/')) return;
+    if (permission === publicPermission) return;
+    // No route: the web console's pages are public; under /api/ the caller must still sign in before learning what exists.
+    if (permission === undefined && !path.startsWith('/api/')) return;
+    const principal = await authenticate(request, path);
+    request.principal = principal;
+    request.identity = { actor: principal.user, ...(request.identity?.session ? { session: request.identity.session } : {}) };
+    if (permission === undefined || permission === authenticatedPermission) return;
+    request.access = o.access.authorize(principal, permission);
+  });
+  /** Who the request comes from: a stream ticket, a bearer token or a session cookie; 401 naming why not. */
+  async function authenticate(request: FastifyRequest, path: string): Promise<Principal> {
     // A ticket, when given, decides alone: a bad one is refused even next to a valid token.
     // (A malformed one — repeated, empty, too long — is left to the query schema: 400.)
     const ticket = request.method === 'GET' && isStreamRoute(path) ? (request.query as { ticket?: unknown } | undefined)?.ticket : undefined;
     if (typeof ticket === 'string' && ticket.length > 0 && ticket.length <= 128) {
-      const actor = o.browserAuth.redeemTicket(ticket);
-      if (!actor) throw errors.unauthenticated('The ticket is unknown, used or expired; ask for a new one (POST /api/v1/tickets)');
-      request.identity = { actor };
-      return;
+      // A browser always names the page that opens a WebSocket: a console opened from another site is refused (the ticket stays unused).
+      if (foreignOrigin(request)) throw errors.forbidden('A console or event stream must be opened from the console\'s own origin');
+      const holder = o.browserAuth.redeemTicket(ticket);
+      if (!holder) throw errors.unauthenticated('The ticket is unknown, used or expired; ask for a new one (POST /api/v1/tickets)');
+      // A ticket made with a token carries the token's id: it is as limited as the token (and dies with it).
+      const [user, tokenId] = holder.split('#') as [string, string | undefined];
+      request.auditActor = user;
+      return o.access.principalOf(user, 'ticket', tokenId);
     }
     const token = bearer(request);
-    if (token) {
-      if (!sameSecret(token, o.adminToken)) throw errors.unauthenticated('A valid bearer token is required');
-      request.identity = { actor: 'admin' };
-      return;
-    }
-    // Signing in exchanges the token in the body for a session cookie.
-    if (path === '/api/v1/sessions' && request.method === 'POST') return;
+    if (token) return o.access.authenticateToken(token);
     const session = o.browserAuth.verifySession(cookieValue(request.headers.cookie, sessionCookie));
     if (session) {
+      const [user, tokenId] = session.actor.split('#') as [string, string | undefined];
+      request.auditActor = user;
       if (foreignOrigin(request)) throw errors.forbidden('A request with the session cookie must come from the console\'s own origin');
       // A custom header cannot be set by a cross-site form or image: it proves the console's own script sent a change.
       if (request.method !== 'GET' && request.method !== 'HEAD' && request.headers['x-drover-csrf'] !== '1') {
         throw errors.forbidden('Changes made with the session cookie need the header X-Drover-CSRF: 1');
       }
-      request.identity = { actor: session.actor, session };
-      return;
+      request.identity = { actor: user, session };
+      return o.access.principalOf(user, 'session', tokenId);
     }
     throw errors.unauthenticated('A valid bearer token or session is required');
+  }
+  // Objects outside the caller's scope answer 404, as if they did not exist (after the params are validated).
+  app.addHook('preHandler', async (request) => {
+    const access = request.access;
+    if (!access || access.global) return;
+    const url = request.routeOptions.url ?? '';
+    const params = request.params as { id?: string } | undefined;
+    if (url.startsWith('/api/v1/vms/:id') && params?.id) {
+      const vm = await o.store.vms.tryFind(params.id);
+      if (vm && !o.access.reaches(access, await o.access.scopedVm(vm))) {
+        request.auditDenial = `VM "${vm.name}" is outside the scope of user "${access.principal.user}"`;
+        throw errors.notFound('VM', params.id);
+      }
+    } else if (url.startsWith('/api/v1/operations/:id') && params?.id) {
+      const op = await o.store.operations.tryGet(params.id);
+      if (op && !(await operationVisible(access, op))) {
+        request.auditDenial = `operation "${op.id}" is outside the scope of user "${access.principal.user}"`;
+        throw errors.notFound('operation', params.id);
+      }
+    }
+  });
+  /** A scoped caller sees the operations they started and those on VMs within their scope. */
+  async function operationVisible(access: RequestAccess, op: OperationRecord): Promise<boolean> {
+    if (access.global || op.actor === access.principal.user) return true;
+    if (op.targetKind !== 'vm') return false;
+    const vm = await o.store.vms.tryGet(op.targetId);
+    return vm !== undefined && o.access.reaches(access, await o.access.scopedVm(vm));
+  }
+  // Every change and every denial goes to the audit log before the answer leaves.
+  app.addHook('onSend', async (request, reply, payload) => {
+    const status = reply.statusCode;
+    const change = request.method !== 'GET' && request.method !== 'HEAD' && request.method !== 'OPTIONS';
+    const denied = status === 401 || status === 403 || status === 429 || request.auditDenial !== undefined;
+    if (!change && !denied) return payload;
+    let reason = request.auditDenial ?? '';
+    if (!reason && status >= 400 && typeof payload === 'string') {
+      try {
+        reason = String((JSON.parse(payload) as { error?: { message?: string } }).error?.message ?? '');
+      } catch {
+        reason = '';
+      }
+    }
+    if (!reason) reason = request.routeOptions.config?.permission ?? 'no route';
+    try {
+      await o.store.audit.append({
+        actor: request.principal?.user ?? request.auditActor ?? 'anonymous',
+        action: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]!}`,
+        target: request.url.split('?')[0]!.slice(0, 512),
+        source: request.ip,
+        decision: denied ? 'deny' : status >= 400 ? 'error' : 'allow',
+        reason: reason.slice(0, 1000),
+        status,
+      });
+    } catch (error) {
+      request.log.error({ err: error }, 'cannot write the audit log');
+    }
+    return payload;
   });
   app.addHook('preValidation', async (request) => {
     if ((request.method === 'POST' || request.method === 'PATCH') && request.body === undefined) request.body = {};
@@ -229,6 +315,8 @@ export async function buildManagerServer(o: ManagerServerOptions) {
   app.addHook('onRoute', (route) => {
     if (route.url.startsWith('/api/v1/') && !route.schema?.hide && !route.schema?.querystring) route.schema = { ...route.schema, querystring: NoQuery };
   });
+  // Every route says who may call it (config.permission), or the manager does not start.
+  requireRoutePermissions(app as unknown as FastifyInstance);
 
   const actor = (request: FastifyRequest) => request.identity?.actor ?? 'admin';
   const idempotencyKey = (request: FastifyRequest) => {
@@ -262,37 +350,61 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     return { status: 200, body: publicOperation(await o.runner.wait(op.id, 600_000)) };
   }
 
-  app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
-  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+  app.get('/healthz', { config: { permission: 'public' }, schema: { hide: true } }, async () => ({ ok: true }));
+  app.get('/metrics', { config: { permission: 'public' }, schema: { hide: true } }, async (_request, reply) => {
     void reply.header('content-type', registry.contentType);
     return registry.metrics();
   });
-  app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/api/v1/openapi.json', { config: { permission: 'public' }, schema: { hide: true } }, async () => app.swagger());
 
   // ---------------------------------------------------------------- sessions (browsers) and tickets (streams)
   const SessionInfo = Type.Object({ actor: Type.String(), expiresAt: Type.Union([Type.String(), Type.Null()]) });
   const secure = o.https ? '; Secure' : '';
-  app.post('/api/v1/sessions', { schema: { tags: ['sessions'], summary: 'Sign in with a token: answers with the session cookie (HttpOnly, SameSite=Strict) the web console uses', body: Type.Object({ token: Type.String({ minLength: 1, maxLength: 512 }) }, { additionalProperties: false }), response: { 201: SessionInfo, ...errorResponses } } }, async (request, reply) => {
-    if (!sameSecret(request.body.token, o.adminToken)) throw errors.unauthenticated('That token is not valid');
-    const session = o.browserAuth.issueSession('admin');
+  app.post('/api/v1/sessions', { config: { permission: 'public' }, schema: { tags: ['sessions'], summary: 'Sign in with a user name and password (local or LDAP) or with an API token: answers with the session cookie (HttpOnly, SameSite=Strict) the web console uses; 429 with Retry-After after repeated failures', body: SessionCreate, response: { 201: SessionInfo, 429: ErrorBody, ...errorResponses } } }, async (request, reply) => {
+    const body = request.body;
+    let holder: string;
+    try {
+      if ('token' in body) {
+        const wait = o.access.limiter.retryAfter(request.ip, '(token)');
+        if (wait > 0) throw new DroverError('rate_limited', `Too many failed sign-ins; try again in ${wait} s`, { details: { retryAfterSeconds: wait } });
+        try {
+          const principal = await o.access.authenticateToken(body.token);
+          // The session is as limited as the token it was made with, and ends with it.
+          holder = `${principal.user}#${principal.tokenId!}`;
+          request.auditActor = principal.user;
+        } catch (error) {
+          o.access.limiter.fail(request.ip, '(token)');
+          throw error;
+        }
+      } else {
+        request.auditActor = body.username;
+        holder = await o.access.login(body.username, body.password, request.ip);
+        // Checks the new user now holds a role (an LDAP user in no mapped group gets none).
+        await o.access.principalOf(holder, 'session');
+      }
+    } catch (error) {
+      if (error instanceof DroverError && error.code === 'rate_limited') void reply.header('retry-after', String(error.details['retryAfterSeconds']));
+      throw error;
+    }
+    const session = o.browserAuth.issueSession(holder);
     void reply.header('set-cookie', `${sessionCookie}=${session.value}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${session.maxAgeSeconds}${secure}`);
-    return reply.status(201).send({ actor: session.identity.actor, expiresAt: session.identity.expiresAt });
+    return reply.status(201).send({ actor: holder.split('#')[0]!, expiresAt: session.identity.expiresAt });
   });
-  app.get('/api/v1/session', { schema: { tags: ['sessions'], summary: 'Who is signed in (expiresAt is null for a bearer token)', response: { 200: SessionInfo, ...errorResponses } } }, async (request) => ({
+  app.get('/api/v1/session', { config: { permission: 'authenticated' }, schema: { tags: ['sessions'], summary: 'Who is signed in (expiresAt is null for a bearer token)', response: { 200: SessionInfo, ...errorResponses } } }, async (request) => ({
     actor: actor(request),
     expiresAt: request.identity?.session?.expiresAt ?? null,
   }));
-  app.delete('/api/v1/session', { schema: { tags: ['sessions'], summary: 'Sign out: the session cookie is refused from now on', response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
+  app.delete('/api/v1/session', { config: { permission: 'authenticated' }, schema: { tags: ['sessions'], summary: 'Sign out: the session cookie is refused from now on', response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
     if (request.identity?.session) o.browserAuth.endSession(request.identity.session);
     void reply.header('set-cookie', `${sessionCookie}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0${secure}`);
     return reply.status(204).send(null);
   });
-  app.post('/api/v1/tickets', { schema: { tags: ['sessions'], summary: 'A single-use ticket (60 s) that authenticates one stream request as ?ticket=', body: EmptyBody, response: { 201: Type.Object({ ticket: Type.String(), expiresAt: Type.String() }), ...errorResponses } } }, async (request, reply) =>
-    reply.status(201).send(o.browserAuth.issueTicket(actor(request))),
+  app.post('/api/v1/tickets', { config: { permission: 'authenticated' }, schema: { tags: ['sessions'], summary: 'A single-use ticket (60 s) that authenticates one stream request as ?ticket=', body: EmptyBody, response: { 201: Type.Object({ ticket: Type.String(), expiresAt: Type.String() }), ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(o.browserAuth.issueTicket(request.principal!.tokenId ? `${request.principal!.user}#${request.principal!.tokenId}` : request.principal!.user)),
   );
 
   // ---------------------------------------------------------------- hosts
-  app.get('/api/v1/hosts', { schema: { tags: ['hosts'], summary: 'List hosts', querystring: ListQuery, response: { 200: Page(Host), ...errorResponses } } }, async (request) => {
+  app.get('/api/v1/hosts', { config: { permission: 'host.read' }, schema: { tags: ['hosts'], summary: 'List hosts', querystring: ListQuery, response: { 200: Page(Host), ...errorResponses } } }, async (request) => {
     const q = request.query;
     const page = await o.store.hosts.list({
       ...(q.limit ? { limit: q.limit } : {}),
@@ -301,42 +413,53 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     });
     return { items: await Promise.all(page.items.map(async (h) => publicHost(h, await o.hosts.allocated(h.id)))), ...(page.next ? { next: page.next } : {}) };
   });
-  app.get('/api/v1/hosts/:id', { schema: { tags: ['hosts'], summary: 'Show a host', params: Ref, response: { 200: Host, ...errorResponses } } }, async (request) => {
+  app.get('/api/v1/hosts/:id', { config: { permission: 'host.read' }, schema: { tags: ['hosts'], summary: 'Show a host', params: Ref, response: { 200: Host, ...errorResponses } } }, async (request) => {
     const host = await o.store.hosts.find(request.params.id);
     return publicHost(host, await o.hosts.allocated(host.id));
   });
-  app.delete('/api/v1/hosts/:id', { schema: { tags: ['hosts'], summary: 'Remove a host that runs no VM (revokes its certificate)', params: Ref, response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
+  app.delete('/api/v1/hosts/:id', { config: { permission: 'host.write' }, schema: { tags: ['hosts'], summary: 'Remove a host that runs no VM (revokes its certificate)', params: Ref, response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
     await o.hosts.remove(await o.store.hosts.find(request.params.id));
     return reply.status(204).send(null);
   });
-  app.post('/api/v1/hosts/:id/rotate-certificate', { schema: { tags: ['hosts'], summary: 'Give a host a new certificate and revoke the old one', params: Ref, querystring: ActionQuery, body: EmptyBody, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+  app.post('/api/v1/hosts/:id/rotate-certificate', { config: { permission: 'host.write' }, schema: { tags: ['hosts'], summary: 'Give a host a new certificate and revoke the old one', params: Ref, querystring: ActionQuery, body: EmptyBody, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
     idempotent(request, reply, async (key) => {
       const host = await o.store.hosts.find(request.params.id);
       const op = await o.runner.submit({ kind: 'host.rotate-certificate', targetKind: 'host', targetId: host.id, actor: actor(request), idempotencyKey: key ?? null }, `Host "${host.name}"`);
       return operationAnswer(op, request.query.wait);
     }),
   );
-  app.post('/api/v1/hosts/join-tokens', { schema: { tags: ['hosts'], summary: 'Make a one-time token for an agent to join', body: JoinTokenCreate, response: { 201: JoinToken, ...errorResponses } } }, async (request, reply) =>
+  app.post('/api/v1/hosts/join-tokens', { config: { permission: 'host.write' }, schema: { tags: ['hosts'], summary: 'Make a one-time token for an agent to join', body: JoinTokenCreate, response: { 201: JoinToken, ...errorResponses } } }, async (request, reply) =>
     reply.status(201).send(await o.hosts.createJoinToken(request.body.ttlSeconds)),
   );
-  app.post('/api/v1/hosts/join', { schema: { tags: ['hosts'], summary: 'An agent joins with a one-time token and a CSR (public)', body: HostJoin, response: { 201: HostJoined, ...errorResponses } } }, async (request, reply) =>
+  app.post('/api/v1/hosts/join', { config: { permission: 'public' }, schema: { tags: ['hosts'], summary: 'An agent joins with a one-time token and a CSR (public)', body: HostJoin, response: { 201: HostJoined, ...errorResponses } } }, async (request, reply) =>
     reply.status(201).send(await o.hosts.join(request.body)),
   );
 
   // ---------------------------------------------------------------- images
-  app.get('/api/v1/images', { schema: { tags: ['images'], summary: 'List the image library (appliances, imported disk images and ISOs)', querystring: ListQuery, response: { 200: Page(Image), ...errorResponses } } }, async (request) => {
+  app.get('/api/v1/images', { config: { permission: 'image.read' }, schema: { tags: ['images'], summary: 'List the image library (appliances, imported disk images and ISOs)', querystring: ListQuery, response: { 200: Page(Image), ...errorResponses } } }, async (request) => {
     const q = request.query;
     const page = await o.store.images.list({ ...(q.limit ? { limit: q.limit } : {}), ...(q.cursor ? { after: q.cursor } : {}), filter: { ...(q.name ? { name: q.name } : {}) } });
     return { items: page.items, ...(page.next ? { next: page.next } : {}) };
   });
   await registerImageRoutes(app, { images: o.images, idempotent, operationAnswer, actor });
+  if (o.vmcast) await registerVmcastRoutes(app, { vmcast: o.vmcast, store: o.store, idempotent, operationAnswer, actor });
 
   // ---------------------------------------------------------------- vms
   // Answered as JSON text made from each VM's kept JSON, checked against the store on every request (vm-list.ts).
   const vmList = new VmListJson(o.store);
-  app.get('/api/v1/vms', { schema: { tags: ['vms'], summary: 'List VMs', querystring: ListQuery, response: { 200: Page(Vm), ...errorResponses } } }, async (request, reply) => {
+  app.get('/api/v1/vms', { config: { permission: 'vm.read' }, schema: { tags: ['vms'], summary: 'List VMs', querystring: ListQuery, response: { 200: Page(Vm), ...errorResponses } } }, async (request, reply) => {
     const q = request.query;
     const hostId = q.host ? (await o.store.hosts.find(q.host)).id : undefined;
+    if (request.access && !request.access.global) {
+      // A caller limited to projects, objects or their own VMs: the page holds only those (it may come out shorter than the limit).
+      const page = await o.store.vms.list({
+        ...(q.limit ? { limit: q.limit } : {}),
+        ...(q.cursor ? { after: q.cursor } : {}),
+        filter: { ...(q.state ? { state: q.state } : {}), ...(hostId ? { hostId } : {}), ...(q.name ? { name: q.name } : {}), ...(q.label ? { label: parseLabel(q.label)! } : {}) },
+      });
+      const visible = await o.access.visibleVms(request.access, page.items);
+      return { items: await Promise.all(visible.map((vm) => o.vms.toPublic(vm))), ...(page.next ? { next: page.next } : {}) };
+    }
     const page = await vmList.page(
       {
         ...(q.limit ? { limit: q.limit } : {}),
@@ -349,54 +472,62 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     // Bytes with a JSON content type: Fastify sends them as they are, without serializing again.
     return reply.type('application/json; charset=utf-8').send(page as never);
   });
-  app.post('/api/v1/vms', { schema: { tags: ['vms'], summary: 'Define a VM from an image', body: VmCreate, response: { 201: Vm, ...errorResponses } } }, async (request, reply) =>
-    idempotent(request, reply, async () => ({ status: 201, body: await o.vms.toPublic(await o.vms.create(request.body, actor(request))) })),
+  app.post('/api/v1/vms', { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: 'Define a VM from an image', body: VmCreate, response: { 201: Vm, ...errorResponses } } }, async (request, reply) =>
+    idempotent(request, reply, async () => {
+      const { project, ...create } = request.body;
+      const diskGiB = Math.ceil((create.diskSizeBytes ?? 0) / 1024 ** 3);
+      const vm = await o.access.createInProject(request.access, project, (admit) => o.vms.create(create, actor(request), (spec) => admit({ ...spec, diskGiB })));
+      return { status: 201, body: await o.vms.toPublic(vm) };
+    }),
   );
-  app.get('/api/v1/vms/:id', { schema: { tags: ['vms'], summary: 'Show a VM', params: Ref, response: { 200: Vm, ...errorResponses } } }, async (request) =>
+  app.get('/api/v1/vms/:id', { config: { permission: 'vm.read' }, schema: { tags: ['vms'], summary: 'Show a VM', params: Ref, response: { 200: Vm, ...errorResponses } } }, async (request) =>
     o.vms.toPublic(await o.vms.find(request.params.id)),
   );
-  app.patch('/api/v1/vms/:id', { schema: { tags: ['vms'], summary: 'Edit a VM (CPUs and memory only while stopped); If-Match: <rev> refuses a stale edit with 412', params: Ref, body: VmEdit, response: { 200: Vm, ...errorResponses } } }, async (request) => {
+  app.patch('/api/v1/vms/:id', { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: 'Edit a VM (CPUs and memory only while stopped); If-Match: <rev> refuses a stale edit with 412', params: Ref, body: VmEdit, response: { 200: Vm, ...errorResponses } } }, async (request) => {
     const ifMatch = request.headers['if-match'];
     let expectedRev: number | undefined;
     if (ifMatch !== undefined) {
       expectedRev = Number(String(ifMatch).replaceAll('"', ''));
       if (!Number.isInteger(expectedRev) || expectedRev < 1) throw errors.invalid(`If-Match must be a revision number, got "${String(ifMatch)}"`);
     }
-    return o.vms.toPublic(await o.vms.edit(request.params.id, request.body, expectedRev));
+    const vm = await o.vms.find(request.params.id);
+    const spec = vm.spec as { cpus?: number; memoryMiB?: number };
+    const next = { cpus: request.body.cpus ?? spec.cpus ?? 1, memoryMiB: request.body.memoryMiB ?? spec.memoryMiB ?? 0 };
+    return o.vms.toPublic(await o.access.editInProject(vm, next, () => o.vms.edit(request.params.id, request.body, expectedRev)));
   });
-  app.delete('/api/v1/vms/:id', { schema: { tags: ['vms'], summary: 'Delete a stopped VM and its disks', params: Ref, querystring: ActionQuery, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+  app.delete('/api/v1/vms/:id', { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: 'Delete a stopped VM and its disks', params: Ref, querystring: ActionQuery, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
     idempotent(request, reply, async (key) => operationAnswer(await o.vms.remove(request.params.id, actor(request), key), request.query.wait)),
   );
   for (const action of ['start', 'force-off', 'pause', 'resume', 'reset', 'save', 'restore']) {
     app.post(
       `/api/v1/vms/:id/${action}`,
-      { schema: { tags: ['vms'], summary: `${action} a VM (answers 202 with the operation, or 200 when it ended with ?wait=true)`, params: Ref, querystring: ActionQuery, body: EmptyBody, response: { 200: Operation, 202: Operation, ...errorResponses } } },
+      { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: `${action} a VM (answers 202 with the operation, or 200 when it ended with ?wait=true)`, params: Ref, querystring: ActionQuery, body: EmptyBody, response: { 200: Operation, 202: Operation, ...errorResponses } } },
       async (request, reply) => idempotent(request, reply, async (key) => operationAnswer(await o.vms.action(request.params.id, action, {}, actor(request), key), request.query.wait)),
     );
   }
-  app.post('/api/v1/vms/:id/stop', { schema: { tags: ['vms'], summary: 'Stop a VM: ACPI shutdown, forced off after timeoutMs (or at once with force)', params: Ref, querystring: ActionQuery, body: StopBody, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+  app.post('/api/v1/vms/:id/stop', { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: 'Stop a VM: ACPI shutdown, forced off after timeoutMs (or at once with force)', params: Ref, querystring: ActionQuery, body: StopBody, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
     idempotent(request, reply, async (key) => {
       const action = request.body.force ? 'force-off' : 'stop';
       const params = request.body.timeoutMs !== undefined ? { timeoutMs: request.body.timeoutMs } : {};
       return operationAnswer(await o.vms.action(request.params.id, action, params, actor(request), key), request.query.wait);
     }),
   );
-  app.get('/api/v1/vms/:id/snapshots', { schema: { tags: ['vms'], summary: 'List a VM\'s snapshots', params: Ref } }, async (request) => {
+  app.get('/api/v1/vms/:id/snapshots', { config: { permission: 'vm.read' }, schema: { tags: ['vms'], summary: 'List a VM\'s snapshots', params: Ref } }, async (request) => {
     const vm = await o.vms.find(request.params.id);
     if (!vm.hostId) return [];
     const info = await o.link.vm(await o.store.hosts.get(vm.hostId), vm.id);
     return info?.snapshots ?? [];
   });
-  app.post('/api/v1/vms/:id/snapshots', { schema: { tags: ['vms'], summary: 'Snapshot a VM (with memory when it runs)', params: Ref, querystring: ActionQuery, body: Type.Object({ name: Name }, { additionalProperties: false }), response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+  app.post('/api/v1/vms/:id/snapshots', { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: 'Snapshot a VM (with memory when it runs)', params: Ref, querystring: ActionQuery, body: Type.Object({ name: Name }, { additionalProperties: false }), response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
     idempotent(request, reply, async (key) => operationAnswer(await o.vms.action(request.params.id, 'snapshot.create', { name: request.body.name }, actor(request), key), request.query.wait)),
   );
-  app.post('/api/v1/vms/:id/snapshots/:snapshot/revert', { schema: { tags: ['vms'], summary: 'Revert a VM to a snapshot', params: SnapshotRef, querystring: ActionQuery, body: EmptyBody, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+  app.post('/api/v1/vms/:id/snapshots/:snapshot/revert', { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: 'Revert a VM to a snapshot', params: SnapshotRef, querystring: ActionQuery, body: EmptyBody, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
     idempotent(request, reply, async (key) => operationAnswer(await o.vms.action(request.params.id, 'snapshot.revert', { name: request.params.snapshot }, actor(request), key), request.query.wait)),
   );
-  app.delete('/api/v1/vms/:id/snapshots/:snapshot', { schema: { tags: ['vms'], summary: 'Delete a snapshot', params: SnapshotRef, querystring: ActionQuery, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
+  app.delete('/api/v1/vms/:id/snapshots/:snapshot', { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: 'Delete a snapshot', params: SnapshotRef, querystring: ActionQuery, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
     idempotent(request, reply, async (key) => operationAnswer(await o.vms.action(request.params.id, 'snapshot.delete', { name: request.params.snapshot }, actor(request), key), request.query.wait)),
   );
-  app.get('/api/v1/vms/:id/console/serial/log', { schema: { tags: ['vms'], summary: 'What the VM printed on its serial console, from a byte offset (x-log-size: the next offset)', params: Ref, querystring: Type.Object({ offset: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false }) } }, async (request, reply) => {
+  app.get('/api/v1/vms/:id/console/serial/log', { config: { permission: 'vm.console' }, schema: { tags: ['vms'], summary: 'What the VM printed on its serial console, from a byte offset (x-log-size: the next offset)', params: Ref, querystring: Type.Object({ offset: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false }) } }, async (request, reply) => {
     const vm = await o.vms.find(request.params.id);
     if (!vm.hostId) throw errors.conflict(`VM "${vm.name}" has never run`);
     const log = await o.link.serialLog(await o.store.hosts.get(vm.hostId), vm.id, request.query.offset ?? 0);
@@ -406,28 +537,34 @@ export async function buildManagerServer(o: ManagerServerOptions) {
   await registerStorageRoutes(app, { store: o.store, link: o.link });
   await registerVmDeviceRoutes(app, { vms: o.vms, idempotent, operationAnswer, actor });
   await registerMigrationRoutes(app, { vms: o.vms, idempotent, operationAnswer, actor });
+  if (o.rebalance) await registerRebalanceRoutes(app, { rebalance: o.rebalance, idempotent, operationAnswer, actor });
+  if (o.power) await registerPowerRoutes(app, { ...o.power, hosts: o.hosts, vms: o.vms, idempotent, operationAnswer, actor });
   await registerConsoleRoutes(app, { store: o.store, link: o.link });
+  await registerAccessRoutes(app, { store: o.store, access: o.access });
+  await registerPolicyRoutes(app, { vms: o.vms, actor });
 
   // ---------------------------------------------------------------- operations
-  app.get('/api/v1/operations', { schema: { tags: ['operations'], summary: 'List operations, newest last', querystring: ListQuery, response: { 200: Page(Operation), ...errorResponses } } }, async (request) => {
+  app.get('/api/v1/operations', { config: { permission: 'operation.read' }, schema: { tags: ['operations'], summary: 'List operations, newest last', querystring: ListQuery, response: { 200: Page(Operation), ...errorResponses } } }, async (request) => {
     const q = request.query;
     const page = await o.store.operations.list({ ...(q.limit ? { limit: q.limit } : {}), ...(q.cursor ? { after: q.cursor } : {}), filter: { ...(q.state ? { state: q.state as never } : {}) } });
-    return { items: page.items.map(publicOperation), ...(page.next ? { next: page.next } : {}) };
+    const access = request.access;
+    const items = access && !access.global ? (await Promise.all(page.items.map(async (op) => ((await operationVisible(access, op)) ? [op] : [])))).flat() : page.items;
+    return { items: items.map(publicOperation), ...(page.next ? { next: page.next } : {}) };
   });
-  app.post('/api/v1/operations/:id/cancel', { schema: { tags: ['operations'], summary: 'Cancel an operation (409 when its kind cannot be interrupted in its phase)', params: OpRef, body: EmptyBody, response: { 200: Operation, ...errorResponses } } }, async (request) =>
+  app.post('/api/v1/operations/:id/cancel', { config: { permission: 'operation.write' }, schema: { tags: ['operations'], summary: 'Cancel an operation (409 when its kind cannot be interrupted in its phase)', params: OpRef, body: EmptyBody, response: { 200: Operation, ...errorResponses } } }, async (request) =>
     publicOperation(await o.runner.cancel(request.params.id, actor(request))),
   );
-  app.get('/api/v1/operations/:id', { schema: { tags: ['operations'], summary: 'Show an operation', params: OpRef, response: { 200: Operation, ...errorResponses } } }, async (request) =>
+  app.get('/api/v1/operations/:id', { config: { permission: 'operation.read' }, schema: { tags: ['operations'], summary: 'Show an operation', params: OpRef, response: { 200: Operation, ...errorResponses } } }, async (request) =>
     publicOperation(await o.store.operations.get(request.params.id)),
   );
 
   // ---------------------------------------------------------------- events
   /** The same change feed as the SSE stream, over a WebSocket (one JSON message per event). */
-  app.get('/api/v1/events/ws', { websocket: true, schema: { tags: ['events'], summary: 'Change events over a WebSocket: {"seq","type","data"} per message', querystring: StreamQuery } }, (socket) => {
+  app.get('/api/v1/events/ws', { config: { permission: 'event.read' }, websocket: true, schema: { tags: ['events'], summary: 'Change events over a WebSocket: {"seq","type","data"} per message', querystring: StreamQuery } }, (socket) => {
     const unsubscribe = o.hub.subscribe((e) => socket.send(JSON.stringify({ seq: e.seq, type: e.type, data: e.data })));
     socket.on('close', unsubscribe);
   });
-  app.get('/api/v1/events', { schema: { tags: ['events'], summary: 'Server-sent events: operation.updated, vm.updated, host.updated ... (Last-Event-ID resumes)', querystring: StreamQuery } }, async (request, reply) => {
+  app.get('/api/v1/events', { config: { permission: 'event.read' }, schema: { tags: ['events'], summary: 'Server-sent events: operation.updated, vm.updated, host.updated ... (Last-Event-ID resumes)', querystring: StreamQuery } }, async (request, reply) => {
     // Checked before the stream opens: past that point an error has no answer and the request hangs.
     const lastEventId = request.headers['last-event-id'];
     const last = lastEventId === undefined ? undefined : Number(lastEventId);

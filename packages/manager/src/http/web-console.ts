@@ -20,6 +20,16 @@ export function defaultWebRoot(): string | undefined {
  * cached for a year, index.html never.
  */
 export async function registerWebConsole(app: ManagerApp, root: string): Promise<void> {
+  await app.register(async (files) => {
+    // The console's files are public (the API behind them is not): said here, as every route must say who may call it.
+    files.addHook('onRoute', (route) => {
+      route.config = { ...(route.config ?? {}), permission: 'public' };
+    });
+    await registerFiles(files as unknown as ManagerApp, root);
+  });
+}
+
+async function registerFiles(app: ManagerApp, root: string): Promise<void> {
   await app.register(fastifyStatic, {
     root,
     prefix: '/',

@@ -86,6 +86,18 @@ export class ImageLibrary {
     return JSON.parse(await readFile(image.source, 'utf8')) as ApplianceManifest;
   }
 
+  /**
+   * The appliance kernel and initramfs (shared by every built-in appliance),
+   * which boot VMcasting releases whose boot method is "appliance-kernel".
+   */
+  async applianceKernel(): Promise<{ prefix: string; kernel: string; initrd: string; cmdline: string }> {
+    const page = await this.store.images.list({ limit: 1000, filter: { format: 'appliance' } });
+    const image = page.items[0];
+    if (!image) throw errors.conflict('No built-in appliance is registered: its kernel is needed to boot an "appliance-kernel" release');
+    const manifest = await this.manifest(image);
+    return { prefix: `${image.name}-${image.version}`, kernel: manifest.kernel, initrd: manifest.initrd, cmdline: manifest.cmdline };
+  }
+
   /** The file of an imported image (qcow2 or iso) in the library directory. */
   fileOf(image: Pick<ImageRecord, 'name' | 'version' | 'format'>): string {
     if (image.format !== 'qcow2' && image.format !== 'iso') throw errors.internal(`Image "${image.name}:${image.version}" (${image.format}) has no file of its own in the library`);

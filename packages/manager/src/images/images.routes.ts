@@ -32,6 +32,7 @@ export async function registerImageRoutes(app: ManagerApp, deps: ImageRouteDeps)
   app.post(
     '/api/v1/images',
     {
+      config: { permission: 'image.write' },
       schema: {
         tags: ['images'],
         summary: 'Import a disk image (qcow2 or raw, stored as qcow2) or an ISO from {url} or {path}: downloaded or copied, inspected as untrusted, then registered (an operation)',
@@ -42,12 +43,12 @@ export async function registerImageRoutes(app: ManagerApp, deps: ImageRouteDeps)
     },
     async (request, reply) => idempotent(request, reply, async (key) => operationAnswer(await images.submitImport(request.body, actor(request), key), request.query.wait)),
   );
-  app.get('/api/v1/images/:id', { schema: { tags: ['images'], summary: 'Show an image (by id, name:version, or a name with one version)', params: ImageParams, response: { 200: Image, ...errorResponses } } }, async (request) =>
+  app.get('/api/v1/images/:id', { config: { permission: 'image.read' }, schema: { tags: ['images'], summary: 'Show an image (by id, name:version, or a name with one version)', params: ImageParams, response: { 200: Image, ...errorResponses } } }, async (request) =>
     publicImage(await images.find(request.params.id)),
   );
   app.delete(
     '/api/v1/images/:id',
-    { schema: { tags: ['images'], summary: 'Delete an imported image no VM uses, from the library and from every online host (an operation)', params: ImageParams, querystring: ActionQuery, response: { 200: Operation, 202: Operation, ...errorResponses } } },
+    { config: { permission: 'image.write' }, schema: { tags: ['images'], summary: 'Delete an imported image no VM uses, from the library and from every online host (an operation)', params: ImageParams, querystring: ActionQuery, response: { 200: Operation, 202: Operation, ...errorResponses } } },
     async (request, reply) => idempotent(request, reply, async (key) => operationAnswer(await images.submitDelete(request.params.id, actor(request), key), request.query.wait)),
   );
 }

@@ -20,8 +20,12 @@ export interface VmMedia {
   /** "qcow2" for an imported disk image; absent for an appliance. */
   imageFormat?: 'qcow2';
   iso?: { image: string; imageId: string } | { pool: string; volume: string };
+  /** An appliance booted from this existing volume of any pool (e.g. an iSCSI LUN) instead of a thin clone in `default`. */
+  bootVolume?: { pool: string; volume: string };
   diskSizeBytes?: number;
   cloudInit?: CloudInit;
+  /** The VM's root disk volume when it is not `<vmId>.root.qcow2` (a VMcasting update switched it). */
+  rootVolume?: string;
 }
 
 /** The pool every VM's volumes live in on its host. */
@@ -82,6 +86,10 @@ export async function resolveVmMedia(request: VmCreate, library: ImageLibrary): 
         }
       }
     }
+  }
+  if (request.bootVolume !== undefined) {
+    if (!appliance) throw errors.invalid('bootVolume applies to appliance images only (they boot a kernel with the root file system on their first disk)', { field: 'bootVolume' });
+    media.bootVolume = { pool: request.bootVolume.pool, volume: request.bootVolume.volume };
   }
   if (!appliance && request.cmdline) {
     throw errors.invalid('cmdline applies to appliance images only (they boot a kernel); this VM boots from a disk or an ISO', { field: 'cmdline' });
@@ -165,7 +173,7 @@ export async function prepareVmMedia(
   signal?: AbortSignal,
 ): Promise<{ disks: VmSpec['disks']; boot: VmSpec['boot'] }> {
   const pool = vmPool;
-  const root = `${vm.id}.root.qcow2`;
+  const root = media.rootVolume ?? `${vm.id}.root.qcow2`;
   const disks: VmSpec['disks'] = [];
   let boot: VmSpec['boot'];
   const image = media.imageId ? await deps.store.images.get(media.imageId) : undefined;
@@ -198,10 +206,10 @@ export async function prepareVmMedia(
     await allSettled([
       importOnce({ name: `${prefix}.kernel`, importFrom: manifest.kernel, format: 'raw' }),
       importOnce({ name: `${prefix}.initrd`, importFrom: manifest.initrd, format: 'raw' }),
-      cloneOf(rootBase, root),
+      ...(media.bootVolume ? [] : [cloneOf(rootBase, root)]),
       ...(dataBase ? [cloneOf(dataBase, data)] : []),
     ]);
-    disks.push({ pool, volume: root }, ...(manifest.dataDisk ? [{ pool, volume: data }] : []));
+    disks.push(media.bootVolume ? { pool: media.bootVolume.pool, volume: media.bootVolume.volume } : { pool, volume: root }, ...(manifest.dataDisk ? [{ pool, volume: data }] : []));
     boot = {
       kind: 'kernel',
       kernel: { pool, volume: `${prefix}.kernel` },
@@ -213,6 +221,21 @@ export async function prepareVmMedia(
     await ensure({ name: root, cloneOf: base, ...(media.diskSizeBytes !== undefined ? { sizeBytes: media.diskSizeBytes } : {}) });
     disks.push({ pool, volume: root });
     boot = { kind: media.iso ? 'cdrom' : 'disk' };
+    // A VMcasting appliance release is a root disk booted by Drover's appliance kernel and initramfs.
+    const metadata = await deps.store.vmcast.metadata.byImage(image.id);
+    if (metadata?.bootMethod === 'appliance-kernel') {
+      const kernel = await deps.images.applianceKernel();
+      await allSettled([
+        ensure({ name: `${kernel.prefix}.kernel`, importFrom: kernel.kernel, format: 'raw' }),
+        ensure({ name: `${kernel.prefix}.initrd`, importFrom: kernel.initrd, format: 'raw' }),
+      ]);
+      boot = {
+        kind: 'kernel',
+        kernel: { pool, volume: `${kernel.prefix}.kernel` },
+        initrd: { pool, volume: `${kernel.prefix}.initrd` },
+        cmdline: `${kernel.cmdline} drover.name=${vm.name} drover.net=user ${media.cmdline ?? ''}`.trim(),
+      };
+    }
   } else {
     if (media.diskSizeBytes !== undefined) {
       await ensure({ name: root, sizeBytes: media.diskSizeBytes });

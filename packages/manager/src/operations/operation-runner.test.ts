@@ -119,3 +119,55 @@ describe('cancelling operations', () => {
     expect((await runner.cancel(op.id, 'alice')).state).toBe('failed');
   });
 });
+
+describe('a first phase named when submitting', () => {
+  it('is journaled with the operation: created running in that phase, with what `before` wrote, and the handler goes on from it', async () => {
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let seenByHandler: { state: string; phase: string; journal: string[] } | undefined;
+    runner.register('test.first', {
+      run: async (ctx) => {
+        seenByHandler = { state: ctx.op.state, phase: ctx.op.phase, journal: ctx.op.journal.map((j) => j.phase) };
+        await released;
+        await ctx.phase('boot', 60);
+        return {};
+      },
+      recover: async () => ({}),
+    });
+    const seq = await store.events.lastSeq();
+    const op = await runner.submit({ kind: 'test.first', targetKind: 'vm', targetId: 't6', actor: 'alice' }, 'T6', async () => ({
+      params: { hostId: 'h-first' },
+      events: [{ type: 'test.placed', objectKind: 'vm', objectId: 't6', data: {} }],
+      phase: { name: 'prepare', progress: 10, note: 'placed on h-first' },
+    }));
+    // As answered and as stored, before the handler acted: running, in its first phase, started.
+    for (const seen of [op, await store.operations.get(op.id)]) {
+      expect(seen).toMatchObject({ state: 'running', phase: 'prepare', progress: 10, params: { hostId: 'h-first' } });
+      expect(seen.startedAt).not.toBeNull();
+      expect(seen.journal).toEqual([{ phase: 'prepare', at: expect.any(String), note: 'placed on h-first' }]);
+    }
+    release();
+    const ended = await runner.wait(op.id, 10_000);
+    expect(seenByHandler).toEqual({ state: 'running', phase: 'prepare', journal: ['prepare'] });
+    expect(ended.state).toBe('done');
+    expect(ended.journal.map((j) => j.phase)).toEqual(['prepare', 'boot']);
+    // One write per step: `before`'s event with the creation, then the boot phase, then the end; no pending → running step.
+    const events = (await store.events.since(seq)).filter((e) => e.objectId === op.id || e.objectId === 't6');
+    expect(events.map((e) => [e.type, (e.data as { state?: string }).state, (e.data as { phase?: string }).phase])).toEqual([
+      ['test.placed', undefined, undefined],
+      ['operation.updated', 'running', 'prepare'],
+      ['operation.updated', 'running', 'boot'],
+      ['operation.updated', 'done', 'done'],
+    ]);
+  });
+
+  it('without one, the operation is created pending and marked running when it starts', async () => {
+    runner.register('test.nofirst', { run: async (ctx) => ctx.phase('work', 50), recover: async () => ({}) });
+    const op = await runner.submit({ kind: 'test.nofirst', targetKind: 'vm', targetId: 't7', actor: 'alice' }, 'T7');
+    expect(op).toMatchObject({ state: 'pending', phase: 'pending', startedAt: null, journal: [] });
+    const ended = await runner.wait(op.id, 10_000);
+    expect(ended.state).toBe('done');
+    expect(ended.startedAt).not.toBeNull();
+    expect(ended.journal.map((j) => j.phase)).toEqual(['work']);
+  });
+});

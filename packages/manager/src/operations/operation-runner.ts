@@ -51,6 +51,13 @@ export interface OperationHandler {
  */
 export type JoinedWrites = (tx: Store) => Promise<NewEvent[]>;
 
+/** An operation's first phase, journaled with its creation (`submit`'s `before`). */
+export interface FirstPhase {
+  name: string;
+  progress: number;
+  note?: string;
+}
+
 export interface SubmitRequest {
   kind: string;
   targetKind: string;
@@ -98,12 +105,15 @@ export class OperationRunner {
    * Persists a new operation (pending) and starts running it. `before` runs
    * first in the same transaction (a start's placement and reservation): its
    * writes commit with the operation or not at all, and the params it returns
-   * join the operation's.
+   * join the operation's. When it also names the operation's first `phase`
+   * (what the handler does first, right away), the operation is created
+   * running in that phase, its journal entry included: one commit fewer than
+   * pending, then running, then the phase (each commit is an fsync on SQLite).
    */
   async submit(
     request: SubmitRequest,
     label: string,
-    before?: (tx: Store) => Promise<{ params?: Record<string, unknown>; events?: NewEvent[] }>,
+    before?: (tx: Store) => Promise<{ params?: Record<string, unknown>; events?: NewEvent[]; phase?: FirstPhase }>,
   ): Promise<OperationRecord> {
     const handler = this.handlers.get(request.kind);
     if (!handler) throw errors.internal(`No handler for operation kind "${request.kind}"`);
@@ -115,6 +125,8 @@ export class OperationRunner {
     const op = await this.recorded(async (tx) => {
       const prepared = await before?.(tx);
       first = prepared?.events ?? [];
+      const phase = prepared?.phase;
+      const at = new Date().toISOString();
       return tx.operations.create({
         kind: request.kind,
         targetKind: request.targetKind,
@@ -122,6 +134,15 @@ export class OperationRunner {
         params: { ...(request.params ?? {}), ...(prepared?.params ?? {}) },
         actor: request.actor,
         idempotencyKey: request.idempotencyKey ?? null,
+        ...(phase
+          ? {
+              state: 'running',
+              startedAt: at,
+              phase: phase.name,
+              progress: Math.max(0, Math.min(100, Math.round(phase.progress))),
+              journal: [{ phase: phase.name, at, ...(phase.note ? { note: phase.note } : {}) }],
+            }
+          : {}),
       });
     }, () => first);
     this.start(op, handler, 'run');
@@ -278,8 +299,12 @@ export class OperationRunner {
     for (;;) {
       const op = await this.store.operations.get(id);
       if (!active.includes(op.state as (typeof active)[number]) || Date.now() > deadline) return op;
+      // Run here: its end is awaited (no polling); run by another manager: polled every 50 ms.
       const inFlight = this.running.get(id);
-      await Promise.race([inFlight ?? Promise.resolve(), new Promise((r) => setTimeout(r, 50))]);
+      let timer: NodeJS.Timeout | undefined;
+      const poll = new Promise((r) => (timer = setTimeout(r, inFlight ? Math.max(0, deadline - Date.now()) + 1 : 50)));
+      await Promise.race([inFlight ?? poll, poll]);
+      clearTimeout(timer);
     }
   }
 

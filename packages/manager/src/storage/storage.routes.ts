@@ -54,27 +54,28 @@ async function storageRoutes(app: FastifyInstance<RawServerDefault, IncomingMess
   const volumePath = (p: { pool: string; volume: string }) => `${poolPath(p)}/volumes/${seg(p.volume)}`;
 
   // ------------------------------------------------------------ pools
-  app.get('/api/v1/hosts/:id/pools', { schema: { tags: ['storage'], summary: "List a host's storage pools (read from the host)", params: HostRef } }, async (request) =>
+  app.get('/api/v1/hosts/:id/pools', { config: { permission: 'storage.read' }, schema: { tags: ['storage'], summary: "List a host's storage pools (read from the host)", params: HostRef } }, async (request) =>
     link.call<PoolInfo[]>(await onlineHost(request.params.id), 'GET', '/v1/pools'),
   );
-  app.post('/api/v1/hosts/:id/pools', { schema: { tags: ['storage'], summary: 'Define a storage pool (a new or empty directory) on a host; shared: the same path or LUN on several hosts', params: HostRef, body: PoolSpec, response: { 201: PoolInfo, ...errorResponses } } }, async (request, reply) =>
+  app.post('/api/v1/hosts/:id/pools', { config: { permission: 'storage.write' }, schema: { tags: ['storage'], summary: 'Define a storage pool on a host: a new or empty directory, or an iSCSI target whose LUNs QEMU opens itself; shared: the same path or target on several hosts', params: HostRef, body: PoolSpec, response: { 201: PoolInfo, ...errorResponses } } }, async (request, reply) =>
     reply.status(201).send(await link.call<PoolInfo>(await onlineHost(request.params.id), 'POST', '/v1/pools', request.body)),
   );
-  app.get('/api/v1/hosts/:id/pools/:pool', { schema: { tags: ['storage'], summary: 'Show a storage pool of a host', params: PoolRef } }, async (request) =>
+  app.get('/api/v1/hosts/:id/pools/:pool', { config: { permission: 'storage.read' }, schema: { tags: ['storage'], summary: 'Show a storage pool of a host', params: PoolRef } }, async (request) =>
     link.call<PoolInfo>(await onlineHost(request.params.id), 'GET', poolPath(request.params)),
   );
-  app.delete('/api/v1/hosts/:id/pools/:pool', { schema: { tags: ['storage'], summary: 'Forget an empty storage pool of a host (its directory stays)', params: PoolRef, response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
+  app.delete('/api/v1/hosts/:id/pools/:pool', { config: { permission: 'storage.write' }, schema: { tags: ['storage'], summary: 'Forget an empty storage pool of a host (its directory stays)', params: PoolRef, response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
     await link.call(await onlineHost(request.params.id), 'DELETE', poolPath(request.params));
     return reply.status(204).send(null);
   });
 
   // ------------------------------------------------------------ volumes
-  app.get('/api/v1/hosts/:id/pools/:pool/volumes', { schema: { tags: ['storage'], summary: 'List the volumes of a pool', params: PoolRef } }, async (request) =>
+  app.get('/api/v1/hosts/:id/pools/:pool/volumes', { config: { permission: 'storage.read' }, schema: { tags: ['storage'], summary: 'List the volumes of a pool', params: PoolRef } }, async (request) =>
     link.call<VolumeInfo[]>(await onlineHost(request.params.id), 'GET', `${poolPath(request.params)}/volumes`),
   );
   app.post(
     '/api/v1/hosts/:id/pools/:pool/volumes',
     {
+      config: { permission: 'storage.write' },
       schema: { tags: ['storage'], summary: 'Create a volume ({name, sizeBytes}) or a thin qcow2 clone ({name, cloneOf}); the format follows the name (.qcow2 or raw)', params: PoolRef, body: ManagerVolumeCreate, response: { 201: VolumeInfo, ...errorResponses } },
       // Before the schema, so the answer says why rather than "unknown field".
       preValidation: async (request) => {
@@ -89,19 +90,19 @@ async function storageRoutes(app: FastifyInstance<RawServerDefault, IncomingMess
       return reply.status(201).send(await link.call<VolumeInfo>(host, 'POST', `${poolPath(request.params)}/volumes`, request.body, 300_000));
     },
   );
-  app.get('/api/v1/hosts/:id/pools/:pool/volumes/:volume', { schema: { tags: ['storage'], summary: 'Show a volume', params: VolumeRef } }, async (request) =>
+  app.get('/api/v1/hosts/:id/pools/:pool/volumes/:volume', { config: { permission: 'storage.read' }, schema: { tags: ['storage'], summary: 'Show a volume', params: VolumeRef } }, async (request) =>
     link.call<VolumeInfo>(await onlineHost(request.params.id), 'GET', volumePath(request.params)),
   );
-  app.post('/api/v1/hosts/:id/pools/:pool/volumes/:volume/resize', { schema: { tags: ['storage'], summary: 'Grow a volume (never shrinks; not while a running VM uses it)', params: VolumeRef, body: VolumeResize, response: { 200: VolumeInfo, ...errorResponses } } }, async (request) =>
+  app.post('/api/v1/hosts/:id/pools/:pool/volumes/:volume/resize', { config: { permission: 'storage.write' }, schema: { tags: ['storage'], summary: 'Grow a volume (never shrinks; not while a running VM uses it)', params: VolumeRef, body: VolumeResize, response: { 200: VolumeInfo, ...errorResponses } } }, async (request) =>
     link.call<VolumeInfo>(await onlineHost(request.params.id), 'POST', `${volumePath(request.params)}/resize`, request.body, 300_000),
   );
-  app.delete('/api/v1/hosts/:id/pools/:pool/volumes/:volume', { schema: { tags: ['storage'], summary: 'Delete a volume (not while a VM uses it or a clone is based on it)', params: VolumeRef, response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
+  app.delete('/api/v1/hosts/:id/pools/:pool/volumes/:volume', { config: { permission: 'storage.write' }, schema: { tags: ['storage'], summary: 'Delete a volume (not while a VM uses it or a clone is based on it)', params: VolumeRef, response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
     await link.call(await onlineHost(request.params.id), 'DELETE', volumePath(request.params));
     return reply.status(204).send(null);
   });
 
   // ------------------------------------------------------------ content
-  app.get('/api/v1/hosts/:id/pools/:pool/volumes/:volume/content', { schema: { tags: ['storage'], summary: "Download a volume's bytes: raw as it is, qcow2 as the qcow2 file (application/octet-stream)", params: VolumeRef } }, async (request, reply) => {
+  app.get('/api/v1/hosts/:id/pools/:pool/volumes/:volume/content', { config: { permission: 'storage.read' }, schema: { tags: ['storage'], summary: "Download a volume's bytes: raw as it is, qcow2 as the qcow2 file (application/octet-stream)", params: VolumeRef } }, async (request, reply) => {
     const answer = await link.stream(await onlineHost(request.params.id), 'GET', `${volumePath(request.params)}/content`);
     void reply.header('content-type', 'application/octet-stream').header('content-disposition', `attachment; filename="${request.params.volume}"`);
     const length = answer.headers['content-length'];
@@ -110,7 +111,7 @@ async function storageRoutes(app: FastifyInstance<RawServerDefault, IncomingMess
   });
   app.put(
     '/api/v1/hosts/:id/pools/:pool/volumes/:volume/content',
-    { bodyLimit: maxVolumeUploadBytes, schema: { tags: ['storage'], summary: 'Upload the bytes of a NEW volume (application/octet-stream, at most 8 GiB; a qcow2 with a backing or data file is refused)', params: VolumeRef, response: { 201: VolumeInfo, ...errorResponses } } },
+    { config: { permission: 'storage.write' }, bodyLimit: maxVolumeUploadBytes, schema: { tags: ['storage'], summary: 'Upload the bytes of a NEW volume (application/octet-stream, at most 8 GiB; a qcow2 with a backing or data file is refused)', params: VolumeRef, response: { 201: VolumeInfo, ...errorResponses } } },
     async (request, reply) => {
       try {
         return await uploadVolume(request.params, request.body as Readable | undefined, request.headers, reply);

@@ -232,10 +232,270 @@ function initialSchema(kind: BackendKind): Migration {
   };
 }
 
+/**
+ * Users, roles, projects (tenants with quotas), the project of each VM, the
+ * scope of API tokens, and the audit log (each record chained to the previous
+ * one by sha256; `seq` is assigned by the appender, never reused).
+ */
+function accessSchema(kind: BackendKind): Migration {
+  const t = columnTypes[kind];
+  return {
+    async up(db: SchemaDb) {
+      await db.schema
+        .createTable('users')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('source', t.text, (c) => c.notNull())
+        .addColumn('password_hash', t.text)
+        .addColumn('bindings', t.json, (c) => c.notNull())
+        .addColumn('ldap_dn', t.text)
+        .addColumn('groups_checked_at', t.timestamp)
+        .addColumn('default_project', t.text)
+        .addColumn('disabled', t.boolean, (c) => c.notNull())
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('roles')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('description', t.text, (c) => c.notNull())
+        .addColumn('permissions', t.json, (c) => c.notNull())
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('projects')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('description', t.text, (c) => c.notNull())
+        .addColumn('quota', t.json, (c) => c.notNull())
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('vm_projects')
+        .addColumn('vm_id', t.id, (c) => c.primaryKey().references('vms.id').onDelete('cascade'))
+        .addColumn('project_id', t.id, (c) => c.notNull().references('projects.id'))
+        .execute();
+      await db.schema.createIndex('vm_projects_project_id_idx').on('vm_projects').column('project_id').execute();
+      await db.schema.alterTable('api_tokens').addColumn('user_name', t.text).execute();
+      await db.schema.alterTable('api_tokens').addColumn('scope', t.json).execute();
+      await db.schema
+        .createTable('audit_log')
+        .addColumn('seq', t.bigint, (c) => c.primaryKey())
+        .addColumn('at', t.timestamp, (c) => c.notNull())
+        .addColumn('actor', t.text, (c) => c.notNull())
+        .addColumn('action', t.text, (c) => c.notNull())
+        .addColumn('target', t.text, (c) => c.notNull())
+        .addColumn('source', t.text, (c) => c.notNull())
+        .addColumn('decision', t.text, (c) => c.notNull())
+        .addColumn('reason', t.text, (c) => c.notNull())
+        .addColumn('status', t.integer, (c) => c.notNull())
+        .addColumn('prev_hash', t.text, (c) => c.notNull())
+        .addColumn('hash', t.text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('audit_log_at_idx').on('audit_log').column('at').execute();
+      await db.schema.createIndex('audit_log_actor_idx').on('audit_log').column('actor').execute();
+    },
+
+    async down(db: SchemaDb) {
+      for (const table of ['audit_log', 'vm_projects', 'projects', 'roles', 'users']) await db.schema.dropTable(table).execute();
+      await db.schema.alterTable('api_tokens').dropColumn('scope').execute();
+      await db.schema.alterTable('api_tokens').dropColumn('user_name').execute();
+    },
+  };
+}
+
+/**
+ * VMcasting (issue 9): appliance metadata beside the image library, publisher
+ * keys, published channels, subscriptions to other managers' feeds, releases
+ * (published and received) and the channel each VM follows.
+ */
+function vmcastingSchema(kind: BackendKind): Migration {
+  const t = columnTypes[kind];
+  return {
+    async up(db: SchemaDb) {
+      await db.schema
+        .createTable('appliance_metadata')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('image_id', t.id, (c) => c.notNull().unique().references('images.id').onDelete('cascade'))
+        .addColumn('architecture', t.text, (c) => c.notNull())
+        .addColumn('boot_method', t.text, (c) => c.notNull())
+        .addColumn('min_memory_mib', t.integer, (c) => c.notNull())
+        .addColumn('min_cpus', t.integer, (c) => c.notNull())
+        .addColumn('labels', t.json, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('vmcast_keys')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('public_key', t.text, (c) => c.notNull())
+        .addColumn('private_key', t.text, (c) => c.notNull())
+        .addColumn('state', t.text, (c) => c.notNull())
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('vmcast_channels')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('title', t.text, (c) => c.notNull())
+        .addColumn('description', t.text, (c) => c.notNull())
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('vmcast_subscriptions')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('url', t.text, (c) => c.notNull())
+        .addColumn('pinned_keys', t.json, (c) => c.notNull())
+        .addColumn('allowed_hosts', t.json, (c) => c.notNull())
+        .addColumn('poll_seconds', t.integer, (c) => c.notNull())
+        .addColumn('etag', t.text)
+        .addColumn('last_modified', t.text)
+        .addColumn('failures', t.integer, (c) => c.notNull())
+        .addColumn('next_poll_at', t.timestamp)
+        .addColumn('last_polled_at', t.timestamp)
+        .addColumn('last_error', t.text)
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('vmcast_releases')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('channel_id', t.id, (c) => c.references('vmcast_channels.id').onDelete('cascade'))
+        .addColumn('subscription_id', t.id, (c) => c.references('vmcast_subscriptions.id').onDelete('cascade'))
+        .addColumn('name', t.name, (c) => c.notNull())
+        .addColumn('version', t.text, (c) => c.notNull())
+        .addColumn('state', t.text, (c) => c.notNull())
+        .addColumn('manifest', t.json, (c) => c.notNull())
+        .addColumn('url', t.text, (c) => c.notNull())
+        .addColumn('key_id', t.text, (c) => c.notNull())
+        .addColumn('signature', t.text, (c) => c.notNull())
+        .addColumn('image_id', t.id, (c) => c.references('images.id').onDelete('set null'))
+        .addColumn('reason', t.text)
+        .addColumn('received_bytes', t.bigint, (c) => c.notNull())
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('vmcast_releases_channel_idx').on('vmcast_releases').columns(['channel_id', 'version']).execute();
+      await db.schema.createIndex('vmcast_releases_subscription_idx').on('vmcast_releases').columns(['subscription_id', 'version']).execute();
+      await db.schema
+        .createTable('vmcast_follows')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('vm_id', t.id, (c) => c.notNull().unique().references('vms.id').onDelete('cascade'))
+        .addColumn('subscription_id', t.id, (c) => c.notNull().references('vmcast_subscriptions.id').onDelete('cascade'))
+        .addColumn('policy', t.text, (c) => c.notNull())
+        .addColumn('held', t.boolean, (c) => c.notNull())
+        .addColumn('current_release_id', t.id)
+        .addColumn('pending_release_id', t.id)
+        .addColumn('maintenance_window', t.text)
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+    },
+    async down(db: SchemaDb) {
+      for (const table of ['vmcast_follows', 'vmcast_releases', 'vmcast_subscriptions', 'vmcast_channels', 'vmcast_keys', 'appliance_metadata']) {
+        await db.schema.dropTable(table).execute();
+      }
+    },
+  };
+}
+
+/**
+ * Host power and maintenance (power/): each host's power driver settings
+ * (secrets included, never returned by the API) and time spent powered off;
+ * the VMs an evacuation moved away, so `restore` brings back exactly those;
+ * the power policy and its state (one JSON value per name).
+ */
+function powerSchema(kind: BackendKind): Migration {
+  const t = columnTypes[kind];
+  return {
+    async up(db: SchemaDb) {
+      await db.schema
+        .createTable('host_power')
+        .addColumn('host_id', t.id, (c) => c.primaryKey().references('hosts.id').onDelete('cascade'))
+        .addColumn('config', t.json, (c) => c.notNull())
+        .addColumn('powered_off_at', t.timestamp)
+        .addColumn('off_ms_total', t.bigint, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('host_evacuations')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('host_id', t.id, (c) => c.notNull().references('hosts.id').onDelete('cascade'))
+        .addColumn('vm_id', t.id, (c) => c.notNull().references('vms.id').onDelete('cascade'))
+        .addColumn('policy', t.text, (c) => c.notNull())
+        .addColumn('to_host_id', t.id)
+        .addColumn('operation_id', t.text, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('host_evacuations_host_id_idx').on('host_evacuations').column('host_id').execute();
+      await db.schema
+        .createTable('power_settings')
+        .addColumn('name', t.name, (c) => c.primaryKey())
+        .addColumn('value', t.json, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+    },
+    async down(db: SchemaDb) {
+      for (const table of ['power_settings', 'host_evacuations', 'host_power']) await db.schema.dropTable(table).execute();
+    },
+  };
+}
+
+/**
+ * Mandatory access control (policy/): the active sHype policy (one row, slot
+ * "active", replaced on load) and the security labels of hosts, volumes,
+ * images and networks (a VM's label lives in its labels).
+ */
+function policySchema(kind: BackendKind): Migration {
+  const t = columnTypes[kind];
+  return {
+    async up(db: SchemaDb) {
+      await db.schema
+        .createTable('security_policy')
+        .addColumn('slot', t.name, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull())
+        .addColumn('document', t.json, (c) => c.notNull())
+        .addColumn('source_format', t.text, (c) => c.notNull())
+        .addColumn('loaded_by', t.text, (c) => c.notNull())
+        .addColumn('loaded_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('security_labels')
+        .addColumn('object_kind', t.name, (c) => c.notNull())
+        .addColumn('object_id', t.name, (c) => c.notNull())
+        .addColumn('label', t.text, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .addPrimaryKeyConstraint('security_labels_pk', ['object_kind', 'object_id'])
+        .execute();
+    },
+    async down(db: SchemaDb) {
+      for (const table of ['security_labels', 'security_policy']) await db.schema.dropTable(table).execute();
+    },
+  };
+}
+
 /** Every migration, by name, for one backend. Append only. */
 export function storeMigrations(kind: BackendKind): Record<string, Migration> {
   return {
     '0001_initial': initialSchema(kind),
+    '0003_policy': policySchema(kind),
+    '0005_power': powerSchema(kind),
+    '0002_access': accessSchema(kind),
+    '0006_vmcasting': vmcastingSchema(kind),
   };
 }
 

@@ -1,6 +1,7 @@
 import { rejectionOf } from '@drover/core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { storeMigrations } from './migrations.js';
 import { openPostgresStore } from './postgres-store.js';
 import { describeStoreConformance } from './testing/conformance.js';
 import { startPostgres, type PostgresCluster } from './testing/postgres.js';
@@ -62,7 +63,7 @@ describe('postgres store', () => {
     const connectionString = await running().createDatabase();
     const stores = await Promise.all(Array.from({ length: 3 }, () => openPostgresStore({ connectionString })));
     try {
-      for (const store of stores) expect(await store.migrations()).toEqual(['0001_initial']);
+      for (const store of stores) expect(await store.migrations()).toEqual(Object.keys(storeMigrations('postgres')).sort());
     } finally {
       await Promise.all(stores.map((store) => store.close()));
     }

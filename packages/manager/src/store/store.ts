@@ -4,6 +4,10 @@ import { sql } from 'kysely';
 import type { Backend, BackendKind, StoreDatabase } from './backend.js';
 import { appliedMigrations, migrateToLatest } from './migrations.js';
 import { ApiTokenRepository } from './repositories/api-tokens.js';
+import { AuditLogRepository } from './repositories/audit-log.js';
+import { ProjectRepository } from './repositories/projects.js';
+import { RoleRepository } from './repositories/roles.js';
+import { UserRepository } from './repositories/users.js';
 import { EventRepository } from './repositories/events.js';
 import { HostRepository } from './repositories/hosts.js';
 import { IdempotencyRepository } from './repositories/idempotency.js';
@@ -12,8 +16,11 @@ import { JoinTokenRepository } from './repositories/join-tokens.js';
 import { OperationRepository } from './repositories/operations.js';
 import { PoolRepository } from './repositories/pools.js';
 import { ReservationRepository } from './repositories/reservations.js';
+import { SecurityRepository } from './repositories/security.js';
+import { PowerRepository } from './repositories/power.js';
 import { VmRepository } from './repositories/vms.js';
 import { VolumeRepository } from './repositories/volumes.js';
+import { VmcastRepositories } from './repositories/vmcasting.js';
 import type { StoreContext } from './store-context.js';
 import { mapDriverError } from './store-errors.js';
 
@@ -43,6 +50,16 @@ export class Store {
   readonly idempotency: IdempotencyRepository;
   readonly events: EventRepository;
   readonly reservations: ReservationRepository;
+  /** The active sHype policy and the security labels of hosts and resources (0003_policy). */
+  readonly security: SecurityRepository;
+  /** Host power settings, evacuation records, power policy (power/). */
+  readonly power: PowerRepository;
+  readonly users: UserRepository;
+  readonly roles: RoleRepository;
+  readonly projects: ProjectRepository;
+  readonly audit: AuditLogRepository;
+  /** VMcasting: appliance metadata, publisher keys, channels, subscriptions, releases, follows. */
+  readonly vmcast: VmcastRepositories;
 
   readonly #context: StoreContext;
   readonly #scopes: AsyncLocalStorage<TransactionScope>;
@@ -62,6 +79,13 @@ export class Store {
     this.idempotency = new IdempotencyRepository(context);
     this.events = new EventRepository(context);
     this.reservations = new ReservationRepository(context);
+    this.security = new SecurityRepository(context);
+    this.power = new PowerRepository(context);
+    this.users = new UserRepository(context);
+    this.roles = new RoleRepository(context);
+    this.projects = new ProjectRepository(context);
+    this.audit = new AuditLogRepository(context);
+    this.vmcast = new VmcastRepositories(context);
   }
 
   /** Migrates `db` and wraps it. For openSqliteStore / openPostgresStore; closes `db` when migrating fails. */

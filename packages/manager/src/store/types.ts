@@ -367,6 +367,15 @@ export interface ApiTokenRecord {
   createdAt: string;
   expiresAt: string | null;
   revokedAt: string | null;
+  /** The user the token acts for (null: a token made before users existed). */
+  userName: string | null;
+  /** Limits the token to some of its user's roles and projects (null: all of them). */
+  scope: ApiTokenScope | null;
+}
+
+export interface ApiTokenScope {
+  roles?: string[];
+  projects?: string[];
 }
 
 export interface NewApiToken {
@@ -374,11 +383,14 @@ export interface NewApiToken {
   tokenHash: string;
   role: string;
   expiresAt?: TimestampInput | null;
+  userName?: string | null;
+  scope?: ApiTokenScope | null;
 }
 
 export interface ApiTokenFilter {
   role?: string;
   name?: string;
+  userName?: string;
 }
 
 // ---------------------------------------------------------------- events

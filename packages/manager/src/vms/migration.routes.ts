@@ -30,6 +30,7 @@ export async function registerMigrationRoutes(app: ManagerApp, { vms, idempotent
   app.post(
     '/api/v1/vms/:id/migrate',
     {
+      config: { permission: 'vm.migrate' },
       schema: {
         tags: ['vms'],
         summary: 'Move a running VM to another host without stopping it ({to, storage?, downtimeMs?, bandwidth?, postcopy?, timeoutMs?}); 202 with the vm.migrate operation',

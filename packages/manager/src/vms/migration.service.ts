@@ -51,6 +51,8 @@ interface MigrateParams {
   timeoutMs: number;
   /** No progress of the stream for this long: it is stuck (a cut link), and is yanked. */
   stallMs: number;
+  /** Bytes/s for the disk mirror; absent: unlimited. */
+  mirrorBandwidth?: number;
 }
 
 const earlyPhases = ['pending', 'begin', 'prepare', 'mirror', 'perform'];
@@ -64,7 +66,11 @@ const agentCallMs = 120_000;
  * exactly there. Unset in any real deployment.
  */
 async function holdForTest(phase: string): Promise<void> {
-  if (process.env.DROVER_TEST_HOLD_MIGRATION === phase) await new Promise(() => undefined);
+  // `<phase>` holds for good; `<phase>:<ms>` holds that long, then goes on (a window for a fault at that moment).
+  const [held, ms] = (process.env.DROVER_TEST_HOLD_MIGRATION ?? '').split(':');
+  if (held !== phase) return;
+  if (ms === undefined) await new Promise(() => undefined);
+  else await sleep(Number(ms));
 }
 
 function paramsOf(op: OperationRecord): MigrateParams {
@@ -82,11 +88,16 @@ function isUnreachable(error: unknown): boolean {
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    const onAbort = () => {
       clearTimeout(timer);
       resolve();
-    }, { once: true });
+    };
+    // The listener goes with the timer: a long wait loop must not pile listeners up on the operation's signal.
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 
@@ -115,6 +126,35 @@ function raced<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
  */
 function mirrorSet(plan: MigrationPlan, destination: HostFacts): MigrationPlan['disks'] {
   return plan.disks.filter((d) => !d.readOnly && !(d.shared && destination.pools.some((p) => p.name === d.pool && p.shared && p.path === d.poolPath)));
+}
+
+/** The counter lines a guest prints on its serial console (the `counter` appliance): `DROVER-COUNTER gen=N t=SECONDS.MILLIS`. */
+export function counterTicks(text: string): Array<{ gen: number; t: number }> {
+  return [...text.matchAll(/DROVER-COUNTER gen=(\d+) t=(\d+\.\d{3})\b/g)].map((m) => ({ gen: Number(m[1]), t: Number(m[2]) }));
+}
+
+/**
+ * The guest-measured downtime of a live migration: the largest gap between two
+ * consecutive counter ticks (one generation apart) from the source's last
+ * ticks to the destination's first ones, in ms of the guest's own clock. The
+ * counter ticks every 100 ms and catches up missed ticks at once, so a pause
+ * shows as one gap. Undefined when the guest prints no ticks on both sides.
+ */
+export function guestGapAroundSwitchover(sourceTail: string, destHead: string): number | undefined {
+  const before = counterTicks(sourceTail).slice(-3);
+  const last = before.at(-1);
+  if (!last) return undefined;
+  const after = counterTicks(destHead).filter((tick) => tick.gen > last.gen).slice(0, 10);
+  if (after.length === 0) return undefined;
+  const ticks = [...before, ...after];
+  let gap: number | undefined;
+  for (let i = 1; i < ticks.length; i++) {
+    if (ticks[i]!.gen !== ticks[i - 1]!.gen + 1) continue;
+    const dt = Math.round((ticks[i]!.t - ticks[i - 1]!.t) * 1000);
+    // A byte the emulated UART sent twice garbles a timestamp now and then (a digit doubled): such a pair gives no gap.
+    if (dt >= 0 && dt <= 600_000) gap = Math.max(gap ?? 0, dt);
+  }
+  return gap;
 }
 
 /** The figures of a migration status, as the operation's live result and its final one carry them. */
@@ -160,7 +200,8 @@ export class MigrationService {
     });
     if (dest.id === source.id) throw errors.conflict(`VM "${vm.name}" already runs on host "${dest.name}"`, { reason: 'same-host' });
     if (dest.state !== 'online') throw errors.conflict(`Host "${dest.name}" is ${dest.state}; a VM can only move to an online host`, { reason: 'host-state', hostState: dest.state });
-    if (source.state !== 'online') throw errors.conflict(`The source host "${source.name}" is ${source.state}`, { reason: 'host-state', hostState: source.state });
+    // A host in maintenance is being evacuated: its VMs may leave it.
+    if (source.state !== 'online' && source.state !== 'maintenance') throw errors.conflict(`The source host "${source.name}" is ${source.state}`, { reason: 'host-state', hostState: source.state });
 
     const plan = await link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000);
     if (plan.mode && plan.mode !== mode) throw errors.conflict(`VM "${vm.name}" is ${plan.mode} on host "${source.name}", not ${vm.state} as recorded; try again after the next heartbeat`, { state: vm.state });
@@ -199,6 +240,7 @@ export class MigrationService {
         bandwidth: request.bandwidth ?? defaults.bandwidth,
         timeoutMs: request.timeoutMs ?? defaults.timeoutMs,
         stallMs: defaults.stallMs,
+        ...(request.mirrorBandwidth !== undefined ? { mirrorBandwidth: request.mirrorBandwidth } : {}),
       };
       return await runner.submit(
         { kind: 'vm.migrate', targetKind: 'vm', targetId: vm.id, params: params as unknown as Record<string, unknown>, actor, idempotencyKey: idempotencyKey ?? null },
@@ -250,7 +292,7 @@ export class MigrationService {
     let mirroredBytes = 0;
     if (ready.nbd && mirrored.length > 0) {
       await ctx.phase('mirror', 20, `${ready.nbd.exports.length} disk(s) over NBD+TLS to ${ready.nbd.host}:${ready.nbd.port}`);
-      const status = await raced(link.call<MigrationStatus>(source, 'POST', `${path}/mirror`, { nbd: ready.nbd, tlsHostname: ready.tlsHostname, timeoutMs: params.timeoutMs }, params.timeoutMs + 30_000), ctx.signal);
+      const status = await raced(link.call<MigrationStatus>(source, 'POST', `${path}/mirror`, { nbd: ready.nbd, tlsHostname: ready.tlsHostname, timeoutMs: params.timeoutMs, stallMs: params.stallMs, ...(params.mirrorBandwidth ? { speed: params.mirrorBandwidth } : {}) }, params.timeoutMs + 30_000), ctx.signal);
       mirroredBytes = (status.mirrors ?? []).reduce((sum, m) => sum + m.length, 0);
       await ctx.progress(40, { phase: 'mirror', mirroredBytes });
       await holdForTest('mirror');
@@ -265,14 +307,29 @@ export class MigrationService {
     await ctx.phase('switchover', 88, 'guest paused at pre-switchover; owner → destination');
     let continued: MigrationStatus | undefined;
     try {
-      await this.o.vms.publish(await this.o.store.vms.update(vm.id, { hostId: dest.id }));
+      const flipped = await this.o.store.vms.update(vm.id, { hostId: dest.id });
       await holdForTest('switchover');
-      continued = await link.call<MigrationStatus>(source, 'POST', `${path}/continue`, { timeoutMs: 60_000 }, 90_000);
+      // The guest is paused until `continue`: its event is published alongside, not before.
+      const published = this.o.vms.publish(flipped).catch((error: unknown) => ctx.logger.warn({ err: error }, 'publishing the owner flip failed'));
+      try {
+        continued = await link.call<MigrationStatus>(source, 'POST', `${path}/continue`, { timeoutMs: 60_000 }, 90_000);
+      } finally {
+        await published;
+      }
     } catch (error) {
       ctx.logger.warn({ err: error }, 'switchover did not answer; the destination decides');
     }
-    if (continued && continued.status !== 'completed') ctx.logger.warn({ status: continued }, 'source did not complete; the destination decides');
-    return this.resolveLate(ctx, { preCopy, continued, mirroredBytes, storage: mirrored.length > 0 });
+    const extra = { preCopy, continued, mirroredBytes, storage: mirrored.length > 0 };
+    if (continued?.status === 'completed') {
+      // The usual case: the whole stream went out. The guest waits for the destination's `cont`, so finish
+      // there at once (its `finish` waits for its own `completed`, the truth); anything odd goes to resolveLate.
+      try {
+        return await this.forward(ctx, vm, source, dest, extra);
+      } catch (error) {
+        ctx.logger.warn({ err: error }, 'finishing on the destination failed; the destination decides');
+      }
+    } else if (continued) ctx.logger.warn({ status: continued }, 'source did not complete; the destination decides');
+    return this.resolveLate(ctx, extra);
   }
 
   /** Imports the image volumes the VM boots from (kernel, initrd, ISO) on the destination; its own disks come by the migration. */
@@ -419,6 +476,10 @@ export class MigrationService {
 
     await ctx.phase('confirm', 96, `ending the source QEMU on ${source.name}`);
     await holdForTest('confirm');
+    // The source's last console lines, read before its directory goes (for the guest-measured downtime).
+    // Read alongside the confirm's own reads; the destination's ticks are awaited while the source is cleaned up.
+    const sourceTail = params.mode === 'live' && after === 'run' ? link.serialTail(source, vm.id, 4096).catch(() => undefined) : Promise.resolve(undefined);
+    let guestGap: Promise<number | undefined> = Promise.resolve(undefined);
     let warning: string | undefined;
     let sourceFinal: MigrationStatus | undefined = extra.continued;
     try {
@@ -428,12 +489,16 @@ export class MigrationService {
         const plan = await link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000);
         // The disks that were copied: the destination has its own now.
         const deleteVolumes = mirrorSet(plan, await link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000)).map((d) => ({ pool: d.pool, volume: d.volume }));
+        // The source's console must be read before the confirm removes it.
+        const tail = await sourceTail;
+        guestGap = this.guestGap(vm, dest, tail).catch(() => undefined);
         await link.call(source, 'POST', `/v1/vms/${vm.id}/migration/confirm`, { deleteVolumes }, agentCallMs);
       }
     } catch (error) {
       warning = `The source host "${source.name}" was not cleaned up: ${(error as Error).message}`;
       ctx.logger.warn({ err: error }, 'confirm on the source failed');
     }
+    const guestMaxGapMs = await guestGap;
     return {
       state,
       mode: params.mode ?? 'live',
@@ -442,9 +507,28 @@ export class MigrationService {
       storage: extra.storage ?? false,
       ...(extra.mirroredBytes ? { mirroredBytes: extra.mirroredBytes } : {}),
       ...(sourceFinal ? { qemuDowntimeMs: sourceFinal.downtimeMs, totalTimeMs: sourceFinal.totalTimeMs, setupTimeMs: sourceFinal.setupTimeMs, transferredBytes: sourceFinal.transferredBytes } : {}),
+      ...(guestMaxGapMs !== undefined ? { guestMaxGapMs } : {}),
       ...(extra.preCopy?.expectedDowntimeMs !== undefined ? { expectedDowntimeMs: extra.preCopy.expectedDowntimeMs } : {}),
       ...(warning ? { warning } : {}),
     };
+  }
+
+  /**
+   * The guest-measured downtime (`guestGapAroundSwitchover`), for guests that
+   * print counter ticks: the destination's console is read until it shows two
+   * ticks after the source's last one (at most ~1 s; usually at once, the
+   * confirm gave it time).
+   */
+  private async guestGap(vm: VmRecord, dest: HostRecord, sourceTail: string | undefined): Promise<number | undefined> {
+    const last = sourceTail ? counterTicks(sourceTail).at(-1) : undefined;
+    if (!last) return undefined;
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const head = await this.o.link.serialLog(dest, vm.id, 0).catch(() => undefined);
+      if (!head) return undefined;
+      if (counterTicks(head.text).filter((tick) => tick.gen > last.gen).length >= 2 || attempt === 9) return guestGapAroundSwitchover(sourceTail!, head.text);
+      await sleep(100);
+    }
+    return undefined;
   }
 
   /**

@@ -32,12 +32,13 @@ const opResponses = { 200: Operation, 202: Operation, ...errorResponses };
 export async function registerVmDeviceRoutes(app: ManagerApp, { vms, idempotent, operationAnswer, actor }: VmDeviceRouteDeps): Promise<void> {
   const devices = vms.devices;
 
-  app.get('/api/v1/vms/:id/disks', { schema: { tags: ['vms'], summary: "List a VM's disks as its host has them, in the guest's order (empty before its first start)", params: Ref, response: { 200: Type.Array(VmDiskInfo), ...errorResponses } } }, async (request) =>
+  app.get('/api/v1/vms/:id/disks', { config: { permission: 'vm.read' }, schema: { tags: ['vms'], summary: "List a VM's disks as its host has them, in the guest's order (empty before its first start)", params: Ref, response: { 200: Type.Array(VmDiskInfo), ...errorResponses } } }, async (request) =>
     devices.listDisks(request.params.id),
   );
   app.post(
     '/api/v1/vms/:id/disks',
     {
+      config: { permission: 'vm.write' },
       schema: {
         tags: ['vms'],
         summary: 'Add a disk: an existing volume ({volume, pool?, readOnly?}) or a new empty one ({sizeBytes, name?, pool?}) on the VM\'s host; hot-plugged into a running VM',
@@ -51,21 +52,21 @@ export async function registerVmDeviceRoutes(app: ManagerApp, { vms, idempotent,
   );
   app.delete(
     '/api/v1/vms/:id/disks/:disk',
-    { schema: { tags: ['vms'], summary: 'Remove a disk added through the API (by index or volume name); a running guest must release it. The volume stays', params: DiskRef, querystring: ActionQuery, response: opResponses } },
+    { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: 'Remove a disk added through the API (by index or volume name); a running guest must release it. The volume stays', params: DiskRef, querystring: ActionQuery, response: opResponses } },
     async (request, reply) => idempotent(request, reply, async (key) => operationAnswer(await devices.removeDisk(request.params.id, request.params.disk, actor(request), key), request.query.wait)),
   );
 
-  app.get('/api/v1/vms/:id/nics', { schema: { tags: ['vms'], summary: "List a VM's NICs as its host has them (empty before its first start)", params: Ref, response: { 200: Type.Array(VmNicInfo), ...errorResponses } } }, async (request) =>
+  app.get('/api/v1/vms/:id/nics', { config: { permission: 'vm.read' }, schema: { tags: ['vms'], summary: "List a VM's NICs as its host has them (empty before its first start)", params: Ref, response: { 200: Type.Array(VmNicInfo), ...errorResponses } } }, async (request) =>
     devices.listNics(request.params.id),
   );
   app.post(
     '/api/v1/vms/:id/nics',
-    { schema: { tags: ['vms'], summary: 'Add a user-mode NIC ({mac?, forwards?}); hot-plugged into a running VM', params: Ref, querystring: ActionQuery, body: VmNicAdd, response: opResponses } },
+    { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: 'Add a user-mode NIC ({mac?, forwards?}); hot-plugged into a running VM', params: Ref, querystring: ActionQuery, body: VmNicAdd, response: opResponses } },
     async (request, reply) => idempotent(request, reply, async (key) => operationAnswer(await devices.addNic(request.params.id, request.body, actor(request), key), request.query.wait)),
   );
   app.delete(
     '/api/v1/vms/:id/nics/:nic',
-    { schema: { tags: ['vms'], summary: 'Remove a NIC added through the API (by index or MAC); a running guest must release it', params: NicRef, querystring: ActionQuery, response: opResponses } },
+    { config: { permission: 'vm.write' }, schema: { tags: ['vms'], summary: 'Remove a NIC added through the API (by index or MAC); a running guest must release it', params: NicRef, querystring: ActionQuery, response: opResponses } },
     async (request, reply) => idempotent(request, reply, async (key) => operationAnswer(await devices.removeNic(request.params.id, request.params.nic, actor(request), key), request.query.wait)),
   );
 }

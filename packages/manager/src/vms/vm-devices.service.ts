@@ -176,6 +176,8 @@ export class VmDeviceService {
     if ('volume' in request) {
       const volume = await this.o.link.call<VolumeInfo>(host, 'GET', `/v1/pools/${seg(pool)}/volumes/${seg(request.volume)}`);
       if (volume.usedBy.includes(vm.name)) throw errors.conflict(`Volume "${pool}/${request.volume}" is already attached to VM "${vm.name}"`);
+      // STE: a labelled volume only for a VM sharing a type with it (docs/access-control-policy.md).
+      await this.o.vms.policy.checkResourceUse(vm, 'volume', `${host.id}/${pool}/${request.volume}`, `volume "${pool}/${request.volume}"`);
       // Read-only sharing is the agent's to judge (it knows how each VM attaches the volume).
       if (volume.usedBy.length > 0 && !request.readOnly) {
         throw errors.conflict(`Volume "${pool}/${request.volume}" is attached to VM ${volume.usedBy.map((n) => `"${n}"`).join(', ')}; detach it there first`, { usedBy: volume.usedBy });

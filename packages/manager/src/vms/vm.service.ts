@@ -1,15 +1,16 @@
 import type { Logger } from 'pino';
 import { DroverError, errors, placeVm, type HostCandidate, type PlacementRequest } from '@drover/core';
-import type { Vm, VmCreate, VmEdit, VmInfo, VmSpec } from '@drover/api';
+import type { EvacuationPolicy, Vm, VmCreate, VmEdit, VmInfo, VmSpec } from '@drover/api';
 import type { Store } from '../store/index.js';
 import type { HostRecord, NewEvent, OperationRecord, VmRecord } from '../store/types.js';
 import type { EventHub } from '../http/event-hub.js';
 import type { AgentLink } from '../hosts/agent-link.js';
 import type { ImageLibrary } from '../images/image-library.js';
 import { cloudInitSummary, isoLabel, prepareVmMedia, resolveVmMedia, type VmMedia } from '../images/vm-media.js';
-import type { OperationContext, OperationRunner } from '../operations/operation-runner.js';
+import type { FirstPhase, OperationContext, OperationRunner } from '../operations/operation-runner.js';
 import { addedAgentDevices, VmDeviceService, type AddedDisk, type AddedNic } from './vm-devices.service.js';
 import { MigrationService } from './migration.service.js';
+import { labelsWithSecurity, PolicyService } from '../policy/policy.service.js';
 
 /** The VM's desired configuration as the manager keeps it (`vms.spec`); what it boots is VmMedia (images/vm-media.ts). */
 export interface ManagedVmSpec extends VmMedia {
@@ -24,6 +25,10 @@ export interface ManagedVmSpec extends VmMedia {
   /** Disks and NICs added through the API, after the image's (vm-devices.service.ts). */
   addedDisks?: AddedDisk[];
   addedNics?: AddedNic[];
+  /** What a host evacuation does with the VM (power/maintenance.service.ts); live-migrate when absent. */
+  evacuationPolicy?: EvacuationPolicy;
+  /** Restarted on another host when its host is lost and fenced (power/ha.service.ts); only on shared storage. */
+  ha?: boolean;
 }
 
 /** States in which a VM holds capacity on its host. */
@@ -89,9 +94,12 @@ export function publicVm(vm: VmRecord, hostName: string | null): Vm {
       hostExclude: spec.hostExclude ?? [],
       forwards: spec.forwards ?? [],
       cmdline: spec.cmdline ?? '',
+      ...(spec.evacuationPolicy ? { evacuationPolicy: spec.evacuationPolicy } : {}),
+      ...(spec.ha ? { ha: true } : {}),
       ...(spec.addedDisks?.length ? { addedDisks: spec.addedDisks } : {}),
       ...(spec.addedNics?.length ? { addedNics: spec.addedNics } : {}),
       ...(spec.iso ? { iso: isoLabel(spec.iso)! } : {}),
+      ...(spec.bootVolume ? { bootVolume: `${spec.bootVolume.pool}/${spec.bootVolume.volume}` } : {}),
       ...(spec.diskSizeBytes !== undefined ? { diskSizeBytes: spec.diskSizeBytes } : {}),
       ...(spec.cloudInit ? { cloudInit: cloudInitSummary(spec.cloudInit)! } : {}),
     },
@@ -138,7 +146,11 @@ export class VmService {
     }
     this.devices = new VmDeviceService({ store: o.store, runner: o.runner, link: o.link, logger: o.logger, vms: this });
     this.migrations = new MigrationService({ ...o, vms: this });
+    this.policy = new PolicyService({ store: o.store, hub: o.hub, logger: o.logger.child({ module: 'policy' }), holdingStates, hostCandidates: (store) => this.hostCandidates(store) });
   }
+
+  /** sHype mandatory access control: the active policy, labels, and the checks below (policy/policy.service.ts). */
+  readonly policy: PolicyService;
 
   /** Live migration between hosts (migration.service.ts). */
   readonly migrations: MigrationService;
@@ -181,7 +193,8 @@ export class VmService {
 
   // ------------------------------------------------------------ define / edit
 
-  async create(request: VmCreate, actor: string): Promise<VmRecord> {
+  /** `admit` (quotas) sees the VM's CPUs and memory before anything is stored, and may refuse it. */
+  async create(request: VmCreate, actor: string, admit?: (need: { cpus: number; memoryMiB: number }) => Promise<void>): Promise<VmRecord> {
     const { media, minMemoryMiB, defaultMemoryMiB } = await resolveVmMedia(request, this.o.images);
     const memoryMiB = request.memoryMiB ?? defaultMemoryMiB;
     if (memoryMiB < minMemoryMiB) {
@@ -197,14 +210,19 @@ export class VmService {
       hostExclude: request.hostExclude ?? [],
       forwards: request.forwards ?? [],
       cmdline: request.cmdline ?? '',
+      ...(request.evacuationPolicy ? { evacuationPolicy: request.evacuationPolicy } : {}),
     };
+    await admit?.({ cpus: spec.cpus, memoryMiB: spec.memoryMiB });
+    const labels = (await labelsWithSecurity(this.policy, undefined, request.labels, request.securityLabel)) ?? {};
+    // STE: a labelled VM may boot only an image it shares a type with.
+    if (spec.imageId) await this.policy.checkResourceUse({ name: request.name, labels } as VmRecord, 'image', spec.imageId, `image "${spec.image}"`);
     const { vm, event } = await this.o.store.transaction(async (tx) => {
       const vm = await tx.vms.create({
         name: request.name,
         spec: spec as unknown as Record<string, unknown>,
         state: 'defined',
         owner: actor,
-        labels: request.labels ?? {},
+        labels,
         autostart: request.autostart ?? false,
       });
       return { vm, event: await tx.events.append(await this.vmEvent(tx, vm)) };
@@ -221,15 +239,21 @@ export class VmService {
     if (patch.cloudInit !== undefined && !['defined', 'stopped'].includes(vm.state)) {
       throw errors.conflict(`Cannot change the cloud-init of VM "${vm.name}" while it is ${vm.state}; stop it first`, { state: vm.state });
     }
-    const spec: ManagedVmSpec = { ...specOf(vm), ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}), ...(patch.memoryMiB !== undefined ? { memoryMiB: patch.memoryMiB } : {}) };
+    const spec: ManagedVmSpec = {
+      ...specOf(vm),
+      ...(patch.cpus !== undefined ? { cpus: patch.cpus } : {}),
+      ...(patch.memoryMiB !== undefined ? { memoryMiB: patch.memoryMiB } : {}),
+      ...(patch.evacuationPolicy !== undefined ? { evacuationPolicy: patch.evacuationPolicy } : {}),
+    };
     // The host's seed is rebuilt when the next start rewrites the VM's definition there.
     if (patch.cloudInit === null) delete spec.cloudInit;
     else if (patch.cloudInit !== undefined) spec.cloudInit = patch.cloudInit;
+    const labels = await labelsWithSecurity(this.policy, vm, patch.labels, patch.securityLabel);
     const updated = await this.o.store.vms.update(
       vm.id,
       {
         spec: spec as unknown as Record<string, unknown>,
-        ...(patch.labels ? { labels: patch.labels } : {}),
+        ...(labels ? { labels } : {}),
         ...(patch.autostart !== undefined ? { autostart: patch.autostart } : {}),
       },
       expectedRev === undefined ? {} : { expectedRev },
@@ -269,6 +293,14 @@ export class VmService {
       const reserved = await store.reservations.sumByHost(host.id);
       // A start in flight is counted once: by its reservation, not also as a VM in "starting".
       const reservedVms = new Set((await store.reservations.listByHost(host.id)).map((r) => r.vmId));
+      // A VM migrating or being restored here counts among the host's VMs too (anti-affinity, the
+      // security policy's Chinese Wall) from the moment it is admitted, though its record names another host or none.
+      const counted = [...vms];
+      const listed = new Set(vms.map((vm) => vm.id));
+      for (const id of reservedVms) {
+        const incoming = listed.has(id) ? undefined : await store.vms.tryGet(id);
+        if (incoming) counted.push(incoming);
+      }
       candidates.push({
         id: host.id,
         name: host.name,
@@ -280,10 +312,11 @@ export class VmService {
         reserved,
         cpuModels: host.cpuModels,
         labels: host.labels,
-        vms: vms.map((vm) => ({ id: vm.id, antiAffinityGroups: specOf(vm).antiAffinityGroups ?? [], labels: vm.labels })),
+        vms: counted.map((vm) => ({ id: vm.id, name: vm.name, antiAffinityGroups: specOf(vm).antiAffinityGroups ?? [], labels: vm.labels })),
       });
     }
-    return candidates;
+    // Each host's security label (or none) in its labels, for the policy filters: placements and the planners alike.
+    return this.policy.labelHosts(store, candidates);
   }
 
   /**
@@ -309,7 +342,14 @@ export class VmService {
       hostExclude: hosts.exclude,
       labels: vm.labels,
     };
-    const placed = placeVm(request, candidates);
+    // The active security policy's filters (Chinese Wall, host STE coverage) join the chain; a refusal by them alone is policy_denied.
+    const filters = await this.policy.placementFilters(tx);
+    let placed: ReturnType<typeof placeVm>;
+    try {
+      placed = placeVm(request, candidates, { filters });
+    } catch (error) {
+      throw this.policy.asDenial(error);
+    }
     await tx.reservations.deleteByVm(vm.id);
     await tx.reservations.create({ hostId: placed.hostId, vmId: vm.id, cpus: spec.cpus, memoryMiB: spec.memoryMiB, expiresAt: new Date(Date.now() + ttlMs).toISOString() });
     return placed.hostId;
@@ -324,6 +364,8 @@ export class VmService {
     return store.transaction(async (tx) => {
       const current = await tx.vms.get(vm.id);
       this.checkState(current, 'start');
+      // STE: the image it boots (labelled since the VM was defined, perhaps) must share a type with it.
+      if (spec.imageId) await this.policy.checkResourceUse(current, 'image', spec.imageId, `image "${spec.image}"`, tx);
       const hostId = await this.placeAndReserveIn(tx, vm, {
         include: current.hostId ? [current.hostId] : (spec.hostInclude ?? []),
         exclude: spec.hostExclude ?? [],
@@ -342,14 +384,23 @@ export class VmService {
     const hostId = vm.hostId;
     const previousState = vm.state;
     // A start's placement and reservation commit with its operation, in one transaction: a refusal (409) leaves nothing.
-    let placement: ((tx: Store) => Promise<{ params: Record<string, unknown>; events: NewEvent[] }>) | undefined;
+    // The operation is created running in its first phase, `prepare`, which the placement names (one commit fewer).
+    let placement: ((tx: Store) => Promise<{ params: Record<string, unknown>; events: NewEvent[]; phase?: FirstPhase }>) | undefined;
     if (action === 'start') {
       placement = async (tx) => {
         const { host, event } = await this.placeAndReserve(tx, vm);
-        return { params: { hostId: host.id }, events: [event] };
+        return { params: { hostId: host.id }, events: [event], phase: { name: 'prepare', progress: 10, note: `placed on ${host.name}` } };
       };
     } else if (action === 'restore') {
       if (!hostId) throw errors.conflict(`VM "${vm.name}" has no host holding its saved state`);
+      // A restore is placed on the host holding the saved state and reserved there like a start: capacity
+      // and the security policy's Chinese Wall are checked, and the VM counts there while it is in flight.
+      placement = async (tx) => {
+        const current = await tx.vms.get(vm.id);
+        this.checkState(current, 'restore');
+        await this.placeAndReserveIn(tx, current, { include: [hostId], exclude: [] });
+        return { params: {}, events: [] };
+      };
     } else if (!hostId) {
       throw errors.conflict(`VM "${vm.name}" is not placed on any host`);
     }
@@ -360,7 +411,7 @@ export class VmService {
         placement,
       );
     } catch (error) {
-      if (action === 'start') await this.releaseStart(vm.id, previousState);
+      if (action === 'start' || action === 'restore') await this.releaseStart(vm.id, previousState);
       throw error;
     }
   }
@@ -389,8 +440,12 @@ export class VmService {
     return { vm, host: await this.o.store.hosts.get(hostId) };
   }
 
-  /** The agent-side definition: a thin clone of the image's disks on the host's default pool. */
-  private async prepareOnHost(ctx: OperationContext, vm: VmRecord, host: HostRecord): Promise<void> {
+  /**
+   * The agent-side definition: a thin clone of the image's disks on the host's
+   * default pool. The volumes are made here; the definition is returned, to
+   * travel with the start (`runStart`).
+   */
+  private async prepareOnHost(ctx: OperationContext, vm: VmRecord, host: HostRecord): Promise<VmSpec> {
     const spec = specOf(vm);
     // Create what is missing; a 409 means it is already there (listing the pool would
     // cost a qemu-img call per volume on the host).
@@ -402,12 +457,11 @@ export class VmService {
         if (!(error instanceof DroverError && error.code === 'conflict')) throw error;
       }
     };
-    // Whether the host has the VM already, asked while the volumes are made (it does not depend on them).
-    const existingAnswer = this.o.link.vm(host, vm.id);
-    existingAnswer.catch(() => undefined); // awaited below; not left unhandled when the volumes fail first
     // The image's volumes (imported or uploaded once per host), the VM's clones, its ISO, and how it boots.
     const { disks, boot } = await prepareVmMedia({ store: this.o.store, link: this.o.link, images: this.o.images }, host, vm, spec, ensure, ctx.signal);
-    const agentSpec: VmSpec = {
+    // The agent checks the security policy's Chinese Wall again when it launches the VM.
+    const security = await this.policy.agentSecurity(vm);
+    return {
       name: vm.name,
       id: vm.id,
       cpus: spec.cpus,
@@ -417,17 +471,18 @@ export class VmService {
       nics: [{ forwards: spec.forwards ?? [] }, ...addedAgentDevices(spec).nics],
       boot,
       ...(spec.cloudInit ? { cloudInit: spec.cloudInit } : {}),
+      ...(security ? { security } : {}),
     };
-    const existing = await existingAnswer;
-    if (!existing) await this.o.link.defineVm(host, agentSpec);
-    else if (existing.state === 'stopped') await this.o.link.call(host, 'PUT', `/v1/vms/${vm.id}`, agentSpec);
   }
 
   private async runStart(ctx: OperationContext, vm: VmRecord, host: HostRecord): Promise<unknown> {
-    await ctx.phase('prepare', 10, `placed on ${host.name}`);
-    await this.prepareOnHost(ctx, vm, host);
+    // Journaled with the operation's creation (the placement), unless it was submitted without it.
+    if (ctx.op.phase !== 'prepare') await ctx.phase('prepare', 10, `placed on ${host.name}`);
+    const agentSpec = await this.prepareOnHost(ctx, vm, host);
     await ctx.phase('boot', 60);
-    const info = await this.o.link.action(host, vm.id, 'start', {}, 120_000);
+    // One request defines the VM on the host (or rewrites its definition there when it is
+    // stopped: an edit, a new cloud-init) and starts it; a running or saved VM is refused as is.
+    const info = await this.o.link.action(host, vm.id, 'start', { spec: agentSpec }, 120_000);
     return this.settle(ctx, vm.id, host, info);
   }
 

@@ -2,6 +2,11 @@ import type {
   Host, Image, ImageImport, JoinTokenAnswer, ListParams, MigrateRequest, Operation, Page, PoolInfo, Session, SnapshotInfo, Ticket, Vm, VmCreate, VmDiskAdd, VmDiskInfo, VmEdit, VmNicAdd,
   VmNicInfo, VolumeInfo,
 } from './types.js';
+import type { HostEvacuationPlan, HostPower, HostPowerSettings, NightPlan, PowerPolicy, PowerReport, RestorePlan, WakePlan } from './types.js';
+import type { PolicyExplanation, PolicyInfo, PolicyLoad, PolicyValidation, SecurityLabelInfo } from './types.js';
+import type { RebalancePlan, RebalanceRequest } from './types.js';
+import type { ApiToken, AuditRecord, Project, Role, RoleBinding, User } from './types.js';
+import type { VmcastChannel, VmcastFollow, VmcastKey, VmcastPollResult, VmcastPublish, VmcastRelease, VmcastSubscription, VmcastSubscriptionCreate } from './types.js';
 
 /**
  * The console's only way to the manager: the public REST API under /api/v1.
@@ -152,6 +157,60 @@ export class ApiClient {
   login(token: string): Promise<Session> {
     return this.request('POST', '/sessions', { body: { token } });
   }
+  loginWithPassword(username: string, password: string): Promise<Session> {
+    return this.request('POST', '/sessions', { body: { username, password } });
+  }
+
+  // ------------------------------------------------------------------ users, roles, projects, tokens, audit
+  users(): Promise<{ items: User[] }> {
+    return this.request('GET', '/users');
+  }
+  createUser(body: { name: string; password?: string; bindings?: RoleBinding[]; defaultProject?: string }): Promise<User> {
+    return this.request('POST', '/users', { body });
+  }
+  editUser(name: string, body: { password?: string; bindings?: RoleBinding[]; disabled?: boolean; defaultProject?: string | null }): Promise<User> {
+    return this.request('PATCH', `/users/${enc(name)}`, { body });
+  }
+  deleteUser(name: string): Promise<void> {
+    return this.request('DELETE', `/users/${enc(name)}`);
+  }
+  roles(): Promise<{ items: Role[] }> {
+    return this.request('GET', '/roles');
+  }
+  createRole(body: { name: string; description?: string; permissions: string[] }): Promise<Role> {
+    return this.request('POST', '/roles', { body });
+  }
+  deleteRole(name: string): Promise<void> {
+    return this.request('DELETE', `/roles/${enc(name)}`);
+  }
+  projects(): Promise<{ items: Project[] }> {
+    return this.request('GET', '/projects');
+  }
+  createProject(body: { name: string; description?: string; quota?: Project['quota'] }): Promise<Project> {
+    return this.request('POST', '/projects', { body });
+  }
+  deleteProject(name: string): Promise<void> {
+    return this.request('DELETE', `/projects/${enc(name)}`);
+  }
+  tokens(): Promise<{ items: ApiToken[] }> {
+    return this.request('GET', '/tokens');
+  }
+  createToken(body: { name: string; user?: string; roles?: string[]; projects?: string[]; expiresInSeconds?: number }): Promise<{ token: string; info: ApiToken }> {
+    return this.request('POST', '/tokens', { body });
+  }
+  revokeToken(id: string): Promise<ApiToken> {
+    return this.request('DELETE', `/tokens/${enc(id)}`);
+  }
+  audit(query: { actor?: string; decision?: string; action?: string; since?: string; until?: string; after?: number; limit?: number } = {}): Promise<{ items: AuditRecord[] }> {
+    return this.request('GET', '/audit', { query });
+  }
+  /** A download link of the audit log as JSON lines. */
+  auditExportUrl(query: { actor?: string; decision?: string } = {}): string {
+    return this.url('/audit/export', query);
+  }
+  verifyAudit(): Promise<{ ok: boolean; checked: number; firstBad?: { seq: number; reason: string } }> {
+    return this.request('GET', '/audit/verify');
+  }
   session(): Promise<Session> {
     return this.request('GET', '/session');
   }
@@ -183,6 +242,77 @@ export class ApiClient {
     return this.request('POST', '/hosts/join-tokens', { body: ttlSeconds === undefined ? {} : { ttlSeconds } });
   }
 
+  // ------------------------------------------------------------------ security policy (sHype)
+  /** The active policy; 404 (ApiError not_found) when none is loaded. */
+  policy(): Promise<PolicyInfo> {
+    return this.request('GET', '/policy');
+  }
+  loadPolicy(body: PolicyLoad): Promise<PolicyInfo> {
+    return this.request('PUT', '/policy', { body });
+  }
+  validatePolicy(body: PolicyLoad): Promise<PolicyValidation> {
+    return this.request('POST', '/policy/validate', { body });
+  }
+  /** A download link of the active policy. */
+  policyExportUrl(format: 'xml' | 'yaml' | 'json'): string {
+    return this.url('/policy/export', { format });
+  }
+  policyLabels(): Promise<SecurityLabelInfo[]> {
+    return this.request('GET', '/policy/labels');
+  }
+  setPolicyLabel(kind: 'host' | 'volume' | 'image' | 'network', object: string, label: string | null): Promise<SecurityLabelInfo | null> {
+    return this.request('PUT', '/policy/labels', { body: { kind, object, label } });
+  }
+  explainPolicy(vm: string, host: string): Promise<PolicyExplanation> {
+    return this.request('GET', '/policy/explain', { query: { vm, host } });
+  }
+
+  // ------------------------------------------------------------------ host power and maintenance
+  /** Null when the host has no power settings. */
+  hostPower(id: string): Promise<HostPower | null> {
+    return this.request('GET', `/hosts/${enc(id)}/power`);
+  }
+  setHostPower(id: string, settings: HostPowerSettings): Promise<HostPower> {
+    return this.request('PUT', `/hosts/${enc(id)}/power`, { body: settings });
+  }
+  removeHostPower(id: string): Promise<void> {
+    return this.request('DELETE', `/hosts/${enc(id)}/power`);
+  }
+  /** Starts a `host.power` operation (on, off, cycle, status). */
+  powerHost(id: string, action: 'on' | 'off' | 'cycle' | 'status'): Promise<Operation> {
+    return this.request('POST', `/hosts/${enc(id)}/power/${action}`, { body: {}, headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  enterMaintenance(id: string): Promise<Host> {
+    return this.request('POST', `/hosts/${enc(id)}/maintenance`, { body: {} });
+  }
+  /** The plan (dryRun) or the started `host.evacuate` operation. */
+  evacuateHost(id: string, body: { dryRun?: boolean; concurrency?: number } = {}): Promise<Operation | HostEvacuationPlan> {
+    return this.request('POST', `/hosts/${enc(id)}/evacuate`, { body, headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  /** The list (dryRun) or the started `host.restore` operation. */
+  restoreHost(id: string, body: { dryRun?: boolean } = {}): Promise<Operation | RestorePlan> {
+    return this.request('POST', `/hosts/${enc(id)}/restore`, { body, headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  powerPolicy(): Promise<PowerPolicy | null> {
+    return this.request('GET', '/power/policy');
+  }
+  setPowerPolicy(policy: PowerPolicy): Promise<PowerPolicy> {
+    return this.request('PUT', '/power/policy', { body: policy });
+  }
+  powerReport(): Promise<PowerReport> {
+    return this.request('GET', '/power/report');
+  }
+  runNightPlan(body: { dryRun?: boolean } = {}): Promise<Operation | NightPlan> {
+    return this.request('POST', '/power/night-plan', { body, headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  wakeHosts(body: { dryRun?: boolean } = {}): Promise<Operation | WakePlan> {
+    return this.request('POST', '/power/wake', { body, headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  /** The planner's rebalance: the plan with `dryRun`, otherwise the operation `cluster.rebalance`. */
+  rebalance(body: RebalanceRequest = {}): Promise<Operation | RebalancePlan> {
+    return this.request('POST', '/cluster/rebalance', { body, headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+
   // ------------------------------------------------------------------ images
   images(params: ListParams = {}): Promise<Page<Image>> {
     return this.request('GET', '/images', { query: { ...params } });
@@ -194,6 +324,72 @@ export class ApiClient {
   /** Starts an `image.delete` operation; 409 for an appliance or an image a VM uses. */
   deleteImage(id: string): Promise<Operation> {
     return this.request('DELETE', `/images/${enc(id)}`, { headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+
+  // ------------------------------------------------------------------ VMcasting
+  vmcastKeys(): Promise<Page<VmcastKey>> {
+    return this.request('GET', '/vmcast/keys');
+  }
+  /** A new active publisher key; the previous active one is retired (rotation). */
+  createVmcastKey(name: string): Promise<VmcastKey> {
+    return this.request('POST', '/vmcast/keys', { body: { name } });
+  }
+  revokeVmcastKey(id: string): Promise<VmcastKey> {
+    return this.request('POST', `/vmcast/keys/${enc(id)}/revoke`, { body: {} });
+  }
+  vmcastChannels(): Promise<Page<VmcastChannel>> {
+    return this.request('GET', '/vmcast/channels');
+  }
+  createVmcastChannel(body: { name: string; title?: string; description?: string }): Promise<VmcastChannel> {
+    return this.request('POST', '/vmcast/channels', { body });
+  }
+  vmcastChannelReleases(channel: string): Promise<Page<VmcastRelease>> {
+    return this.request('GET', `/vmcast/channels/${enc(channel)}/releases`);
+  }
+  publishVmcastRelease(channel: string, body: VmcastPublish): Promise<VmcastRelease> {
+    return this.request('POST', `/vmcast/channels/${enc(channel)}/releases`, { body });
+  }
+  /** The public RSS feed of a channel (a link). */
+  vmcastFeedUrl(channel: string): string {
+    return this.url(`/vmcast/channels/${enc(channel)}/feed.rss`);
+  }
+  /** The public JSON catalog of a channel (a link). */
+  vmcastCatalogUrl(channel: string): string {
+    return this.url(`/vmcast/channels/${enc(channel)}/catalog.json`);
+  }
+  vmcastSubscriptions(): Promise<Page<VmcastSubscription>> {
+    return this.request('GET', '/vmcast/subscriptions');
+  }
+  subscribeVmcast(body: VmcastSubscriptionCreate): Promise<VmcastSubscription> {
+    return this.request('POST', '/vmcast/subscriptions', { body });
+  }
+  unsubscribeVmcast(id: string): Promise<void> {
+    return this.request('DELETE', `/vmcast/subscriptions/${enc(id)}`);
+  }
+  pollVmcast(id: string): Promise<VmcastPollResult> {
+    return this.request('POST', `/vmcast/subscriptions/${enc(id)}/poll`, { body: {} });
+  }
+  revokePinnedKey(id: string, keyId: string): Promise<VmcastSubscription> {
+    return this.request('POST', `/vmcast/subscriptions/${enc(id)}/keys/${enc(keyId)}/revoke`, { body: {} });
+  }
+  vmcastSubscriptionReleases(id: string): Promise<Page<VmcastRelease>> {
+    return this.request('GET', `/vmcast/subscriptions/${enc(id)}/releases`);
+  }
+  vmcastFollows(): Promise<Page<VmcastFollow>> {
+    return this.request('GET', '/vmcast/follows');
+  }
+  followChannel(vm: string, body: { channel: string; policy: 'auto' | 'notify' | 'pinned'; maintenanceWindow?: string }): Promise<VmcastFollow> {
+    return this.request('PUT', `/vms/${enc(vm)}/follow`, { body });
+  }
+  unfollowChannel(vm: string): Promise<void> {
+    return this.request('DELETE', `/vms/${enc(vm)}/follow`);
+  }
+  holdVm(vm: string, held: boolean): Promise<VmcastFollow> {
+    return this.request('POST', `/vms/${enc(vm)}/follow/${held ? 'hold' : 'unhold'}`, { body: {} });
+  }
+  /** Starts a `vm.release-update` operation for the VM's pending update. */
+  applyVmUpdate(vm: string): Promise<Operation> {
+    return this.request('POST', `/vms/${enc(vm)}/follow/apply`, { body: {}, headers: { 'Idempotency-Key': idempotencyKey() } });
   }
 
   // ------------------------------------------------------------------ VMs

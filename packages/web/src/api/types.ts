@@ -1,6 +1,27 @@
 // Types only: the schemas themselves stay on the server (no TypeBox in the bundle).
 import type { Host, Image, ImageImport, Operation, Vm, VmCreate, VmEdit, ManagedVmState } from '@drover/api';
 import type { PoolInfo, VolumeInfo, SnapshotInfo, VmDiskAdd, VmDiskInfo, VmNicAdd, VmNicInfo, MigrateRequest } from '@drover/api';
+import type { HostPower, HostPowerSettings, HostEvacuationPlan, RestorePlan, PowerPolicy, PowerReport, NightPlan, WakePlan } from '@drover/api';
+
+import type { ApiToken, AuditRecord, Project, Role, RoleBinding, User } from '@drover/api';
+export type { ApiToken, AuditRecord, Project, Role, RoleBinding, User };
+export type { HostPower, HostPowerSettings, HostEvacuationPlan, RestorePlan, PowerPolicy, PowerReport, NightPlan, WakePlan };
+import type { RebalancePlan, RebalanceRequest } from '@drover/api';
+export type { RebalancePlan, RebalanceRequest };
+import type { PolicyExplanation, PolicyInfo, PolicyLoad, PolicyValidation, SecurityLabelInfo } from '@drover/api';
+export type { PolicyExplanation, PolicyInfo, PolicyLoad, PolicyValidation, SecurityLabelInfo };
+import type { VmcastChannel, VmcastFollow, VmcastKey, VmcastPublish, VmcastRelease, VmcastSubscription, VmcastSubscriptionCreate } from '@drover/api';
+export type { VmcastChannel, VmcastFollow, VmcastKey, VmcastPublish, VmcastRelease, VmcastSubscription, VmcastSubscriptionCreate };
+/** The answer of POST /api/v1/vmcast/subscriptions/{id}/poll. */
+export interface VmcastPollResult {
+  subscription: string;
+  status: number;
+  bodyBytes: number;
+  imported: string[];
+  quarantined: Array<{ release: string; reason: string }>;
+  failed: Array<{ release: string; reason: string }>;
+  error?: string;
+}
 
 export type { Host, Image, ImageImport, Operation, Vm, VmCreate, VmEdit, ManagedVmState, PoolInfo, VolumeInfo, SnapshotInfo, VmDiskAdd, VmDiskInfo, VmNicAdd, VmNicInfo, MigrateRequest };
 /** The answer of POST /api/v1/hosts/join-tokens (schema JoinToken). */

@@ -7,6 +7,8 @@ import { ConfirmDialog, ErrorNote, Loading, Meter, StateBadge } from '../compone
 import { ago, formatLabels, formatMiB, formatTime } from '../format.js';
 import { useApp, useAsync, useEvents, useResync } from '../live.js';
 import { Link } from '../router.js';
+import { HostMaintenanceControls, PowerPolicyPanel } from './HostPower.js';
+import { RebalancePanel } from './RebalancePanel.js';
 
 export function HostsPage() {
   const { api, track } = useApp();
@@ -47,6 +49,8 @@ export function HostsPage() {
       <ErrorNote error={hosts.error ?? error} onDismiss={error ? () => setError(undefined) : undefined} />
       {!hosts.data && !hosts.error && <Loading what="hosts" />}
       {hosts.data?.length === 0 && <p className="muted">No host has joined yet. Add one with a join token.</p>}
+      <PowerPolicyPanel />
+      <RebalancePanel />
       <ul className="host-list">
         {(hosts.data ?? []).map((host) => (
           <li key={host.id} id={`host-${host.name}`} className="panel host-panel" data-host={host.name}>
@@ -55,6 +59,7 @@ export function HostsPage() {
               <StateBadge state={host.state} />
               <span className="toolbar-gap" />
               <Link to={`/storage?host=${encodeURIComponent(host.name)}`}>Storage</Link>
+              <HostMaintenanceControls host={host} />
               <button
                 type="button"
                 onClick={() => {

@@ -24,6 +24,7 @@ interface MigrationFigures {
   from?: string;
   to?: string;
   qemuDowntimeMs?: number;
+  guestMaxGapMs?: number;
   totalTimeMs?: number;
   mirroredBytes?: number;
   warning?: string;
@@ -149,7 +150,7 @@ export function VmMigrateDialog({ vm, onClose }: { vm: Vm; onClose: () => void }
             <OperationOutcome
               op={op}
               running={`Migrating to ${chosen}: ${op.phase || 'pending'}`}
-              done={`Done: ${vm.name} runs on ${f.to ?? chosen} now${f.qemuDowntimeMs !== undefined ? ` (paused ${f.qemuDowntimeMs} ms at the switchover${f.totalTimeMs !== undefined ? `, ${(f.totalTimeMs / 1000).toFixed(1)} s in all` : ''})` : ''}.`}
+              done={`Done: ${vm.name} runs on ${f.to ?? chosen} now${f.qemuDowntimeMs !== undefined ? ` (paused ${f.qemuDowntimeMs} ms at the switchover${f.guestMaxGapMs !== undefined ? `, the guest saw a ${f.guestMaxGapMs} ms gap` : ''}${f.totalTimeMs !== undefined ? `, ${(f.totalTimeMs / 1000).toFixed(1)} s in all` : ''})` : ''}.`}
             />
             {(f.transferredBytes !== undefined || f.remainingBytes !== undefined || f.mirroredBytes !== undefined) && (
               <dl className="details compact" aria-label="Migration figures">

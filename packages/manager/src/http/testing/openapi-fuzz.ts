@@ -210,7 +210,7 @@ function nullable(schema: JsonSchema): boolean {
   return schema.nullable === true || (Array.isArray(schema.type) && schema.type.includes('null')) || (schema.enum ?? []).includes(null) || [...(schema.anyOf ?? []), ...(schema.oneOf ?? [])].some((s) => typeOf(s) === 'null' || s.type === 'null');
 }
 
-const stringCandidates = ['fuzz', 'fuzz-value', 'https://fuzz.invalid', 'key=value', 'a', '0', '00000000-0000-4000-8000-000000000000', '1970-01-01T00:00:00.000Z'];
+const stringCandidates = ['fuzz', 'fuzz-value', 'https://fuzz.invalid', 'key=value', 'a', '0', '00000000-0000-4000-8000-000000000000', '1970-01-01T00:00:00.000Z', 'ACM:fuzz:label'];
 
 function regexOf(schema: JsonSchema): RegExp | undefined {
   return schema.pattern === undefined ? undefined : new RegExp(schema.pattern, 'u');

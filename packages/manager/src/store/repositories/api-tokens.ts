@@ -15,6 +15,8 @@ const fields: RecordSpec<ApiTokenRecord> = {
   createdAt: column.timestamp('created_at'),
   expiresAt: column.timestamp('expires_at', { nullable: true }),
   revokedAt: column.timestamp('revoked_at', { nullable: true }),
+  userName: column.text('user_name', { nullable: true }),
+  scope: column.json('scope', { nullable: true }),
 };
 
 const definition: EntityDefinition<ApiTokenRecord, ApiTokenFilter> = {
@@ -25,6 +27,7 @@ const definition: EntityDefinition<ApiTokenRecord, ApiTokenFilter> = {
   filters: {
     role: filterBy.equals('role'),
     name: filterBy.contains('name'),
+    userName: filterBy.equals('user_name'),
   },
   references: [],
   versioned: false,
@@ -51,6 +54,8 @@ export class ApiTokenRepository extends EntityRepository<ApiTokenRecord, ApiToke
       role: input.role,
       expiresAt: input.expiresAt ?? null,
       revokedAt: null,
+      userName: input.userName ?? null,
+      scope: input.scope ?? null,
     });
   }
 

@@ -1,6 +1,10 @@
 import { DroverError, rejectionOf } from '@drover/core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Store, StoreOptions } from '../store.js';
+import { storeMigrations } from '../migrations.js';
+
+/** Every migration this version knows, in order (each engineer's appended one included). */
+const allMigrations = Object.keys(storeMigrations('sqlite')).sort();
 import type { HostRecord, ListQuery, NewHost, NewVm, OperationFilter, Page, VmFilter, VmRecord } from '../types.js';
 
 /** One backend under test: how to get fresh databases of it. */
@@ -100,7 +104,7 @@ export function describeStoreConformance(name: string, harness: StoreHarness): v
     describe('schema and migrations', () => {
       it('migrates a new database and reports the applied migrations', async () => {
         expect(store.backend).toBe(name);
-        expect(await store.migrations()).toEqual(['0001_initial']);
+        expect(await store.migrations()).toEqual(allMigrations);
         await store.ping();
       });
 
@@ -108,7 +112,7 @@ export function describeStoreConformance(name: string, harness: StoreHarness): v
         const host = await store.hosts.create(hostInput('h1'));
         await store.close();
         const again = await open();
-        expect(await again.migrations()).toEqual(['0001_initial']);
+        expect(await again.migrations()).toEqual(allMigrations);
         expect(await again.hosts.get(host.id)).toEqual(host);
       });
 
@@ -623,6 +627,49 @@ export function describeStoreConformance(name: string, harness: StoreHarness): v
       });
     });
 
+    describe('access control (0002_access)', () => {
+      it('keeps users, custom roles, projects with their VMs, and token scopes', async () => {
+        const user = await store.users.create({ name: 'alice', source: 'local', passwordHash: 'scrypt$x', bindings: [{ role: 'operator', scope: 'project:red' }] });
+        expect(user).toMatchObject({ name: 'alice', source: 'local', disabled: false, rev: 1, groupsCheckedAt: null, defaultProject: null });
+        expect(await store.users.tryGetByName('alice')).toEqual(user);
+        await expect(store.users.create({ name: 'alice', source: 'local' })).rejects.toMatchObject({ code: 'conflict' });
+        await expect(store.users.create({ name: 'x', source: 'nis' as never })).rejects.toMatchObject({ code: 'invalid' });
+        const updated = await store.users.update(user.id, { disabled: true, groupsCheckedAt: clock.iso() });
+        expect(updated).toMatchObject({ disabled: true, rev: 2, groupsCheckedAt: clock.iso() });
+        const role = await store.roles.create({ name: 'viewer', permissions: ['*.read', '!audit.read'] });
+        expect((await store.roles.getByName('viewer')).permissions).toEqual(['*.read', '!audit.read']);
+        const project = await store.projects.create({ name: 'red', quota: { vms: 2, memoryMiB: 1024 } });
+        const vm = await store.vms.create(vmInput('in-red'));
+        await store.projects.assignVm(vm.id, project.id);
+        expect(await store.projects.vmIds(project.id)).toEqual([vm.id]);
+        expect(await store.projects.vmCount(project.id)).toBe(1);
+        expect((await store.projects.projectsOfVms([vm.id, missingId, 'not-a-uuid'])).get(vm.id)).toBe(project.id);
+        await store.vms.delete(vm.id);
+        expect(await store.projects.vmCount(project.id)).toBe(0);
+        const token = await store.apiTokens.create({ name: 't', tokenHash: 'h-scope', role: 'operator', userName: 'alice', scope: { projects: ['red'] } });
+        expect(await store.apiTokens.findByHash('h-scope')).toMatchObject({ userName: 'alice', scope: { projects: ['red'] } });
+        expect((await store.apiTokens.list({ filter: { userName: 'alice' } })).items.map((t) => t.id)).toEqual([token.id]);
+        await store.roles.delete(role.id);
+      });
+
+      it('chains audit records by sha256, one at a time even when appended together', async () => {
+        const first = await store.audit.append({ actor: 'alice', action: 'POST /api/v1/vms', target: '/api/v1/vms', source: '127.0.0.1', decision: 'allow', reason: 'vm.write', status: 201 });
+        expect(first).toMatchObject({ seq: 1, prevHash: '0'.repeat(64), at: clock.iso() });
+        const appended = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => store.audit.append({ actor: `u${i}`, action: 'GET /x', target: '/x', source: '::1', decision: 'deny', reason: 'no', status: 403 })),
+        );
+        expect(appended.map((r) => r.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 2));
+        expect(await store.audit.verify()).toEqual({ ok: true, checked: 21 });
+        expect((await store.audit.list({ actor: 'alice' })).map((r) => r.seq)).toEqual([1]);
+        expect((await store.audit.list({ decision: 'deny', limit: 5 })).length).toBe(5);
+        expect((await store.audit.list({ action: 'vms' })).map((r) => r.seq)).toEqual([1]);
+        await store.transaction(async (tx) => {
+          await tx.audit.append({ actor: 'bob', action: 'DELETE /y', target: '/y', source: '::1', decision: 'error', reason: 'gone', status: 404 });
+        });
+        expect(await store.audit.verify()).toMatchObject({ ok: true, checked: 22 });
+      });
+    });
+
     describe('API tokens', () => {
       it('finds tokens by hash, lists them and revokes them once', async () => {
         const token = await store.apiTokens.create({ name: 'ci', tokenHash: 'hash-1', role: 'operator', expiresAt: clock.iso(86_400_000) });
@@ -767,6 +814,103 @@ export function describeStoreConformance(name: string, harness: StoreHarness): v
         const [a, b] = await Promise.all([first, second]);
         expect(b.seq).toBeGreaterThan(a.seq);
         expect((await store.events.since(0)).map((event) => event.type)).toEqual(['first', 'second']);
+      });
+    });
+
+    describe('host power and evacuations (0005_power)', () => {
+      it('keeps power settings per host, the time off, evacuation records and settings', async () => {
+        const host = await store.hosts.create(hostInput('h1'));
+        const other = await store.hosts.create(hostInput('h2'));
+        const vm = (await store.vms.create(vmInput('a')))!;
+        expect(await store.power.getHostPower(host.id)).toBeUndefined();
+        const put = await store.power.putHostPower(host.id, { driver: 'command', on: 'a', off: 'b', status: 'c' });
+        expect(put).toEqual({ hostId: host.id, config: { driver: 'command', on: 'a', off: 'b', status: 'c' }, poweredOffAt: null, offMsTotal: 0, updatedAt: clock.iso(0) });
+        await store.power.markPower(host.id, true, new Date(clock.iso(0)));
+        expect((await store.power.getHostPower(host.id))!.poweredOffAt).toBe(clock.iso(0));
+        await store.power.markPower(host.id, false, new Date(clock.iso(90_000)));
+        const back = (await store.power.getHostPower(host.id))!;
+        expect([back.poweredOffAt, back.offMsTotal]).toEqual([null, 90_000]);
+        await store.power.putHostPower(host.id, { driver: 'wol', mac: '52:54:00:00:00:01', address: '10.0.0.255' });
+        expect((await store.power.getHostPower(host.id))!.offMsTotal).toBe(90_000);
+        expect((await store.power.listHostPower()).map((p) => p.hostId)).toEqual([host.id]);
+
+        const record = await store.power.addEvacuation({ hostId: host.id, vmId: vm.id, policy: 'live-migrate', toHostId: other.id, operationId: 'op-1' });
+        expect(await store.power.listEvacuations(host.id)).toEqual([{ ...record, createdAt: clock.iso(0) }]);
+        await store.power.deleteEvacuation(record.id);
+        expect(await store.power.listEvacuations(host.id)).toEqual([]);
+
+        expect(await store.power.getSetting('policy')).toBeUndefined();
+        await store.power.putSetting('policy', { window: '22:00-06:00' });
+        await store.power.putSetting('policy', { window: '23:00-05:00' });
+        expect(await store.power.getSetting('policy')).toEqual({ window: '23:00-05:00' });
+
+        await store.power.addEvacuation({ hostId: host.id, vmId: vm.id, policy: 'stop', toHostId: null, operationId: 'op-2' });
+        await store.hosts.delete(host.id);
+        expect(await store.power.getHostPower(host.id)).toBeUndefined();
+        expect(await store.power.listEvacuations(host.id)).toEqual([]);
+      });
+    });
+
+    describe('VMcasting (0006_vmcasting)', () => {
+      it('keeps appliance metadata, keys, channels, subscriptions, releases and follows; cascades and uniques hold', async () => {
+        const image = await store.images.create({ name: 'webapp', version: '2.0', format: 'qcow2', sizeBytes: 10, sha256: 'a'.repeat(64), source: 'vmcast:web' });
+        const meta = await store.vmcast.metadata.create({ imageId: image.id, architecture: 'x86_64', bootMethod: 'appliance-kernel', minMemoryMiB: 96, minCpus: 1, labels: { app: 'web' } });
+        expect(await store.vmcast.metadata.byImage(image.id)).toEqual(meta);
+        expect((await rejectionOf(store.vmcast.metadata.create({ imageId: image.id, architecture: 'x', bootMethod: 'floppy', minMemoryMiB: 1, minCpus: 1, labels: {} }))).code).toBe('invalid');
+
+        const key = await store.vmcast.keys.create({ name: 'k1', publicKey: 'pub', privateKey: 'priv', state: 'active' });
+        expect((await store.vmcast.keys.update(key.id, { state: 'retired' })).rev).toBe(2);
+        expect((await rejectionOf(store.vmcast.keys.create({ name: 'k1', publicKey: 'p', privateKey: 'q', state: 'active' }))).code).toBe('conflict');
+        const channel = await store.vmcast.channels.create({ name: 'web', title: 'Web', description: '' });
+        const sub = await store.vmcast.subscriptions.create({ name: 'web', url: 'http://pub/feed.rss', pinnedKeys: [{ keyId: 'k', publicKey: 'pem' }], allowedHosts: ['pub'], pollSeconds: 60 });
+        const polled = await store.vmcast.subscriptions.update(sub.id, { etag: '"e"', failures: 2, nextPollAt: clock.iso(60_000), pinnedKeys: [{ keyId: 'k', publicKey: 'pem', revoked: true }] });
+        expect(polled).toMatchObject({ etag: '"e"', lastModified: null, failures: 2, nextPollAt: clock.iso(60_000), pinnedKeys: [{ keyId: 'k', publicKey: 'pem', revoked: true }] });
+
+        const base = { name: 'webapp', manifest: { sizeBytes: 10 }, url: 'http://pub/i', keyId: 'k', signature: 's', imageId: null, reason: null, receivedBytes: 0 };
+        const published = await store.vmcast.releases.create({ ...base, channelId: channel.id, subscriptionId: null, version: '2.0', state: 'published' });
+        const received = await store.vmcast.releases.create({ ...base, channelId: null, subscriptionId: sub.id, version: '2.0', state: 'available' });
+        await store.vmcast.releases.create({ ...base, channelId: null, subscriptionId: sub.id, version: '3.0', state: 'quarantined', reason: 'bad signature' });
+        expect((await store.vmcast.releases.all({ channelId: channel.id })).map((r) => r.id)).toEqual([published.id]);
+        expect((await store.vmcast.releases.all({ subscriptionId: sub.id, state: ['available', 'downloading'] })).map((r) => r.id)).toEqual([received.id]);
+        const verified = await store.vmcast.releases.update(received.id, { state: 'verified', imageId: image.id, receivedBytes: 10 });
+        expect(verified).toMatchObject({ state: 'verified', imageId: image.id, receivedBytes: 10, manifest: { sizeBytes: 10 } });
+
+        const vm = (await store.vms.create(vmInput('follower')))!;
+        const follow = await store.vmcast.follows.create({ vmId: vm.id, subscriptionId: sub.id, policy: 'notify', held: false, currentReleaseId: null, maintenanceWindow: '02:00-04:00' });
+        expect((await store.vmcast.follows.update(follow.id, { held: true, pendingReleaseId: received.id })).held).toBe(true);
+        expect((await store.vmcast.follows.byVm(vm.id))!).toMatchObject({ policy: 'notify', held: true, pendingReleaseId: received.id, maintenanceWindow: '02:00-04:00' });
+        expect((await rejectionOf(store.vmcast.follows.create({ vmId: vm.id, subscriptionId: sub.id, policy: 'auto', held: false, currentReleaseId: null, maintenanceWindow: null }))).code).toBe('conflict');
+        expect((await rejectionOf(store.vmcast.follows.update(follow.id, { policy: 'sometimes' }))).code).toBe('invalid');
+
+        // Deleting the image keeps the release (image_id set null) and drops its metadata; deleting the subscription drops its releases and follows.
+        await store.images.delete(image.id);
+        expect(await store.vmcast.metadata.byImage(image.id)).toBeUndefined();
+        expect((await store.vmcast.releases.get(received.id)).imageId).toBeNull();
+        await store.vmcast.subscriptions.delete(sub.id);
+        expect(await store.vmcast.releases.all({ subscriptionId: sub.id })).toEqual([]);
+        expect(await store.vmcast.follows.byVm(vm.id)).toBeUndefined();
+        expect((await store.vmcast.releases.all({ channelId: channel.id })).length).toBe(1);
+      });
+    });
+
+    describe('security policy and labels (0003_policy)', () => {
+      it('keeps one active policy, replaced on load, and labels per object', async () => {
+        expect(await store.security.activePolicy()).toBeUndefined();
+        await store.security.putActivePolicy({ name: 'p1', document: { name: 'p1', steTypes: ['a'] }, sourceFormat: 'xml', loadedBy: 'admin' });
+        const second = await store.security.putActivePolicy({ name: 'p2', document: { name: 'p2' }, sourceFormat: 'yaml', loadedBy: 'alice' });
+        expect(second).toEqual({ name: 'p2', document: { name: 'p2' }, sourceFormat: 'yaml', loadedBy: 'alice', loadedAt: second.loadedAt });
+        expect((await store.security.activePolicy())!.name).toBe('p2');
+        await store.security.setLabel('host', 'h-1', 'ACM:p2:dom_A');
+        await store.security.setLabel('host', 'h-1', 'ACM:p2:dom_B');
+        await store.security.setLabel('volume', 'h-1/default/v.qcow2', 'ACM:p2:res_A');
+        expect(await store.security.label('host', 'h-1')).toBe('ACM:p2:dom_B');
+        expect((await store.security.labels()).map((l) => [l.kind, l.objectId, l.label])).toEqual([
+          ['host', 'h-1', 'ACM:p2:dom_B'],
+          ['volume', 'h-1/default/v.qcow2', 'ACM:p2:res_A'],
+        ]);
+        expect((await store.security.labels('volume')).length).toBe(1);
+        await store.security.setLabel('host', 'h-1', null);
+        expect(await store.security.label('host', 'h-1')).toBeUndefined();
       });
     });
 
