@@ -1,9 +1,8 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestNetwork, tempDir } from '@drover/agent/testing';
-import { defaultApplianceCacheDir } from '@drover/appliances';
-import { defaultManagerConfig } from './config.js';
-import { startManager, type RunningManager } from './manager.js';
+import type { RunningManager } from './manager.js';
+import { joinHost, managerApi, startNetworkManager, waitHostsOnline } from './testing/multihost.js';
 
 /**
  * Two hosts, each an agent in its own network namespace that joined the
@@ -17,28 +16,13 @@ let manager: RunningManager;
 const capacity = { cpus: 2, memoryMiB: 300 };
 const vmMemory = 96;
 
-async function api<T = unknown>(method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${manager.url}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${manager.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: response.status, body: (await response.json().catch(() => ({}))) as T };
-}
+const api = managerApi<unknown>(() => manager);
 
 beforeAll(async () => {
   network = await TestNetwork.create(2);
-  manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', tlsListen: `${network.gateway}:0`, heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir() });
-  for (const host of network.hosts) {
-    const join = await api<{ token: string; caFingerprint: string }>('POST', '/api/v1/hosts/join-tokens', {});
-    await network.startAgent(host, { managerUrl: manager.tlsUrl!, joinToken: join.body.token, caFingerprint: join.body.caFingerprint, capacity });
-  }
-  for (const deadline = Date.now() + 60_000; ; ) {
-    const hosts = await api<{ items: Array<{ state: string }> }>('GET', '/api/v1/hosts');
-    if (hosts.body.items.length === 2 && hosts.body.items.every((h) => h.state === 'online')) break;
-    if (Date.now() > deadline) throw new Error(`hosts did not come online: ${JSON.stringify(hosts.body)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  manager = await startNetworkManager(network, dataDir);
+  for (const host of network.hosts) await joinHost(network, manager, api, host, { capacity });
+  await waitHostsOnline(api, 2);
 });
 
 afterAll(async () => {

@@ -1,4 +1,4 @@
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,9 +8,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AxeResults } from 'axe-core';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { startTestCluster, type TestCluster } from '@drover/manager/testing';
 import { ApiClient } from '../src/api/client.js';
+import { distDir, ensureBuilt, launchBrowser, repoRoot, shots, webDir } from './harness.js';
 import { apiOnlyOperations, uiOperations } from './ui-coverage.js';
 
 /**
@@ -20,11 +21,6 @@ import { apiOnlyOperations, uiOperations } from './ui-coverage.js';
  * file; the tests run in order and build on each other.
  */
 
-const webDir = path.resolve(import.meta.dirname, '..');
-const distDir = path.join(webDir, 'dist');
-const repoRoot = path.resolve(webDir, '../..');
-const shots = process.env.DROVER_SCREENSHOTS ?? path.join(repoRoot, 'test-results', 'web-console');
-const chromiumPath = process.env.DROVER_CHROMIUM ?? '/usr/bin/chromium';
 const vmName = 'web-ui';
 
 let cluster: TestCluster;
@@ -83,22 +79,6 @@ interface ApiOperation {
 async function lastOperation(kind: string, targetId: string): Promise<ApiOperation | undefined> {
   const ops = await cluster.api<{ items: ApiOperation[] }>('GET', '/api/v1/operations?limit=1000');
   return ops.body.items.filter((o) => o.kind === kind && o.targetId === targetId).at(-1);
-}
-
-/** Builds packages/web/dist when it is missing or older than a source file. */
-function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    readdirSync(dir, { withFileTypes: true }).reduce((max, entry) => {
-      const full = path.join(dir, entry.name);
-      return Math.max(max, entry.isDirectory() ? newest(full) : statSync(full).mtimeMs);
-    }, 0);
-  const index = path.join(distDir, 'index.html');
-  const sources = Math.max(newest(path.join(webDir, 'src')), statSync(path.join(webDir, 'index.html')).mtimeMs, statSync(path.join(webDir, 'vite.config.ts')).mtimeMs);
-  if (existsSync(index) && statSync(index).mtimeMs >= sources) return;
-  const vite = path.join(repoRoot, 'node_modules', 'vite', 'bin', 'vite.js');
-  // NODE_ENV is "test" under vitest: without this, React's development build would be bundled.
-  const build = spawnSync(process.execPath, [vite, 'build', '--logLevel', 'warn'], { cwd: webDir, encoding: 'utf8', env: { ...process.env, NODE_ENV: 'production' } });
-  if (build.status !== 0) throw new Error(`vite build failed:\n${build.stdout}\n${build.stderr}`);
 }
 
 async function shot(name: string, target: Page = page): Promise<void> {
@@ -189,10 +169,7 @@ beforeAll(async () => {
   ensureBuilt();
   cluster = await startTestCluster({ manager: { webRoot: distDir } });
   base = cluster.manager.url;
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchBrowser();
   desktop = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   page = await desktop.newPage();
   page.setDefaultTimeout(30_000);

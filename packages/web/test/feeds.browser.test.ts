@@ -1,11 +1,10 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- loosely typed JSON answers of the API, read field by field */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { tempDir } from '@drover/agent/testing';
 import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
+import { distDir, importTinyImage, launchChromium, logInWithToken, managerApi, prepareConsole, shots } from './harness.js';
 
 /**
  * The Feeds page (VMcasting) in real headless Chromium against a real manager
@@ -13,61 +12,21 @@ import { defaultManagerConfig, startManager, type RunningManager } from '@drover
  * public feed link, a subscription polled from the page, a VM following the
  * channel, a hold, a revoked key.
  */
-const webDir = path.resolve(import.meta.dirname, '..');
-const distDir = path.join(webDir, 'dist');
-const repoRoot = path.resolve(webDir, '../..');
-const shots = process.env.DROVER_SCREENSHOTS ?? path.join(repoRoot, 'test-results', 'web-console');
-const chromiumPath = process.env.DROVER_CHROMIUM ?? '/usr/bin/chromium';
 
 let manager: RunningManager | undefined;
 let browser: Browser | undefined;
 let page: Page;
+const api = managerApi(() => manager);
 let dataDir = '';
 
-async function api<T = any>(method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${manager!.url}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${manager!.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  return { status: response.status, body: (text && (response.headers.get('content-type') ?? '').includes('json') ? JSON.parse(text) : text) as T };
-}
-
-function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    readdirSync(dir, { withFileTypes: true }).reduce((max, entry) => {
-      const full = path.join(dir, entry.name);
-      return Math.max(max, entry.isDirectory() ? newest(full) : statSync(full).mtimeMs);
-    }, 0);
-  const index = path.join(distDir, 'index.html');
-  const sources = Math.max(newest(path.join(webDir, 'src')), statSync(path.join(webDir, 'index.html')).mtimeMs, statSync(path.join(webDir, 'vite.config.ts')).mtimeMs);
-  if (existsSync(index) && statSync(index).mtimeMs >= sources) return;
-  const vite = path.join(repoRoot, 'node_modules', 'vite', 'bin', 'vite.js');
-  const build = spawnSync(process.execPath, [vite, 'build', '--logLevel', 'warn'], { cwd: webDir, encoding: 'utf8', env: { ...process.env, NODE_ENV: 'production' } });
-  if (build.status !== 0) throw new Error(`vite build failed:\n${build.stdout}\n${build.stderr}`);
-}
-
 beforeAll(async () => {
-  ensureBuilt();
-  mkdirSync(shots, { recursive: true });
+  prepareConsole();
   dataDir = tempDir('web-feeds-manager');
   manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', appliances: false, webRoot: distDir }, { vmcast: { tickMs: 0 } });
-  const importDir = path.join(dataDir, 'import');
-  mkdirSync(importDir, { recursive: true });
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(importDir, 'tiny.qcow2'), '16M']);
-  expect((await api('POST', '/api/v1/images?wait=true', { name: 'tiny', version: '1', source: { path: path.join(importDir, 'tiny.qcow2') } })).body.state).toBe('done');
+  await importTinyImage(api, dataDir, '1');
   expect((await api('POST', '/api/v1/vms', { name: 'v1', image: 'tiny:1', memoryMiB: 64 })).status).toBe(201);
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  page = await (await browser.newContext({ viewport: { width: 1280, height: 1000 } })).newPage();
-  page.setDefaultTimeout(30_000);
-  await page.goto(`${manager.url}/feeds`);
-  await page.getByLabel('Admin token').fill(manager.adminToken);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { level: 1, name: 'Feeds and channels' }).waitFor();
+  ({ browser, page } = await launchChromium());
+  await logInWithToken(page, `${manager.url}/feeds`, manager.adminToken, 'Feeds and channels');
 }, 300_000);
 
 afterAll(async () => {

@@ -1,13 +1,13 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- loosely typed JSON answers of the API and agents, read field by field */
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { startAgent, type RunningAgent } from '@drover/agent';
 import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
+import { distDir, launchChromium, logInWithToken, managerApi, prepareConsole, shots, until } from './harness.js';
 
 /**
  * The Migrate… dialog in real headless Chromium against a real manager and
@@ -19,11 +19,6 @@ import { defaultManagerConfig, startManager, type RunningManager } from '@drover
  * so that a failure here stays here.
  */
 
-const webDir = path.resolve(import.meta.dirname, '..');
-const distDir = path.join(webDir, 'dist');
-const repoRoot = path.resolve(webDir, '../..');
-const shots = process.env.DROVER_SCREENSHOTS ?? path.join(repoRoot, 'test-results', 'web-console');
-const chromiumPath = process.env.DROVER_CHROMIUM ?? '/usr/bin/chromium';
 const vmName = 'web-mig';
 
 let manager: RunningManager | undefined;
@@ -32,40 +27,7 @@ const dirs: string[] = [];
 let browser: Browser | undefined;
 let page: Page;
 let base = '';
-
-async function api<T = any>(method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${manager!.url}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${manager!.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  return { status: response.status, body: (text && (response.headers.get('content-type') ?? '').includes('json') ? JSON.parse(text) : text) as T };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000, everyMs = 200): Promise<T> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
-/** Builds packages/web/dist when it is missing or older than a source file (as browser.test.ts does). */
-function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    readdirSync(dir, { withFileTypes: true }).reduce((max, entry) => {
-      const full = path.join(dir, entry.name);
-      return Math.max(max, entry.isDirectory() ? newest(full) : statSync(full).mtimeMs);
-    }, 0);
-  const index = path.join(distDir, 'index.html');
-  const sources = Math.max(newest(path.join(webDir, 'src')), statSync(path.join(webDir, 'index.html')).mtimeMs, statSync(path.join(webDir, 'vite.config.ts')).mtimeMs);
-  if (existsSync(index) && statSync(index).mtimeMs >= sources) return;
-  const vite = path.join(repoRoot, 'node_modules', 'vite', 'bin', 'vite.js');
-  const build = spawnSync(process.execPath, [vite, 'build', '--logLevel', 'warn'], { cwd: webDir, encoding: 'utf8', env: { ...process.env, NODE_ENV: 'production' } });
-  if (build.status !== 0) throw new Error(`vite build failed:\n${build.stdout}\n${build.stderr}`);
-}
+const api = managerApi(() => manager);
 
 /** Records, in the page, every progress value and phase the migration dialog shows (React may show several between two polls). */
 async function recordProgress(): Promise<void> {
@@ -88,8 +50,7 @@ async function recorded(): Promise<{ values: number[]; texts: string[] }> {
 }
 
 beforeAll(async () => {
-  ensureBuilt();
-  mkdirSync(shots, { recursive: true });
+  prepareConsole();
   const dataDir = tempDir('web-mig-manager');
   const sharedDir = tempDir('web-mig-shared');
   dirs.push(dataDir, sharedDir);
@@ -115,16 +76,8 @@ beforeAll(async () => {
   expect(start.body.state, JSON.stringify(start.body)).toBe('done');
   await until('the counter guest counting', async () => /DROVER-COUNTER gen=\d+/.test(String((await api('GET', `/api/v1/vms/${vmName}/console/serial/log`)).body)), 180_000);
 
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-  page.setDefaultTimeout(30_000);
-  await page.goto(`${base}/vms/${vmName}`);
-  await page.getByLabel('Admin token').fill(manager.adminToken);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { level: 1, name: `VM ${vmName}` }).waitFor();
+  ({ browser, page } = await launchChromium({ width: 1280, height: 800 }));
+  await logInWithToken(page, `${base}/vms/${vmName}`, manager.adminToken, `VM ${vmName}`);
   await page.locator('.page-head .badge[data-state="running"]').waitFor();
 }, 300_000);
 

@@ -1,14 +1,13 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- loosely typed JSON answers of the API, read field by field */
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { startAgent, type RunningAgent } from '@drover/agent';
 import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
 import { XEN_EXAMPLE_POLICY_XML } from '@drover/core';
 import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
+import { distDir, launchChromium, logInWithToken, managerApi, prepareConsole, shots } from './harness.js';
 
 /**
  * The Policy page in real headless Chromium against a real manager and a real
@@ -17,11 +16,6 @@ import { defaultManagerConfig, startManager, type RunningManager } from '@drover
  * a host is labelled; a placement is explained, then allowed once the label
  * is removed.
  */
-const webDir = path.resolve(import.meta.dirname, '..');
-const distDir = path.join(webDir, 'dist');
-const repoRoot = path.resolve(webDir, '../..');
-const shots = process.env.DROVER_SCREENSHOTS ?? path.join(repoRoot, 'test-results', 'web-console');
-const chromiumPath = process.env.DROVER_CHROMIUM ?? '/usr/bin/chromium';
 const P = 'example.client_v1';
 
 let manager: RunningManager | undefined;
@@ -29,34 +23,10 @@ let agent: RunningAgent | undefined;
 const dirs: string[] = [];
 let browser: Browser | undefined;
 let page: Page;
-
-async function api<T = any>(method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${manager!.url}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${manager!.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  return { status: response.status, body: (text && (response.headers.get('content-type') ?? '').includes('json') ? JSON.parse(text) : text) as T };
-}
-
-function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    readdirSync(dir, { withFileTypes: true }).reduce((max, entry) => {
-      const full = path.join(dir, entry.name);
-      return Math.max(max, entry.isDirectory() ? newest(full) : statSync(full).mtimeMs);
-    }, 0);
-  const index = path.join(distDir, 'index.html');
-  const sources = Math.max(newest(path.join(webDir, 'src')), statSync(path.join(webDir, 'index.html')).mtimeMs, statSync(path.join(webDir, 'vite.config.ts')).mtimeMs);
-  if (existsSync(index) && statSync(index).mtimeMs >= sources) return;
-  const vite = path.join(repoRoot, 'node_modules', 'vite', 'bin', 'vite.js');
-  const build = spawnSync(process.execPath, [vite, 'build', '--logLevel', 'warn'], { cwd: webDir, encoding: 'utf8', env: { ...process.env, NODE_ENV: 'production' } });
-  if (build.status !== 0) throw new Error(`vite build failed:\n${build.stdout}\n${build.stderr}`);
-}
+const api = managerApi(() => manager);
 
 beforeAll(async () => {
-  ensureBuilt();
-  mkdirSync(shots, { recursive: true });
+  prepareConsole();
   const dataDir = tempDir('web-policy-manager');
   const stateDir = tempDir('web-policy-h1');
   dirs.push(dataDir, stateDir);
@@ -67,16 +37,8 @@ beforeAll(async () => {
     if (Date.now() > deadline) throw new Error('h1 did not come online');
     await new Promise((r) => setTimeout(r, 100));
   }
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  page = await (await browser.newContext({ viewport: { width: 1280, height: 1000 } })).newPage();
-  page.setDefaultTimeout(30_000);
-  await page.goto(`${manager.url}/policy`);
-  await page.getByLabel('Admin token').fill(manager.adminToken);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { level: 1, name: 'Security policy' }).waitFor();
+  ({ browser, page } = await launchChromium());
+  await logInWithToken(page, `${manager.url}/policy`, manager.adminToken, 'Security policy');
 }, 300_000);
 
 afterAll(async () => {

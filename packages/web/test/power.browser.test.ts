@@ -1,13 +1,12 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- loosely typed JSON answers of the API, read field by field */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { startAgent, type RunningAgent } from '@drover/agent';
-import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
+import type { Browser, Page } from 'playwright-core';
+import type { RunningAgent } from '@drover/agent';
+import { tempDir } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
+import { distDir, importTinyImage, joinSharedPoolHosts, launchChromium, logInWithToken, managerApi, prepareConsole, shots } from './harness.js';
 
 /**
  * The maintenance and power controls of the Hosts page in real headless
@@ -17,91 +16,32 @@ import { defaultManagerConfig, startManager, type RunningManager } from '@drover
  * reads the power status, Evacuate… shows the plan then moves the VM to h2,
  * Restore… brings it back.
  */
-const webDir = path.resolve(import.meta.dirname, '..');
-const distDir = path.join(webDir, 'dist');
-const repoRoot = path.resolve(webDir, '../..');
-const shots = process.env.DROVER_SCREENSHOTS ?? path.join(repoRoot, 'test-results', 'web-console');
-const chromiumPath = process.env.DROVER_CHROMIUM ?? '/usr/bin/chromium';
 
 let manager: RunningManager | undefined;
 const agents: RunningAgent[] = [];
 const dirs: string[] = [];
 let browser: Browser | undefined;
 let page: Page;
+const api = managerApi(() => manager);
 let scriptDir = '';
 
-async function api<T = any>(method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${manager!.url}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${manager!.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  return { status: response.status, body: (text && (response.headers.get('content-type') ?? '').includes('json') ? JSON.parse(text) : text) as T };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    readdirSync(dir, { withFileTypes: true }).reduce((max, entry) => {
-      const full = path.join(dir, entry.name);
-      return Math.max(max, entry.isDirectory() ? newest(full) : statSync(full).mtimeMs);
-    }, 0);
-  const index = path.join(distDir, 'index.html');
-  const sources = Math.max(newest(path.join(webDir, 'src')), statSync(path.join(webDir, 'index.html')).mtimeMs, statSync(path.join(webDir, 'vite.config.ts')).mtimeMs);
-  if (existsSync(index) && statSync(index).mtimeMs >= sources) return;
-  const vite = path.join(repoRoot, 'node_modules', 'vite', 'bin', 'vite.js');
-  const build = spawnSync(process.execPath, [vite, 'build', '--logLevel', 'warn'], { cwd: webDir, encoding: 'utf8', env: { ...process.env, NODE_ENV: 'production' } });
-  if (build.status !== 0) throw new Error(`vite build failed:\n${build.stdout}\n${build.stderr}`);
-}
-
 beforeAll(async () => {
-  ensureBuilt();
-  mkdirSync(shots, { recursive: true });
+  prepareConsole();
   const dataDir = tempDir('web-power-manager');
   const sharedDir = tempDir('web-power-shared');
   scriptDir = tempDir('web-power-scripts');
   dirs.push(dataDir, sharedDir, scriptDir);
   manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), webRoot: distDir });
-  for (const hostName of ['h1', 'h2']) {
-    const stateDir = tempDir(`web-power-${hostName}`);
-    dirs.push(stateDir);
-    const join = await api<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
-    const config = testAgentConfig(stateDir, { listen: `127.0.0.1:${await freePort()}`, hostName, pools: [{ name: 'default', path: sharedDir, shared: true }] });
-    agents.push(await startAgent(config, { join: { managerUrl: manager.url, token: join.body.token } }));
-  }
-  await until('both hosts online', async () => {
-    const hosts = await api('GET', '/api/v1/hosts');
-    return hosts.body.items.length === 2 && hosts.body.items.every((h: any) => h.state === 'online');
-  });
-  const importDir = path.join(dataDir, 'import');
-  mkdirSync(importDir, { recursive: true });
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(importDir, 'tiny.qcow2'), '16M']);
-  expect((await api('POST', '/api/v1/images?wait=true', { name: 'tiny', source: { path: path.join(importDir, 'tiny.qcow2') } })).body.state).toBe('done');
+  await joinSharedPoolHosts(api, manager, { prefix: 'web-power', hostNames: ['h1', 'h2'], sharedDir, dirs, agents });
+  await importTinyImage(api, dataDir);
   expect((await api('POST', '/api/v1/vms', { name: 'vm1', image: 'tiny', memoryMiB: 64, hostInclude: [] })).status).toBe(201);
   // Placed on h1: h2 is in maintenance while it starts.
   await api('POST', '/api/v1/hosts/h2/maintenance', {});
   expect((await api('POST', '/api/v1/vms/vm1/start?wait=true', {})).body.state).toBe('done');
   expect((await api('POST', '/api/v1/hosts/h2/restore?wait=true', {})).body.state).toBe('done');
 
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  page = await (await browser.newContext({ viewport: { width: 1280, height: 1000 } })).newPage();
-  page.setDefaultTimeout(30_000);
-  await page.goto(`${manager.url}/hosts`);
-  await page.getByLabel('Admin token').fill(manager.adminToken);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { level: 1, name: 'Hosts' }).waitFor();
+  ({ browser, page } = await launchChromium());
+  await logInWithToken(page, `${manager.url}/hosts`, manager.adminToken, 'Hosts');
 }, 300_000);
 
 afterAll(async () => {

@@ -1,13 +1,13 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- loosely typed JSON answers of the API, read field by field */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { startAgent, type RunningAgent } from '@drover/agent';
-import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
+import type { Browser, Page } from 'playwright-core';
+import type { RunningAgent } from '@drover/agent';
+import { tempDir } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
+import { distDir, importTinyImage, joinSharedPoolHosts, launchChromium, logInWithToken, managerApi, prepareConsole, shots, until } from './harness.js';
 
 /**
  * The Hosts page's Rebalance control in real headless Chromium against a real
@@ -15,50 +15,13 @@ import { defaultManagerConfig, startManager, type RunningManager } from '@drover
  * each): two small VMs run on h1, the preview shows one moving to h2 and
  * nothing moves; "Rebalance now" live-migrates it and the load is even.
  */
-const webDir = path.resolve(import.meta.dirname, '..');
-const distDir = path.join(webDir, 'dist');
-const repoRoot = path.resolve(webDir, '../..');
-const shots = process.env.DROVER_SCREENSHOTS ?? path.join(repoRoot, 'test-results', 'web-console');
-const chromiumPath = process.env.DROVER_CHROMIUM ?? '/usr/bin/chromium';
 
 let manager: RunningManager | undefined;
 const agents: RunningAgent[] = [];
 const dirs: string[] = [];
 let browser: Browser | undefined;
 let page: Page;
-
-async function api<T = any>(method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${manager!.url}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${manager!.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  return { status: response.status, body: (text && (response.headers.get('content-type') ?? '').includes('json') ? JSON.parse(text) : text) as T };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    readdirSync(dir, { withFileTypes: true }).reduce((max, entry) => {
-      const full = path.join(dir, entry.name);
-      return Math.max(max, entry.isDirectory() ? newest(full) : statSync(full).mtimeMs);
-    }, 0);
-  const index = path.join(distDir, 'index.html');
-  const sources = Math.max(newest(path.join(webDir, 'src')), statSync(path.join(webDir, 'index.html')).mtimeMs, statSync(path.join(webDir, 'vite.config.ts')).mtimeMs);
-  if (existsSync(index) && statSync(index).mtimeMs >= sources) return;
-  const vite = path.join(repoRoot, 'node_modules', 'vite', 'bin', 'vite.js');
-  const build = spawnSync(process.execPath, [vite, 'build', '--logLevel', 'warn'], { cwd: webDir, encoding: 'utf8', env: { ...process.env, NODE_ENV: 'production' } });
-  if (build.status !== 0) throw new Error(`vite build failed:\n${build.stdout}\n${build.stderr}`);
-}
+const api = managerApi(() => manager);
 
 async function hostsOfVms(): Promise<string[]> {
   const vms = await api('GET', '/api/v1/vms?limit=100');
@@ -66,27 +29,13 @@ async function hostsOfVms(): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  ensureBuilt();
-  mkdirSync(shots, { recursive: true });
+  prepareConsole();
   const dataDir = tempDir('web-rebalance-manager');
   const sharedDir = tempDir('web-rebalance-shared');
   dirs.push(dataDir, sharedDir);
   manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), webRoot: distDir });
-  for (const hostName of ['h1', 'h2']) {
-    const stateDir = tempDir(`web-rebalance-${hostName}`);
-    dirs.push(stateDir);
-    const join = await api<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
-    const config = testAgentConfig(stateDir, { listen: `127.0.0.1:${await freePort()}`, hostName, capacity: { cpus: 2, memoryMiB: 1024 }, pools: [{ name: 'default', path: sharedDir, shared: true }] });
-    agents.push(await startAgent(config, { join: { managerUrl: manager.url, token: join.body.token } }));
-  }
-  await until('both hosts online', async () => {
-    const hosts = await api('GET', '/api/v1/hosts');
-    return hosts.body.items.length === 2 && hosts.body.items.every((h: any) => h.state === 'online');
-  });
-  const importDir = path.join(dataDir, 'import');
-  mkdirSync(importDir, { recursive: true });
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(importDir, 'tiny.qcow2'), '16M']);
-  expect((await api('POST', '/api/v1/images?wait=true', { name: 'tiny', source: { path: path.join(importDir, 'tiny.qcow2') } })).body.state).toBe('done');
+  await joinSharedPoolHosts(api, manager, { prefix: 'web-rebalance', hostNames: ['h1', 'h2'], sharedDir, dirs, agents, config: { capacity: { cpus: 2, memoryMiB: 1024 } } });
+  await importTinyImage(api, dataDir);
   // Both on h1: h2 is in maintenance while they start.
   await api('POST', '/api/v1/hosts/h2/maintenance', {});
   for (const name of ['vm1', 'vm2']) {
@@ -96,16 +45,8 @@ beforeAll(async () => {
   expect((await api('POST', '/api/v1/hosts/h2/restore?wait=true', {})).body.state).toBe('done');
   expect(await hostsOfVms()).toEqual(['h1', 'h1']);
 
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  page = await (await browser.newContext({ viewport: { width: 1280, height: 1000 } })).newPage();
-  page.setDefaultTimeout(30_000);
-  await page.goto(`${manager.url}/hosts`);
-  await page.getByLabel('Admin token').fill(manager.adminToken);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { level: 1, name: 'Hosts' }).waitFor();
+  ({ browser, page } = await launchChromium());
+  await logInWithToken(page, `${manager.url}/hosts`, manager.adminToken, 'Hosts');
 }, 300_000);
 
 afterAll(async () => {

@@ -9,6 +9,7 @@ import { tempDir } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig } from '../config.js';
 import { startManager, type RunningManager } from '../manager.js';
+import { authCall, type AuthAnswer } from '../testing/auth-call.js';
 
 /**
  * Users, sessions, API tokens, rate limiting, projects with quotas and the
@@ -30,31 +31,17 @@ function drover(args: string[], options: { token?: string; stdin?: string } = {}
 }
 let manager: RunningManager;
 
-interface Answer {
-  status: number;
-  headers: Headers;
-  body: Record<string, unknown>;
-}
-
-async function call(auth: { token?: string; cookie?: string } | undefined, method: string, route: string, body?: unknown): Promise<Answer> {
-  const headers: Record<string, string> = {};
-  if (auth?.token) headers['authorization'] = `Bearer ${auth.token}`;
-  if (auth?.cookie) Object.assign(headers, { cookie: auth.cookie, 'x-drover-csrf': '1' });
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(`${manager.url}${route}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
-  const text = await response.text();
-  return { status: response.status, headers: response.headers, body: text && (response.headers.get('content-type') ?? '').includes('application/json') ? JSON.parse(text) : { text } };
-}
+const call = authCall(() => manager);
 
 const admin = () => ({ token: manager.adminToken });
-const message = (answer: Answer) => (answer.body['error'] as { message: string } | undefined)?.message ?? '';
+const message = (answer: AuthAnswer) => (answer.body['error'] as { message: string } | undefined)?.message ?? '';
 
 async function lastAudit(filter = ''): Promise<Array<{ actor: string; decision: string; reason: string; status: number; action: string }>> {
   const answer = await call(admin(), 'GET', `/api/v1/audit?limit=1000${filter}`);
   return answer.body['items'] as never;
 }
 
-async function signIn(username: string, password: string): Promise<Answer & { cookie?: string }> {
+async function signIn(username: string, password: string): Promise<AuthAnswer & { cookie?: string }> {
   const answer = await call(undefined, 'POST', '/api/v1/sessions', { username, password });
   const cookie = answer.headers.get('set-cookie')?.split(';')[0];
   return { ...answer, ...(cookie ? { cookie } : {}) };

@@ -5,6 +5,7 @@ import { tempDir } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig } from '../config.js';
 import { startManager, type RunningManager } from '../manager.js';
+import { authCall } from '../testing/auth-call.js';
 import { LdapDirectory } from './ldap-directory.js';
 import { startSlapd, type TestSlapd } from './testing/slapd.js';
 
@@ -19,15 +20,7 @@ let slapd: TestSlapd;
 let manager: RunningManager;
 const dataDir = tempDir('ldap-manager');
 
-async function call(auth: { token?: string; cookie?: string } | undefined, method: string, route: string, body?: unknown) {
-  const headers: Record<string, string> = {};
-  if (auth?.token) headers['authorization'] = `Bearer ${auth.token}`;
-  if (auth?.cookie) Object.assign(headers, { cookie: auth.cookie, 'x-drover-csrf': '1' });
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(`${manager.url}${route}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
-  const text = await response.text();
-  return { status: response.status, headers: response.headers, body: (text ? JSON.parse(text) : {}) as Record<string, unknown> };
-}
+const call = authCall(() => manager);
 
 function directory(overrides: Partial<ConstructorParameters<typeof LdapDirectory>[0]> = {}) {
   return new LdapDirectory({

@@ -1,9 +1,8 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestNetwork, tempDir } from '@drover/agent/testing';
-import { defaultApplianceCacheDir } from '@drover/appliances';
-import { defaultManagerConfig } from '../config.js';
-import { startManager, type RunningManager } from '../manager.js';
+import type { RunningManager } from '../manager.js';
+import { joinHost, managerApi, sharedPool, startNetworkManager, waitHostsOnline } from '../testing/multihost.js';
 
 /**
  * Rebalance on real parts: two hosts, each an agent in its own network namespace
@@ -18,30 +17,11 @@ const shared = tempDir('rebalance-shared');
 let network: TestNetwork;
 let manager: RunningManager;
 
-async function api<T = unknown>(method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${manager.url}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${manager.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: response.status, body: (await response.json().catch(() => ({}))) as T };
-}
+const api = managerApi<unknown>(() => manager);
 
 async function join(index: number): Promise<void> {
-  const token = await api<{ token: string; caFingerprint: string }>('POST', '/api/v1/hosts/join-tokens', {});
-  await network.startAgent(network.hosts[index]!, {
-    managerUrl: manager.tlsUrl!,
-    joinToken: token.body.token,
-    caFingerprint: token.body.caFingerprint,
-    capacity: { cpus: 2, memoryMiB: 1024 },
-    config: { pools: [{ name: 'default', path: shared, shared: true }] },
-  });
-  for (const deadline = Date.now() + 60_000; ; ) {
-    const hosts = await api<{ items: Array<{ state: string }> }>('GET', '/api/v1/hosts');
-    if (hosts.body.items.length === index + 1 && hosts.body.items.every((h) => h.state === 'online')) return;
-    if (Date.now() > deadline) throw new Error(`hosts did not come online: ${JSON.stringify(hosts.body)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await joinHost(network, manager, api, network.hosts[index]!, { capacity: { cpus: 2, memoryMiB: 1024 }, config: { pools: [sharedPool(shared)] } });
+  await waitHostsOnline(api, index + 1);
 }
 
 interface VmView {
@@ -57,12 +37,7 @@ async function vmsNow(): Promise<VmView[]> {
 
 beforeAll(async () => {
   network = await TestNetwork.create(2);
-  manager = await startManager({
-    ...defaultManagerConfig(dataDir),
-    listen: '127.0.0.1:0',
-    tlsListen: `${network.gateway}:0`,
-    heartbeatMs: 500,
-    applianceCacheDir: defaultApplianceCacheDir(),
+  manager = await startNetworkManager(network, dataDir, {
     rebalance: { auto: true, threshold: 0.1, intervalMs: 3_600_000, cooldownMs: 3_600_000 },
   });
   await join(0);

@@ -49,7 +49,7 @@ export function publicImage(image: ImageRecord): Image {
 }
 
 /** A URL as it may be shown: without credentials or query (they may carry secrets). */
-function shownUrl(url: string): string {
+export function shownUrl(url: string): string {
   try {
     const u = new URL(url);
     return `${u.protocol}//${u.host}${u.pathname}`;

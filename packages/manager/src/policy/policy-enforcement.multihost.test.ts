@@ -1,13 +1,10 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- loosely typed JSON answers of the API, read field by field */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compilePolicy, importAcmXml, XEN_EXAMPLE_POLICY_XML, type CompiledPolicy } from '@drover/core';
 import { tempDir, TestNetwork } from '@drover/agent/testing';
-import { defaultApplianceCacheDir } from '@drover/appliances';
-import { defaultManagerConfig } from '../config.js';
-import { startManager, type RunningManager } from '../manager.js';
+import type { RunningManager } from '../manager.js';
+import { importTinyImage, joinSharedHosts, liveQemus, managerApi, startNetworkManager, until } from '../testing/multihost.js';
 import { SECURITY_LABEL_KEY } from './policy.service.js';
 
 /**
@@ -20,28 +17,12 @@ const dataDir = tempDir('policy-mh');
 const sharedDir = tempDir('policy-mh-shared');
 let network: TestNetwork;
 let manager: RunningManager;
-const stateDirs = new Map<string, string>();
+let stateDirs = new Map<string, string>();
 const P = 'example.client_v1';
 const label = (name: string) => `ACM:${P}:${name}`;
 const policy: CompiledPolicy = compilePolicy(importAcmXml(XEN_EXAMPLE_POLICY_XML));
 
-async function api<T = any>(method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${manager.url}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${manager.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: response.status, body: (await response.json().catch(() => ({}))) as T };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const api = managerApi(() => manager);
 
 async function createVm(name: string, securityLabel: string | undefined, extra: Record<string, unknown> = {}): Promise<void> {
   const created = await api('POST', '/api/v1/vms', { name, image: 'tiny', memoryMiB: 64, ...(securityLabel ? { securityLabel } : {}), ...extra });
@@ -61,14 +42,7 @@ async function vmsByName(): Promise<Map<string, any>> {
 /** VM names with a live QEMU per host (by the host's state directory and `-name guest=NAME` in their command line). */
 function qemusByHost(): Map<string, string[]> {
   const found = new Map<string, string[]>([...stateDirs.keys()].map((h) => [h, []]));
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    let cmdline: string;
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (!cmdline.startsWith('qemu-system') || /\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))) continue;
-    } catch {
-      continue;
-    }
+  for (const { cmdline } of liveQemus()) {
     const name = /guest=([^,\0]+)/.exec(cmdline)?.[1];
     for (const [host, dir] of stateDirs) if (name && cmdline.includes(dir)) found.get(host)!.push(name);
   }
@@ -114,27 +88,10 @@ async function wallViolations(labels: Map<string, string | undefined>): Promise<
 
 beforeAll(async () => {
   network = await TestNetwork.create(3);
-  manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', tlsListen: `${network.gateway}:0`, heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir() });
-  for (const host of network.hosts) {
-    const join = await api<{ token: string; caFingerprint: string }>('POST', '/api/v1/hosts/join-tokens', {});
-    const { stateDir } = await network.startAgent(host, {
-      managerUrl: manager.tlsUrl!,
-      joinToken: join.body.token,
-      caFingerprint: join.body.caFingerprint,
-      capacity: { cpus: 4, memoryMiB: 256 },
-      config: { pools: [{ name: 'default', path: sharedDir, shared: true }], stopTimeoutMs: 2_000 },
-    });
-    stateDirs.set(host.name, stateDir);
-  }
-  await until('three hosts online', async () => {
-    const hosts = await api('GET', '/api/v1/hosts');
-    return hosts.body.items.length === 3 && hosts.body.items.every((h: any) => h.state === 'online');
-  });
-  const importDir = path.join(dataDir, 'import');
-  mkdirSync(importDir, { recursive: true });
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(importDir, 'tiny.qcow2'), '16M']);
-  const imported = await api('POST', '/api/v1/images?wait=true', { name: 'tiny', source: { path: path.join(importDir, 'tiny.qcow2') } });
-  expect(imported.body.state, JSON.stringify(imported.body)).toBe('done');
+  manager = await startNetworkManager(network, dataDir);
+  stateDirs = await joinSharedHosts(network, manager, api, sharedDir, 256);
+  const imported = await importTinyImage(api, dataDir);
+  expect(imported.state, JSON.stringify(imported)).toBe('done');
   const loaded = await api('PUT', '/api/v1/policy', { document: XEN_EXAMPLE_POLICY_XML });
   expect(loaded.status, JSON.stringify(loaded.body)).toBe(200);
 }, 300_000);

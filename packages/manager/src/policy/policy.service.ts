@@ -27,6 +27,7 @@ import {
 import type { PolicyExplanation, PolicyInfo, PolicyLoad, PolicyValidation, SecurityLabelInfo } from '@drover/api';
 import type { EventHub } from '../http/event-hub.js';
 import type { Store } from '../store/index.js';
+import { listEvery } from '../store/paging.js';
 import type { LabelledKind, SecurityPolicyRecord } from '../store/repositories/security.js';
 import type { VmRecord } from '../store/types.js';
 
@@ -251,13 +252,7 @@ export class PolicyService {
 
   /** Every VM counting on a host: running, paused or otherwise holding it, and those with a start, restore or migration to it in flight. */
   private async countedVms(store: Store): Promise<CountedVm[]> {
-    const hosts: Array<{ id: string; name: string }> = [];
-    let after: string | undefined;
-    do {
-      const page = await store.hosts.list({ limit: 1000, ...(after ? { after } : {}) });
-      hosts.push(...page.items);
-      after = page.next;
-    } while (after);
+    const hosts: Array<{ id: string; name: string }> = await listEvery((query) => store.hosts.list(query));
     const hostLabels = new Map((await store.security.labels('host')).map((l) => [l.objectId, l.label]));
     const counted: CountedVm[] = [];
     for (const host of hosts) {
@@ -267,12 +262,7 @@ export class PolicyService {
         seen.add(vm.id);
         counted.push({ vmId: vm.id, vmName: vm.name, hostId: host.id, hostName: host.name, label: vmLabelOf(vm) ?? null, hostLabel: hostLabels.get(host.id) ?? null });
       };
-      let cursor: string | undefined;
-      do {
-        const page = await store.vms.list({ limit: 1000, ...(cursor ? { after: cursor } : {}), filter: { hostId: host.id, state: [...this.o.holdingStates] } });
-        page.items.forEach(add);
-        cursor = page.next;
-      } while (cursor);
+      (await listEvery((query) => store.vms.list(query), { hostId: host.id, state: [...this.o.holdingStates] })).forEach(add);
       for (const reservation of await store.reservations.listByHost(host.id)) {
         const vm = await store.vms.tryGet(reservation.vmId);
         if (vm) add(vm);

@@ -2,9 +2,10 @@ import type { HostCandidate, PlannerVm } from '@drover/core';
 import { errors } from '@drover/core';
 import type { EvacuationPolicy } from '@drover/api';
 import type { Store } from '../store/index.js';
+import { listEvery } from '../store/paging.js';
 import type { OperationRecord, VmRecord } from '../store/types.js';
 import type { OperationRunner } from '../operations/operation-runner.js';
-import type { ManagedVmSpec, VmService } from '../vms/vm.service.js';
+import { placementSpec, type ManagedVmSpec, type VmService } from '../vms/vm.service.js';
 
 export function specOf(vm: VmRecord): ManagedVmSpec {
   return vm.spec as unknown as ManagedVmSpec;
@@ -16,14 +17,7 @@ export function evacuationPolicyOf(vm: VmRecord): EvacuationPolicy {
 
 /** Every VM of the store, or those on one host. */
 export async function listVms(store: Store, hostId?: string): Promise<VmRecord[]> {
-  const out: VmRecord[] = [];
-  let after: string | undefined;
-  do {
-    const page = await store.vms.list({ limit: 1000, ...(after ? { after } : {}), ...(hostId ? { filter: { hostId } } : {}) });
-    out.push(...page.items);
-    after = page.next;
-  } while (after);
-  return out;
+  return listEvery((query) => store.vms.list(query), hostId ? { hostId } : undefined);
 }
 
 /** The planner's view of a VM where it runs now. */
@@ -32,12 +26,7 @@ export function plannerVm(vm: VmRecord, pinned = false): PlannerVm {
   return {
     vmId: vm.id,
     name: vm.name,
-    cpus: spec.cpus,
-    memoryMiB: spec.memoryMiB,
-    ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
-    antiAffinityGroups: spec.antiAffinityGroups ?? [],
-    hostInclude: spec.hostInclude ?? [],
-    hostExclude: spec.hostExclude ?? [],
+    ...placementSpec(spec),
     labels: vm.labels,
     hostId: vm.hostId!,
     ...(pinned ? { pinned } : {}),

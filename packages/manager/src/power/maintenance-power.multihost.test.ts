@@ -1,12 +1,11 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- loosely typed JSON answers of the API, read field by field */
-import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentMain, tempDir, TestNetwork, type TestHost } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
-import { defaultManagerConfig } from '../config.js';
-import { startManager, type RunningManager } from '../manager.js';
+import type { RunningManager } from '../manager.js';
+import { hostStates, importTinyImage, joinSharedHosts, liveQemus, managerApi, startNetworkManager, until, writePowerOff } from '../testing/multihost.js';
 
 /**
  * Maintenance and the power policy on real parts: three hosts, each an agent
@@ -24,31 +23,10 @@ const sharedDir = tempDir('power-mh-shared');
 const scriptDir = tempDir('power-mh-scripts');
 let network: TestNetwork;
 let manager: RunningManager;
-const stateDirs = new Map<string, string>();
+let stateDirs = new Map<string, string>();
 const vmIds = new Map<string, string>();
 
-async function api<T = any>(method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${manager.url}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${manager.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: response.status, body: (await response.json().catch(() => ({}))) as T };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function hostStates(): Promise<Record<string, string>> {
-  const hosts = await api('GET', '/api/v1/hosts');
-  return Object.fromEntries(hosts.body.items.map((h: any) => [h.name, h.state]));
-}
+const api = managerApi(() => manager);
 
 /** Where each VM runs (host name) and its state. */
 async function placement(): Promise<Record<string, { host: string | null; state: string }>> {
@@ -66,25 +44,16 @@ function agentPid(host: string): number | undefined {
 /** Live QEMU processes of a host (by its state directory in their command line). */
 function qemus(host: string): number[] {
   const dir = stateDirs.get(host)!;
-  return readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p))
-    .filter((p) => {
-      try {
-        const cmdline = readFileSync(`/proc/${p}/cmdline`, 'utf8');
-        return cmdline.startsWith('qemu-system') && cmdline.includes(dir) && !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8'));
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
+  return liveQemus()
+    .filter((q) => q.cmdline.includes(dir))
+    .map((q) => q.pid);
 }
 
 function writePowerScripts(host: TestHost): { on: string; off: string; status: string } {
   const stateDir = stateDirs.get(host.name)!;
-  const power = path.join(scriptDir, `${host.name}.power`);
-  writeFileSync(power, 'on\n');
+  // "off": every process whose command line names the host's state directory (its agent and its QEMUs).
+  const { power, off, status } = writePowerOff(scriptDir, host.name, stateDir);
   const on = path.join(scriptDir, `${host.name}-on.sh`);
-  const off = path.join(scriptDir, `${host.name}-off.sh`);
   writeFileSync(
     on,
     `#!/bin/sh
@@ -93,54 +62,21 @@ rm -f "${stateDir}/ready.json"
 setsid ip netns exec ${host.namespace} env DROVER_APPLIANCE_CACHE="${defaultApplianceCacheDir()}" DROVER_AGENT_LOG_LEVEL=warn "${process.execPath}" "${agentMain}" --config "${stateDir}/agent.yaml" --state-dir "${stateDir}" --listen ${host.address}:8301 --ready-file "${stateDir}/ready.json" </dev/null >>"${scriptDir}/${host.name}-agent.log" 2>&1 &
 `,
   );
-  // Every process whose command line names the host's state directory: its agent and its QEMUs.
-  writeFileSync(
-    off,
-    `#!/bin/sh
-for p in /proc/[0-9]*; do
-  if tr '\\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF "${stateDir}"; then kill -9 "\${p#/proc/}" 2>/dev/null; fi
-done
-echo off > "${power}"
-`,
-  );
   chmodSync(on, 0o755);
-  chmodSync(off, 0o755);
-  return { on, off, status: `cat ${power}` };
+  return { on, off, status };
 }
 
 beforeAll(async () => {
   network = await TestNetwork.create(3);
-  manager = await startManager({
-    ...defaultManagerConfig(dataDir),
-    listen: '127.0.0.1:0',
-    tlsListen: `${network.gateway}:0`,
-    heartbeatMs: 500,
+  manager = await startNetworkManager(network, dataDir, {
     powerTickMs: 500,
     powerVerifyMs: 10_000,
     powerBootTimeoutMs: 240_000,
-    applianceCacheDir: defaultApplianceCacheDir(),
   });
-  for (const host of network.hosts) {
-    const join = await api<{ token: string; caFingerprint: string }>('POST', '/api/v1/hosts/join-tokens', {});
-    const { stateDir } = await network.startAgent(host, {
-      managerUrl: manager.tlsUrl!,
-      joinToken: join.body.token,
-      caFingerprint: join.body.caFingerprint,
-      capacity: { cpus: 4, memoryMiB: 1024 },
-      config: { pools: [{ name: 'default', path: sharedDir, shared: true }], stopTimeoutMs: 2_000 },
-    });
-    stateDirs.set(host.name, stateDir);
-  }
-  await until('three hosts online', async () => {
-    const states = await hostStates();
-    return Object.keys(states).length === 3 && Object.values(states).every((s) => s === 'online');
-  });
+  stateDirs = await joinSharedHosts(network, manager, api, sharedDir, 1024);
   // A small empty disk image: the VMs run QEMU (firmware finds nothing to boot) at 64 MiB.
-  const importDir = path.join(dataDir, 'import');
-  mkdirSync(importDir, { recursive: true });
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(importDir, 'tiny.qcow2'), '16M']);
-  const imported = await api('POST', '/api/v1/images?wait=true', { name: 'tiny', source: { path: path.join(importDir, 'tiny.qcow2') } });
-  expect(imported.body.state, JSON.stringify(imported.body)).toBe('done');
+  const imported = await importTinyImage(api, dataDir);
+  expect(imported.state, JSON.stringify(imported)).toBe('done');
 }, 300_000);
 
 afterAll(async () => {
@@ -178,12 +114,12 @@ describe('host maintenance across three hosts', () => {
     expect(dry.body.moves.find((m: any) => m.vmName === 'e4').policy).toBe('cold-migrate');
     expect(dry.body.cannotMove).toEqual([]);
     expect(dry.body.stays.map((s: any) => s.vmName)).toEqual(['idle']);
-    expect((await hostStates()).h1).toBe('online');
+    expect((await hostStates(api)).h1).toBe('online');
 
     const op = await api('POST', '/api/v1/hosts/h1/evacuate?wait=true', { concurrency: 2 });
     expect(op.body.state, JSON.stringify(op.body)).toBe('done');
     expect(op.body.result.moved.sort()).toEqual(['e1', 'e2', 'e3', 'e4']);
-    expect((await hostStates()).h1).toBe('maintenance');
+    expect((await hostStates(api)).h1).toBe('maintenance');
     const away = await placement();
     for (const name of ['e1', 'e2', 'e3', 'e4']) {
       expect(away[name]!.state).toBe('running');
@@ -199,7 +135,7 @@ describe('host maintenance across three hosts', () => {
     expect(restorePlan.body.returns.map((r: any) => r.vmName).sort()).toEqual(['e1', 'e2', 'e3', 'e4']);
     const restored = await api('POST', '/api/v1/hosts/h1/restore?wait=true', {});
     expect(restored.body.state, JSON.stringify(restored.body)).toBe('done');
-    expect((await hostStates()).h1).toBe('online');
+    expect((await hostStates(api)).h1).toBe('online');
     const back = await placement();
     for (const name of ['e1', 'e2', 'e3', 'e4']) expect(back[name]).toEqual({ host: 'h1', state: 'running' });
     expect(qemus('h1').length).toBe(4);
@@ -226,13 +162,13 @@ describe('night-time consolidation with host power management', () => {
     expect(dry.body).toMatchObject({ hostsUsedBefore: 3, hostsUsed: 1, lowerBound: 1 });
     expect(dry.body.powerOff.map((h: any) => h.hostName).sort()).toEqual(['h2', 'h3']);
     expect(dry.body.moves.map((m: any) => m.vmName).sort()).toEqual(['e2', 'e3']);
-    expect(await hostStates()).toEqual({ h1: 'online', h2: 'online', h3: 'online' });
+    expect(await hostStates(api)).toEqual({ h1: 'online', h2: 'online', h3: 'online' });
 
     // "Run the night plan now".
     const night = await api('POST', '/api/v1/power/night-plan?wait=true', {});
     expect(night.body.state, JSON.stringify(night.body)).toBe('done');
     expect(night.body.result.poweredOff.sort()).toEqual(['h2', 'h3']);
-    expect(await hostStates()).toEqual({ h1: 'online', h2: 'powered_off', h3: 'powered_off' });
+    expect(await hostStates(api)).toEqual({ h1: 'online', h2: 'powered_off', h3: 'powered_off' });
     for (const name of ['e1', 'e2', 'e3', 'e4']) expect((await placement())[name]).toEqual({ host: 'h1', state: 'running' });
     for (const host of ['h2', 'h3']) {
       expect(readFileSync(path.join(scriptDir, `${host}.power`), 'utf8').trim()).toBe('off');
@@ -245,7 +181,7 @@ describe('night-time consolidation with host power management', () => {
     expect(report.body.hostsPoweredOff.map((h: any) => h.hostName).sort()).toEqual(['h2', 'h3']);
     // The heartbeat leaves powered-off hosts alone: they stay powered_off, not unreachable.
     await new Promise((r) => setTimeout(r, 2_000));
-    expect(await hostStates()).toEqual({ h1: 'online', h2: 'powered_off', h3: 'powered_off' });
+    expect(await hostStates(api)).toEqual({ h1: 'online', h2: 'powered_off', h3: 'powered_off' });
 
     // The window ends: the policy (enabled now, with a window that does not hold the present) wakes the hosts.
     const hour = new Date().getUTCHours();
@@ -265,7 +201,7 @@ describe('night-time consolidation with host power management', () => {
     });
     expect(wake.result.failed, agentLogs.join('\n')).toEqual([]);
     expect(wake.result.rebalanced).toBeGreaterThanOrEqual(2);
-    expect(await hostStates()).toEqual({ h1: 'online', h2: 'online', h3: 'online' });
+    expect(await hostStates(api)).toEqual({ h1: 'online', h2: 'online', h3: 'online' });
     for (const host of ['h2', 'h3']) {
       expect(readFileSync(path.join(scriptDir, `${host}.power`), 'utf8').trim()).toBe('on');
       expect(agentPid(host)).toBeDefined();

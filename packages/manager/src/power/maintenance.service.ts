@@ -112,15 +112,7 @@ export class MaintenanceService {
         { cannotMove: plan.cannotMove },
       );
     }
-    return this.o.runner.submit(
-      { kind: 'host.evacuate', targetKind: 'host', targetId: host.id, params: { plan, concurrency: request.concurrency ?? 2 }, actor, idempotencyKey: idempotencyKey ?? null },
-      `Host "${host.name}"`,
-      async (tx) => {
-        const current = await tx.hosts.get(host.id);
-        if (current.state === 'online') await tx.hosts.update(host.id, { state: 'maintenance' });
-        return {};
-      },
-    );
+    return this.submitMove('host.evacuate', host, { plan, concurrency: request.concurrency ?? 2 }, actor, idempotencyKey, { from: 'online', to: 'maintenance' });
   }
 
   private async runEvacuate(ctx: OperationContext): Promise<unknown> {
@@ -205,15 +197,23 @@ export class MaintenanceService {
     if (host.state !== 'online' && host.state !== 'maintenance') throw errors.conflict(`Cannot restore host "${host.name}": it is ${host.state}; power it on first`, { state: host.state });
     const plan = await this.restorePlan(host);
     if (request.dryRun) return plan;
-    return this.o.runner.submit(
-      { kind: 'host.restore', targetKind: 'host', targetId: host.id, params: { concurrency: request.concurrency ?? 2 }, actor, idempotencyKey: idempotencyKey ?? null },
-      `Host "${host.name}"`,
-      async (tx) => {
-        const current = await tx.hosts.get(host.id);
-        if (current.state === 'maintenance') await tx.hosts.update(host.id, { state: 'online' });
-        return {};
-      },
-    );
+    return this.submitMove('host.restore', host, { concurrency: request.concurrency ?? 2 }, actor, idempotencyKey, { from: 'maintenance', to: 'online' });
+  }
+
+  /** Submits an evacuation or a restore of `host`; in the same transaction the host goes from state `from` to `to` (when it is in `from`). */
+  private submitMove(
+    kind: 'host.evacuate' | 'host.restore',
+    host: HostRecord,
+    params: Record<string, unknown>,
+    actor: string,
+    idempotencyKey: string | undefined,
+    state: { from: HostRecord['state']; to: HostRecord['state'] },
+  ): Promise<OperationRecord> {
+    return this.o.runner.submit({ kind, targetKind: 'host', targetId: host.id, params, actor, idempotencyKey: idempotencyKey ?? null }, `Host "${host.name}"`, async (tx) => {
+      const current = await tx.hosts.get(host.id);
+      if (current.state === state.from) await tx.hosts.update(host.id, { state: state.to });
+      return {};
+    });
   }
 
   private async runRestore(ctx: OperationContext): Promise<unknown> {

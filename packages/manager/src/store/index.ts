@@ -16,6 +16,7 @@ export type { EventRepository } from './repositories/events.js';
 export type { ReservationRepository } from './repositories/reservations.js';
 export type { PowerRepository, HostPowerRecord, EvacuationRecord } from './repositories/power.js';
 export * from './types.js';
+export { listEvery } from './paging.js';
 export * from './access-types.js';
 export type { UserRepository } from './repositories/users.js';
 export type { RoleRepository } from './repositories/roles.js';

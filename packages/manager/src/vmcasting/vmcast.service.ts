@@ -10,6 +10,7 @@ import { QemuImg } from '@drover/qemu';
 import type { AgentLink } from '../hosts/agent-link.js';
 import type { EventHub } from '../http/event-hub.js';
 import { sniffBytes, sniffImageFormat } from '../images/image-format.js';
+import { shownUrl } from '../images/image.service.js';
 import type { ImageLibrary } from '../images/image-library.js';
 import { vmPool } from '../images/vm-media.js';
 import type { OperationContext, OperationRunner } from '../operations/operation-runner.js';
@@ -99,15 +100,6 @@ export function compareVersions(a: string, b: string): number {
     if (d !== 0) return d;
   }
   return 0;
-}
-
-function shownUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.protocol}//${u.host}${u.pathname}`;
-  } catch {
-    return '(an invalid URL)';
-  }
 }
 
 /** Is `now` (UTC) inside "HH:MM-HH:MM" (which may wrap midnight)? */

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { DroverError, errors, placeVm, type HostCandidate, type PlacementRequest } from '@drover/core';
 import type { EvacuationPolicy, Vm, VmCreate, VmEdit, VmInfo, VmSpec } from '@drover/api';
 import type { Store } from '../store/index.js';
+import { listEvery } from '../store/paging.js';
 import type { HostRecord, NewEvent, OperationRecord, VmRecord } from '../store/types.js';
 import type { EventHub } from '../http/event-hub.js';
 import type { AgentLink } from '../hosts/agent-link.js';
@@ -64,6 +65,18 @@ function specOf(vm: VmRecord): ManagedVmSpec {
   return vm.spec as unknown as ManagedVmSpec;
 }
 
+/** What placement reads of a VM's spec: its size, CPU model and host constraints (empty lists when unset). */
+export function placementSpec(spec: ManagedVmSpec): Pick<Vm['spec'], 'cpus' | 'memoryMiB' | 'cpuModel' | 'antiAffinityGroups' | 'hostInclude' | 'hostExclude'> {
+  return {
+    cpus: spec.cpus,
+    memoryMiB: spec.memoryMiB,
+    ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
+    antiAffinityGroups: spec.antiAffinityGroups ?? [],
+    hostInclude: spec.hostInclude ?? [],
+    hostExclude: spec.hostExclude ?? [],
+  };
+}
+
 /** The names of the hosts these VMs are on, read in one query. */
 export async function hostNamesOf(store: Store, vms: ReadonlyArray<Pick<VmRecord, 'hostId'>>): Promise<Map<string, string>> {
   const ids = [...new Set(vms.map((vm) => vm.hostId).filter((id): id is string => id !== null))];
@@ -86,12 +99,7 @@ export function publicVm(vm: VmRecord, hostName: string | null): Vm {
     hostName,
     spec: {
       image: spec.image,
-      cpus: spec.cpus,
-      memoryMiB: spec.memoryMiB,
-      ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
-      antiAffinityGroups: spec.antiAffinityGroups ?? [],
-      hostInclude: spec.hostInclude ?? [],
-      hostExclude: spec.hostExclude ?? [],
+      ...placementSpec(spec),
       forwards: spec.forwards ?? [],
       cmdline: spec.cmdline ?? '',
       ...(spec.evacuationPolicy ? { evacuationPolicy: spec.evacuationPolicy } : {}),
@@ -274,22 +282,10 @@ export class VmService {
 
   /** What the scheduler needs to know of every host, read through `store` (a transaction when placing). */
   async hostCandidates(store: Store = this.o.store): Promise<HostCandidate[]> {
-    const hosts: HostRecord[] = [];
-    let after: string | undefined;
-    do {
-      const page = await store.hosts.list({ limit: 1000, ...(after ? { after } : {}) });
-      hosts.push(...page.items);
-      after = page.next;
-    } while (after);
+    const hosts: HostRecord[] = await listEvery((query) => store.hosts.list(query));
     const candidates: HostCandidate[] = [];
     for (const host of hosts) {
-      const vms: VmRecord[] = [];
-      let cursor: string | undefined;
-      do {
-        const page = await store.vms.list({ limit: 1000, ...(cursor ? { after: cursor } : {}), filter: { hostId: host.id, state: holdingStates } });
-        vms.push(...page.items);
-        cursor = page.next;
-      } while (cursor);
+      const vms: VmRecord[] = await listEvery((query) => store.vms.list(query), { hostId: host.id, state: holdingStates });
       const reserved = await store.reservations.sumByHost(host.id);
       // A start in flight is counted once: by its reservation, not also as a VM in "starting".
       const reservedVms = new Set((await store.reservations.listByHost(host.id)).map((r) => r.vmId));

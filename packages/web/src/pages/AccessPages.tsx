@@ -5,6 +5,7 @@ import { EmptyRow, ErrorNote, Loading } from '../components/ui.js';
 import { formatTime } from '../format.js';
 import { useApp, useAsync } from '../live.js';
 import { Link, useLocation } from '../router.js';
+import { TableHead } from '../components/TableHead.js';
 
 /**
  * Who may ask: users (and projects), roles, API tokens and the audit log.
@@ -100,15 +101,7 @@ export function UsersPage() {
       ) : (
         <table className="table">
           <caption>Users</caption>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Source</th>
-              <th scope="col">Roles</th>
-              <th scope="col">State</th>
-              <th scope="col">Actions</th>
-            </tr>
-          </thead>
+          <TableHead columns={['Name', 'Source', 'Roles', 'State', 'Actions']} />
           <tbody>
             {(users.data?.items ?? []).map((user) => (
               <tr key={user.id}>
@@ -162,15 +155,7 @@ export function UsersPage() {
       <ErrorNote error={projects.error} />
       <table className="table">
         <caption>Projects, usage / quota</caption>
-        <thead>
-          <tr>
-            <th scope="col">Project</th>
-            <th scope="col">VMs</th>
-            <th scope="col">vCPUs</th>
-            <th scope="col">Memory (MiB)</th>
-            <th scope="col">Actions</th>
-          </tr>
-        </thead>
+        <TableHead columns={['Project', 'VMs', 'vCPUs', 'Memory (MiB)', 'Actions']} />
         <tbody>
           {(projects.data?.items ?? []).map((p) => (
             <tr key={p.id}>
@@ -231,14 +216,7 @@ export function RolesPage() {
       <ErrorNote error={roles.error} />
       <table className="table">
         <caption>Roles and their permissions</caption>
-        <thead>
-          <tr>
-            <th scope="col">Role</th>
-            <th scope="col">Permissions</th>
-            <th scope="col">Description</th>
-            <th scope="col">Actions</th>
-          </tr>
-        </thead>
+        <TableHead columns={['Role', 'Permissions', 'Description', 'Actions']} />
         <tbody>
           {(roles.data?.items ?? []).map((r) => (
             <tr key={r.name}>
@@ -327,16 +305,7 @@ export function TokensPage() {
       )}
       <table className="table">
         <caption>API tokens</caption>
-        <thead>
-          <tr>
-            <th scope="col">Name</th>
-            <th scope="col">User</th>
-            <th scope="col">Roles</th>
-            <th scope="col">Projects</th>
-            <th scope="col">Expires</th>
-            <th scope="col">State</th>
-          </tr>
-        </thead>
+        <TableHead columns={['Name', 'User', 'Roles', 'Projects', 'Expires', 'State']} />
         <tbody>
           {(tokens.data?.items ?? []).map(row)}
           {tokens.data?.items.length === 0 && <EmptyRow columns={6}>No tokens.</EmptyRow>}
@@ -411,18 +380,7 @@ export function AuditPage() {
       <ErrorNote error={records.error} />
       <table className="table">
         <caption>Audit records, newest first</caption>
-        <thead>
-          <tr>
-            <th scope="col">#</th>
-            <th scope="col">When</th>
-            <th scope="col">Who</th>
-            <th scope="col">From</th>
-            <th scope="col">What</th>
-            <th scope="col">Status</th>
-            <th scope="col">Decision</th>
-            <th scope="col">Reason</th>
-          </tr>
-        </thead>
+        <TableHead columns={['#', 'When', 'Who', 'From', 'What', 'Status', 'Decision', 'Reason']} />
         <tbody>
           {items.map((r: AuditRecord) => (
             <tr key={r.seq}>

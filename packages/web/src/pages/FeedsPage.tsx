@@ -6,6 +6,8 @@ import { EmptyRow, ErrorNote, Loading } from '../components/ui.js';
 import { formatBytes, formatTime } from '../format.js';
 import { useApp, useAsync, useEvents, useResync } from '../live.js';
 import { Link } from '../router.js';
+import { SelectField } from '../components/SelectField.js';
+import { TableHead } from '../components/TableHead.js';
 
 const short = (keyId: string) => `${keyId.slice(0, 12)}…`;
 
@@ -67,17 +69,7 @@ export function FeedsPage() {
         {!keys.data && !keys.error && <Loading what="keys" />}
         {keys.data && (
           <table className="table responsive">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Key id</th>
-                <th scope="col">State</th>
-                <th scope="col">Created</th>
-                <th scope="col">
-                  <span className="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
+            <TableHead columns={['Name', 'Key id', 'State', 'Created']} actions />
             <tbody>
               {keys.data.length === 0 && <EmptyRow columns={5}>No key yet: create one to publish.</EmptyRow>}
               {keys.data.map((key) => (
@@ -113,16 +105,7 @@ export function FeedsPage() {
         <ErrorNote error={channels.error} />
         {channels.data && (
           <table className="table responsive">
-            <thead>
-              <tr>
-                <th scope="col">Channel</th>
-                <th scope="col">Feed</th>
-                <th scope="col">Publish a release</th>
-                <th scope="col">
-                  <span className="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
+            <TableHead columns={['Channel', 'Feed', 'Publish a release']} actions />
             <tbody>
               {channels.data.length === 0 && <EmptyRow columns={4}>No channel yet.</EmptyRow>}
               {channels.data.map((channel) => (
@@ -147,26 +130,11 @@ export function FeedsPage() {
                         )
                       }
                     >
-                      <label>
-                        Image{' '}
-                        <select name="image" required>
-                          {(images.data ?? []).map((i) => (
-                            <option key={i.id} value={`${i.name}:${i.version}`}>
-                              {i.name}:{i.version}
-                            </option>
-                          ))}
-                        </select>
-                      </label>
+                      <SelectField label="Image" name="image" required options={(images.data ?? []).map((i) => ({ key: i.id, value: `${i.name}:${i.version}`, label: `${i.name}:${i.version}` }))} />
                       <label>
                         Version <input name="version" size={8} />
                       </label>
-                      <label>
-                        Boot{' '}
-                        <select name="bootMethod">
-                          <option value="disk">disk</option>
-                          <option value="appliance-kernel">appliance kernel</option>
-                        </select>
-                      </label>
+                      <SelectField label="Boot" name="bootMethod" options={['disk', { key: 'appliance-kernel', value: 'appliance-kernel', label: 'appliance kernel' }]} />
                       <button type="submit">Publish<span className="visually-hidden"> on {channel.name}</span></button>
                     </form>
                   </td>
@@ -203,17 +171,7 @@ export function FeedsPage() {
         )}
         {subscriptions.data && (
           <table className="table responsive">
-            <thead>
-              <tr>
-                <th scope="col">Channel</th>
-                <th scope="col">Feed URL</th>
-                <th scope="col">Pinned keys</th>
-                <th scope="col">Last poll</th>
-                <th scope="col">
-                  <span className="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
+            <TableHead columns={['Channel', 'Feed URL', 'Pinned keys', 'Last poll']} actions />
             <tbody>
               {subscriptions.data.length === 0 && <EmptyRow columns={5}>No subscription yet.</EmptyRow>}
               {subscriptions.data.map((sub) => (
@@ -282,14 +240,7 @@ export function FeedsPage() {
         <section className="panel" aria-labelledby="releases-title">
           <h2 id="releases-title">{releases.title}</h2>
           <table className="table responsive">
-            <thead>
-              <tr>
-                <th scope="col">Release</th>
-                <th scope="col">State</th>
-                <th scope="col">Size</th>
-                <th scope="col">Reason</th>
-              </tr>
-            </thead>
+            <TableHead columns={['Release', 'State', 'Size', 'Reason']} />
             <tbody>
               {releases.items.length === 0 && <EmptyRow columns={4}>No release.</EmptyRow>}
               {releases.items.map((r) => (
@@ -317,18 +268,7 @@ export function FeedsPage() {
         <ErrorNote error={follows.error} />
         {follows.data && (
           <table className="table responsive">
-            <thead>
-              <tr>
-                <th scope="col">VM</th>
-                <th scope="col">Channel</th>
-                <th scope="col">Policy</th>
-                <th scope="col">Current</th>
-                <th scope="col">Pending</th>
-                <th scope="col">
-                  <span className="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
+            <TableHead columns={['VM', 'Channel', 'Policy', 'Current', 'Pending']} actions />
             <tbody>
               {follows.data.length === 0 && <EmptyRow columns={6}>No VM follows a channel.</EmptyRow>}
               {follows.data.map((f) => (
@@ -363,34 +303,9 @@ export function FeedsPage() {
           </table>
         )}
         <form className="inline-form" onSubmit={(e) => submit(e, (f) => api.followChannel(text(f, 'vm'), { channel: text(f, 'channel'), policy: text(f, 'policy') as 'auto' }))}>
-          <label>
-            VM{' '}
-            <select name="vm" required>
-              {(vms.data ?? []).map((vm) => (
-                <option key={vm.id} value={vm.name}>
-                  {vm.name}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label>
-            Channel{' '}
-            <select name="channel" required>
-              {(subscriptions.data ?? []).map((s) => (
-                <option key={s.id} value={s.name}>
-                  {s.name}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label>
-            Policy{' '}
-            <select name="policy">
-              <option value="notify">notify</option>
-              <option value="auto">auto</option>
-              <option value="pinned">pinned</option>
-            </select>
-          </label>
+          <SelectField label="VM" name="vm" required options={(vms.data ?? []).map((vm) => ({ key: vm.id, value: vm.name, label: vm.name }))} />
+          <SelectField label="Channel" name="channel" required options={(subscriptions.data ?? []).map((sub) => ({ key: sub.id, value: sub.name, label: sub.name }))} />
+          <SelectField label="Policy" name="policy" options={['notify', 'auto', 'pinned']} />
           <button type="submit">Follow</button>
         </form>
       </section>

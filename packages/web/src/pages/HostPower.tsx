@@ -1,6 +1,7 @@
 import { useEffect, useId, useState } from 'react';
 import type { Host, HostEvacuationPlan, HostPowerSettings, NightPlan, Operation, PowerPolicy, RestorePlan } from '../api/types.js';
 import { Dialog } from '../components/Dialog.js';
+import { OperationActions } from '../components/OperationActions.js';
 import { ErrorNote, Loading, OperationOutcome } from '../components/ui.js';
 import { useApp, useAsync, useEvents, useOperation } from '../live.js';
 
@@ -100,28 +101,23 @@ function EvacuateDialog({ host, onClose, track }: { host: Host; onClose: () => v
           </div>
         </>
       )}
-      {op && <OperationOutcome op={op} running={`Evacuating ${host.name}`} done={`Done: ${host.name} is evacuated.`} />}
-      <div className="form-actions">
-        <button type="button" onClick={onClose}>
-          Close
-        </button>
-        <button
-          type="button"
-          className="primary"
-          disabled={!plan.data || plan.data.cannotMove.length > 0 || op !== undefined}
-          onClick={() => {
-            setError(undefined);
-            api.evacuateHost(host.id, { concurrency }).then((answer) => {
-              if (isOperation(answer)) {
-                follow(answer);
-                track(answer, `Evacuate ${host.name}`);
-              }
-            }, setError);
-          }}
-        >
-          Evacuate
-        </button>
-      </div>
+      <OperationActions
+        op={op}
+        running={`Evacuating ${host.name}`}
+        done={`Done: ${host.name} is evacuated.`}
+        onClose={onClose}
+        label="Evacuate"
+        disabled={!plan.data || plan.data.cannotMove.length > 0 || op !== undefined}
+        onStart={() => {
+          setError(undefined);
+          api.evacuateHost(host.id, { concurrency }).then((answer) => {
+            if (isOperation(answer)) {
+              follow(answer);
+              track(answer, `Evacuate ${host.name}`);
+            }
+          }, setError);
+        }}
+      />
     </Dialog>
   );
 }
@@ -152,23 +148,18 @@ function RestoreDialog({ host, onClose }: { host: Host; onClose: () => void }) {
           )}
         </>
       )}
-      {op && <OperationOutcome op={op} running={`Restoring ${host.name}`} done={`Done: ${host.name} is restored.`} />}
-      <div className="form-actions">
-        <button type="button" onClick={onClose}>
-          Close
-        </button>
-        <button
-          type="button"
-          className="primary"
-          disabled={!plan.data || op !== undefined}
-          onClick={() => {
-            setError(undefined);
-            api.restoreHost(host.id).then((answer) => isOperation(answer) && follow(answer), setError);
-          }}
-        >
-          Restore
-        </button>
-      </div>
+      <OperationActions
+        op={op}
+        running={`Restoring ${host.name}`}
+        done={`Done: ${host.name} is restored.`}
+        onClose={onClose}
+        label="Restore"
+        disabled={!plan.data || op !== undefined}
+        onStart={() => {
+          setError(undefined);
+          api.restoreHost(host.id).then((answer) => isOperation(answer) && follow(answer), setError);
+        }}
+      />
     </Dialog>
   );
 }

@@ -7,6 +7,7 @@ import { ConfirmDialog, EmptyRow, ErrorNote, Loading, OperationOutcome, Operatio
 import { formatBytes, formatTime, isActive } from '../format.js';
 import { useApp, useAsync, useEvents, useOperation, useResync } from '../live.js';
 import { Link } from '../router.js';
+import { TableHead } from '../components/TableHead.js';
 
 /** "appliance" | "qcow2" | "iso" in words. */
 export function imageKind(format: string): string {
@@ -145,20 +146,7 @@ export function ImagesPage() {
         {images.data && (
           <table className="table responsive">
             <caption className="visually-hidden">Images in the library, by name</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Version</th>
-                <th scope="col">Kind</th>
-                <th scope="col">Size</th>
-                <th scope="col">Source</th>
-                <th scope="col" className="wide-nowrap">Used by</th>
-                <th scope="col">Added</th>
-                <th scope="col">
-                  <span className="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
+            <TableHead columns={['Name', 'Version', 'Kind', 'Size', 'Source', { label: 'Used by', className: 'wide-nowrap' }, 'Added']} actions />
             <tbody>
               {images.data.length === 0 && <EmptyRow columns={8}>No image yet. Import one.</EmptyRow>}
               {images.data.map((image) => {

@@ -5,6 +5,7 @@ import { PageTitle } from '../components/PageTitle.js';
 import { EmptyRow, ErrorNote, Loading } from '../components/ui.js';
 import { formatTime } from '../format.js';
 import { useApp, useAsync } from '../live.js';
+import { TableHead } from '../components/TableHead.js';
 
 type Format = '' | 'xml' | 'yaml' | 'json';
 const labelKinds = ['host', 'volume', 'image', 'network'] as const;
@@ -84,14 +85,7 @@ function ActivePolicy({ info, error }: { info: PolicyInfo | null | undefined; er
           </dl>
           <table className="table responsive">
             <caption className="visually-hidden">Labels of the policy</caption>
-            <thead>
-              <tr>
-                <th scope="col">Label</th>
-                <th scope="col">Kind</th>
-                <th scope="col">STE types</th>
-                <th scope="col">Chinese Wall types</th>
-              </tr>
-            </thead>
+            <TableHead columns={['Label', 'Kind', 'STE types', 'Chinese Wall types']} />
             <tbody>
               {info.policy.vmLabels.map((l) => (
                 <tr key={`vm-${l.name}`} data-label={l.name}>
@@ -271,16 +265,7 @@ function Labels({ policy, labels, error, onChanged }: { policy: PolicyInfo | nul
       {labels && (
         <table className="table responsive">
           <caption className="visually-hidden">Security labels of hosts and resources</caption>
-          <thead>
-            <tr>
-              <th scope="col">Kind</th>
-              <th scope="col">Object</th>
-              <th scope="col">Label</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <TableHead columns={['Kind', 'Object', 'Label']} actions />
           <tbody>
             {labels.length === 0 && <EmptyRow columns={4}>No host or resource is labelled.</EmptyRow>}
             {labels.map((l) => (

@@ -7,6 +7,7 @@ import { ConfirmDialog, EmptyRow, ErrorNote, Loading, Meter } from '../component
 import { formatBytes, parseSize } from '../format.js';
 import { useApp, useAsync, useEvents } from '../live.js';
 import { navigate, useLocation } from '../router.js';
+import { TableHead } from '../components/TableHead.js';
 
 /** Pools and volumes are read from the host; the event stream does not carry them, so the page also polls. */
 const pollMs = 10_000;
@@ -79,17 +80,7 @@ function HostStorage({ host, pool, onPool }: { host: string; pool: string; onPoo
         {pools.data && (
           <table className="table responsive">
             <caption className="visually-hidden">Storage pools on {host}</caption>
-            <thead>
-              <tr>
-                <th scope="col">Pool</th>
-                <th scope="col">Path</th>
-                <th scope="col">Usage</th>
-                <th scope="col">Volumes</th>
-                <th scope="col">
-                  <span className="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
+            <TableHead columns={['Pool', 'Path', 'Usage', 'Volumes']} actions />
             <tbody>
               {pools.data.length === 0 && <EmptyRow columns={5}>No pool.</EmptyRow>}
               {pools.data.map((p) => (
@@ -182,19 +173,7 @@ function Volumes({ host, pool, onChanged }: { host: string; pool: string; onChan
       {volumes.data && (
         <table className="table responsive">
           <caption className="visually-hidden">Volumes in pool {pool} on {host}</caption>
-          <thead>
-            <tr>
-              <th scope="col">Volume</th>
-              <th scope="col">Format</th>
-              <th scope="col">Size</th>
-              <th scope="col">Allocated</th>
-              <th scope="col">Backing</th>
-              <th scope="col">Used by</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <TableHead columns={['Volume', 'Format', 'Size', 'Allocated', 'Backing', 'Used by']} actions />
           <tbody>
             {volumes.data.length === 0 && <EmptyRow columns={7}>No volume.</EmptyRow>}
             {volumes.data.map((v) => (

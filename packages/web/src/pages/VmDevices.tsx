@@ -7,6 +7,7 @@ import { parseForwards } from '../filters.js';
 import { canDo, formatBytes, isActive, parseSize } from '../format.js';
 import { useApp, useAsync, useOperation } from '../live.js';
 import { Link } from '../router.js';
+import { TableHead } from '../components/TableHead.js';
 
 function isDeviceOp(op: Operation): boolean {
   return op.kind.startsWith('vm.disk.') || op.kind.startsWith('vm.nic.');
@@ -71,18 +72,7 @@ export function VmDevices({ vm, ops, disabled }: { vm: Vm; ops: Operation[]; dis
         </button>
       </div>
       <table className="table responsive compact" aria-labelledby="vm-disks">
-        <thead>
-          <tr>
-            <th scope="col">#</th>
-            <th scope="col">Volume</th>
-            <th scope="col">Media</th>
-            <th scope="col">Access</th>
-            <th scope="col">Role</th>
-            <th scope="col">
-              <span className="visually-hidden">Actions</span>
-            </th>
-          </tr>
-        </thead>
+        <TableHead columns={['#', 'Volume', 'Media', 'Access', 'Role']} actions />
         <tbody>
           {(devices.data?.disks ?? []).length === 0 && <EmptyRow columns={6}>{devices.loading ? 'Loading…' : vm.hostId ? 'No disk.' : 'None yet.'}</EmptyRow>}
           {(devices.data?.disks ?? []).map((disk) => (
@@ -115,17 +105,7 @@ export function VmDevices({ vm, ops, disabled }: { vm: Vm; ops: Operation[]; dis
         </button>
       </div>
       <table className="table responsive compact" aria-labelledby="vm-nics">
-        <thead>
-          <tr>
-            <th scope="col">#</th>
-            <th scope="col">MAC</th>
-            <th scope="col">Port forwards</th>
-            <th scope="col">Role</th>
-            <th scope="col">
-              <span className="visually-hidden">Actions</span>
-            </th>
-          </tr>
-        </thead>
+        <TableHead columns={['#', 'MAC', 'Port forwards', 'Role']} actions />
         <tbody>
           {(devices.data?.nics ?? []).length === 0 && <EmptyRow columns={5}>{devices.loading ? 'Loading…' : vm.hostId ? 'No NIC.' : 'None yet.'}</EmptyRow>}
           {(devices.data?.nics ?? []).map((nic) => (

@@ -10,6 +10,7 @@ import { cloudInitSummary } from '../media.js';
 import { VmCloudInit } from './VmCloudInit.js';
 import { VmDevices } from './VmDevices.js';
 import { VmMigrateDialog } from './VmMigrateDialog.js';
+import { TableHead } from '../components/TableHead.js';
 
 // The consoles pull in noVNC and xterm.js: loaded only when a VM page shows one.
 const SerialConsole = lazy(() => import('../console/SerialConsole.js'));
@@ -463,16 +464,7 @@ function Snapshots({ vm, ops, disabled }: { vm: Vm; ops: Operation[]; disabled: 
       <ErrorNote error={error ?? list.error} onDismiss={error ? () => setError(undefined) : undefined} />
       <table className="table responsive">
         <caption className="visually-hidden">Snapshots of {vm.name}</caption>
-        <thead>
-          <tr>
-            <th scope="col">Name</th>
-            <th scope="col">Created</th>
-            <th scope="col">Memory</th>
-            <th scope="col">
-              <span className="visually-hidden">Actions</span>
-            </th>
-          </tr>
-        </thead>
+        <TableHead columns={['Name', 'Created', 'Memory']} actions />
         <tbody>
           {(list.data ?? []).length === 0 && <EmptyRow columns={4}>{list.loading ? 'Loading…' : 'No snapshot.'}</EmptyRow>}
           {(list.data ?? []).map((s) => (

@@ -1,6 +1,7 @@
 import { errors } from '@drover/core';
 import { column, type RecordSpec } from '../record-codec.js';
 import type { StoreContext } from '../store-context.js';
+import { listEvery } from '../paging.js';
 import type { UpdateOptions } from '../types.js';
 import { EntityRepository, NamedEntityRepository, type EntityDefinition } from './entity-repository.js';
 import { checkNotEmpty, checkRange } from './field-checks.js';
@@ -125,6 +126,9 @@ const oneOf = (kind: string, field: string, value: unknown, allowed: readonly st
   }
 };
 
+/** The columns that end every versioned VMcasting record. */
+const versionColumns = { rev: column.integer('rev'), createdAt: column.timestamp('created_at'), updatedAt: column.timestamp('updated_at') };
+
 const metadataDefinition: EntityDefinition<ApplianceMetadataRecord, { imageId?: string }> = {
   table: 'appliance_metadata',
   kind: 'appliance metadata',
@@ -171,9 +175,7 @@ const keyFields: RecordSpec<VmcastKeyRecord> = {
   publicKey: column.text('public_key'),
   privateKey: column.text('private_key'),
   state: column.text('state'),
-  rev: column.integer('rev'),
-  createdAt: column.timestamp('created_at'),
-  updatedAt: column.timestamp('updated_at'),
+  ...versionColumns,
 };
 
 export class VmcastKeyRepository extends NamedEntityRepository<VmcastKeyRecord, { state?: string }> {
@@ -194,8 +196,7 @@ export class VmcastKeyRepository extends NamedEntityRepository<VmcastKeyRecord, 
   }
 
   async create(input: Pick<VmcastKeyRecord, 'name' | 'publicKey' | 'privateKey' | 'state'>): Promise<VmcastKeyRecord> {
-    const { id, rev, createdAt, updatedAt } = this.newIdentity();
-    return this.insert({ id, rev, createdAt, updatedAt, ...input });
+    return this.insert({ ...this.newIdentity(), ...input });
   }
 
   async update(id: string, patch: Partial<Pick<VmcastKeyRecord, 'state'>>, options: UpdateOptions = {}): Promise<VmcastKeyRecord> {
@@ -213,9 +214,7 @@ export class VmcastChannelRepository extends NamedEntityRepository<VmcastChannel
         name: column.text('name'),
         title: column.text('title'),
         description: column.text('description'),
-        rev: column.integer('rev'),
-        createdAt: column.timestamp('created_at'),
-        updatedAt: column.timestamp('updated_at'),
+        ...versionColumns,
       },
       order: ['name', 'id'],
       filters: {},
@@ -226,8 +225,7 @@ export class VmcastChannelRepository extends NamedEntityRepository<VmcastChannel
   }
 
   async create(input: Pick<VmcastChannelRecord, 'name' | 'title' | 'description'>): Promise<VmcastChannelRecord> {
-    const { id, rev, createdAt, updatedAt } = this.newIdentity();
-    return this.insert({ id, rev, createdAt, updatedAt, ...input });
+    return this.insert({ ...this.newIdentity(), ...input });
   }
 }
 
@@ -249,9 +247,7 @@ export class VmcastSubscriptionRepository extends NamedEntityRepository<VmcastSu
         nextPollAt: column.timestamp('next_poll_at', { nullable: true }),
         lastPolledAt: column.timestamp('last_polled_at', { nullable: true }),
         lastError: column.text('last_error', { nullable: true }),
-        rev: column.integer('rev'),
-        createdAt: column.timestamp('created_at'),
-        updatedAt: column.timestamp('updated_at'),
+        ...versionColumns,
       },
       order: ['name', 'id'],
       filters: {},
@@ -265,8 +261,7 @@ export class VmcastSubscriptionRepository extends NamedEntityRepository<VmcastSu
   }
 
   async create(input: Pick<VmcastSubscriptionRecord, 'name' | 'url' | 'pinnedKeys' | 'allowedHosts' | 'pollSeconds'>): Promise<VmcastSubscriptionRecord> {
-    const { id, rev, createdAt, updatedAt } = this.newIdentity();
-    return this.insert({ id, rev, createdAt, updatedAt, etag: null, lastModified: null, failures: 0, nextPollAt: null, lastPolledAt: null, lastError: null, ...input });
+    return this.insert({ ...this.newIdentity(), etag: null, lastModified: null, failures: 0, nextPollAt: null, lastPolledAt: null, lastError: null, ...input });
   }
 
   async update(id: string, patch: Partial<Omit<VmcastSubscriptionRecord, 'id' | 'rev' | 'createdAt' | 'updatedAt'>>, options: UpdateOptions = {}): Promise<VmcastSubscriptionRecord> {
@@ -300,9 +295,7 @@ export class VmcastReleaseRepository extends EntityRepository<VmcastReleaseRecor
         imageId: column.id('image_id', { nullable: true }),
         reason: column.text('reason', { nullable: true }),
         receivedBytes: column.integer('received_bytes'),
-        rev: column.integer('rev'),
-        createdAt: column.timestamp('created_at'),
-        updatedAt: column.timestamp('updated_at'),
+        ...versionColumns,
       },
       order: ['createdAt', 'id'],
       filters: {
@@ -322,8 +315,7 @@ export class VmcastReleaseRepository extends EntityRepository<VmcastReleaseRecor
   }
 
   async create(input: Omit<VmcastReleaseRecord, 'id' | 'rev' | 'createdAt' | 'updatedAt'>): Promise<VmcastReleaseRecord> {
-    const { id, rev, createdAt, updatedAt } = this.newIdentity();
-    return this.insert({ id, rev, createdAt, updatedAt, ...input });
+    return this.insert({ ...this.newIdentity(), ...input });
   }
 
   async update(id: string, patch: Partial<Pick<VmcastReleaseRecord, 'state' | 'imageId' | 'reason' | 'receivedBytes'>>, options: UpdateOptions = {}): Promise<VmcastReleaseRecord> {
@@ -332,14 +324,7 @@ export class VmcastReleaseRepository extends EntityRepository<VmcastReleaseRecor
 
   /** Every release of a channel or a subscription, oldest first. */
   async all(filter: VmcastReleaseFilter): Promise<VmcastReleaseRecord[]> {
-    const items: VmcastReleaseRecord[] = [];
-    let after: string | undefined;
-    do {
-      const page = await this.list({ limit: 1000, filter, ...(after ? { after } : {}) });
-      items.push(...page.items);
-      after = page.next;
-    } while (after);
-    return items;
+    return listEvery((query) => this.list(query), filter);
   }
 }
 
@@ -357,9 +342,7 @@ export class VmcastFollowRepository extends EntityRepository<VmcastFollowRecord,
         currentReleaseId: column.id('current_release_id', { nullable: true }),
         pendingReleaseId: column.id('pending_release_id', { nullable: true }),
         maintenanceWindow: column.text('maintenance_window', { nullable: true }),
-        rev: column.integer('rev'),
-        createdAt: column.timestamp('created_at'),
-        updatedAt: column.timestamp('updated_at'),
+        ...versionColumns,
       },
       order: ['id'],
       filters: { subscriptionId: filterBy.reference('subscription_id') as never },
@@ -370,8 +353,7 @@ export class VmcastFollowRepository extends EntityRepository<VmcastFollowRecord,
   }
 
   async create(input: Pick<VmcastFollowRecord, 'vmId' | 'subscriptionId' | 'policy' | 'held' | 'currentReleaseId' | 'maintenanceWindow'>): Promise<VmcastFollowRecord> {
-    const { id, rev, createdAt, updatedAt } = this.newIdentity();
-    return this.insert({ id, rev, createdAt, updatedAt, pendingReleaseId: null, ...input });
+    return this.insert({ ...this.newIdentity(), pendingReleaseId: null, ...input });
   }
 
   async update(id: string, patch: Partial<Pick<VmcastFollowRecord, 'policy' | 'held' | 'currentReleaseId' | 'pendingReleaseId' | 'subscriptionId' | 'maintenanceWindow'>>, options: UpdateOptions = {}): Promise<VmcastFollowRecord> {
