@@ -480,6 +480,15 @@ export class VmService {
   }
 
   /** Spawns QEMU for the record and connects to it; on failure nothing is left running. */
+  /** Feeds a saved state file into a QEMU started with `-incoming defer`; resolves when QEMU reports the load complete. */
+  private async loadSavedState(live: Live, socket: string, file: string): Promise<void> {
+    await live.qmp.migrateSetCapabilities([{ capability: 'events', state: true }]);
+    const completed = waitForMigration(live.qmp, this.o.qmpTimeoutMs * 30);
+    await live.qmp.migrateIncoming(`unix:${socket}`);
+    await sendFileToState(socket, file, this.o.qmpTimeoutMs * 30);
+    await completed;
+  }
+
   private async launch(record: VmRecord, extra: Partial<QemuLaunchConfig> = {}): Promise<Live> {
     const f = this.files(record.id);
     await Promise.all([f.qmp, f.serial, f.vnc, f.pid, f.saveSocket, f.restoreSocket].map((p) => rm(p, { force: true })));
@@ -755,11 +764,7 @@ export class VmService {
       const f = this.files(record.id);
       const live = await this.launch(record, { incomingDefer: true });
       try {
-        await live.qmp.migrateSetCapabilities([{ capability: 'events', state: true }]);
-        const completed = waitForMigration(live.qmp, this.o.qmpTimeoutMs * 30);
-        await live.qmp.migrateIncoming(`unix:${f.restoreSocket}`);
-        await sendFileToState(f.restoreSocket, saved.file, this.o.qmpTimeoutMs * 30);
-        await completed;
+        await this.loadSavedState(live, f.restoreSocket, saved.file);
         if (saved.wasRunning) await live.qmp.cont();
         live.qemuStatus = (await live.qmp.queryStatus()).status;
       } catch (cause) {
@@ -935,11 +940,7 @@ export class VmService {
         const f = this.files(record.id);
         const live = await this.launch(record, { incomingDefer: true });
         try {
-          await live.qmp.migrateSetCapabilities([{ capability: 'events', state: true }]);
-          const completed = waitForMigration(live.qmp, this.o.qmpTimeoutMs * 30);
-          await live.qmp.migrateIncoming(`unix:${f.restoreSocket}`);
-          await sendFileToState(f.restoreSocket, saved.file, this.o.qmpTimeoutMs * 30);
-          await completed;
+          await this.loadSavedState(live, f.restoreSocket, saved.file);
           live.qemuStatus = (await live.qmp.queryStatus()).status;
         } catch (cause) {
           await this.killAndForget(record);
