@@ -417,6 +417,20 @@ export class MigrationService {
       'tls-creds': tlsObject,
       'tls-hostname': request.tlsHostname,
     });
+    // Under TCG, QEMU marks a guest page dirty for migration only on a TLB miss: a page the vCPU keeps
+    // in its software TLB (the kernel's timer and scheduler data, say) is written again after it was
+    // sent without being sent again, and the destination's guest runs on stale memory (seen here: a
+    // kernel panic in the timer interrupt after a 90 s pre-copy, with or without auto-converge; the
+    // same QEMU on its own, without Drover, does it too). So under TCG the guest does not run while
+    // its memory is copied: it is paused here and continues on the destination (or here again after a
+    // cancel: `wasRunning` is in the marker). KVM tracks dirty pages itself; there the copy is live.
+    if (record.migration?.mode === 'live' && record.runtime?.accel === 'tcg') {
+      const live = this.hooks.live(record.id)!;
+      if ((await qmp.queryStatus()).status === 'running') {
+        await qmp.stop();
+        live.qemuStatus = 'paused';
+      }
+    }
     await qmp.migrate(request.uri);
     return this.status(record.id);
   }
