@@ -35,6 +35,8 @@ function suite(name, command, commandArgs, count) {
 // Besides the files named here, every `*.multihost.test.ts` belongs to this group.
 const serialFiles = [
   'packages/manager/src/migration.test.ts',
+  // Runs its agent in the root namespace and loads Drover's nft tables and bridges there.
+  'packages/manager/src/labs/labs-networks.test.ts',
   'packages/manager/src/cluster-capacity.test.ts',
   'packages/web/test/migrate.browser.test.ts',
   'packages/web/test/rebalance.browser.test.ts',

@@ -5,3 +5,4 @@ export { runMigrationBench } from './migration-bench.js';
 export { conflictSetFilter, generateCluster, runPlannerBench } from './planner-bench.js';
 export { median, percentile, report, timed, now, type Comparison } from './stats.js';
 export { runVmcastBench } from './vmcast-bench.js';
+export { runScaleBench } from './scale-bench.js';

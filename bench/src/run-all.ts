@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 import { runAgentBench } from './agent-bench.js';
 import { runFirewallBench } from './firewall-bench.js';
+import { runLabBench } from './lab-bench.js';
 import { runManagerBench } from './manager-bench.js';
 import { runMigrationBench } from './migration-bench.js';
 import { runPlannerBench } from './planner-bench.js';
 import { runPolicyBench } from './policy-bench.js';
+import { runScaleBench } from './scale-bench.js';
 import { runWebBench } from './web-bench.js';
 import { runVmcastBench } from './vmcast-bench.js';
 
@@ -23,6 +25,8 @@ const benches: Array<[string, (o: { smoke: boolean }) => Promise<boolean>]> = [
   ['policy', runPolicyBench],
   ['web', runWebBench],
   ['vmcast', runVmcastBench],
+  ['lab', runLabBench],
+  ['scale', runScaleBench],
 ];
 const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 

@@ -14,6 +14,8 @@ import { buildAgentServer } from './server.js';
 import { VmService } from './vm-service.js';
 import { MigrationService } from './migration.js';
 import { NetworkStateService } from './net/network-state.service.js';
+import { GuestPackageStore } from './net/guest-packages.js';
+import type { NicBinding } from './net/firewall-model.js';
 
 export const agentVersion = '0.1.0';
 
@@ -153,9 +155,13 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
   const migrations = identity ? new MigrationService({ hooks: vms.migrationHooks(), pools, account, tlsDir, address: host, qmpTimeoutMs: config.qmpTimeoutMs, defaultCpuModel: config.defaultCpuModel, logger: logger.child({ module: 'migration' }) }) : undefined;
   const held = migrations?.resume() ?? [];
   if (held.length > 0) logger.warn({ vms: held }, 'VMs caught in a migration stay locked until the manager ends it');
-  const networks = new NetworkStateService({ stateDir: path.join(config.stateDir, 'net'), logger: logger.child({ module: 'net' }) });
+  // Package updates for guests (VMcasting): the manager pushes offers and archives, the metadata service serves them.
+  const guestPackages = new GuestPackageStore(path.join(config.stateDir, 'packages'));
+  const resolveVm = (nic: NicBinding) => vms.list().find((vm) => vm.spec.nics?.some((n) => n.mode === 'tap' && n.tap === nic.tap && n.mac?.toLowerCase() === nic.mac))?.id;
+  const networks = new NetworkStateService({ stateDir: path.join(config.stateDir, 'net'), logger: logger.child({ module: 'net' }), packages: { packages: guestPackages, resolveVm } });
   const app = await buildAgentServer({
     networks,
+    guestPackages,
     token,
     ...(identity ? { tls: agentTlsOptions(identity), tlsDir } : {}),
     ...(migrations ? { migrations } : {}),

@@ -51,6 +51,8 @@ import {
 import type { VmService } from './vm-service.js';
 import { migrationRoutes, type MigrationService } from './migration.js';
 import type { NetworkStateService } from './net/network-state.service.js';
+import type { GuestPackageStore } from './net/guest-packages.js';
+import { guestPackageRoutes } from './net/guest-packages.routes.js';
 
 export interface AgentServerOptions {
   /** Bearer token (standalone agent); ignored when `tls` is set. */
@@ -69,6 +71,8 @@ export interface AgentServerOptions {
   migrations?: MigrationService;
   /** Networks and firewall of this host (net/); absent: no network routes. */
   networks?: NetworkStateService;
+  /** Package updates for guests (net/guest-packages.ts); absent: no package routes. */
+  guestPackages?: GuestPackageStore;
 }
 
 const VmParams = Type.Object({ vm: Type.String({ minLength: 1, maxLength: 128 }) });
@@ -407,6 +411,7 @@ export async function buildAgentServer(o: AgentServerOptions) {
   });
   await app.register(async (scope) => volumeContentRoutes(scope as unknown as FastifyInstance, o.pools));
   if (o.migrations) await app.register(async (scope) => migrationRoutes(scope as unknown as FastifyInstance, o.migrations!));
+  if (o.guestPackages) await app.register(async (scope) => guestPackageRoutes(scope as unknown as FastifyInstance, o.guestPackages!));
 
   return app;
 }

@@ -9,3 +9,6 @@ export * from './power.js';
 export * from './vmcasting.js';
 export * from './policy.js';
 export * from './network.js';
+export * from './eva.js';
+export * from './labs.js';
+export * from './managers.js';

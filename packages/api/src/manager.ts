@@ -68,6 +68,18 @@ export const HostJoined = Type.Object({ hostId: Uuid, certPem: Type.String(), ca
 export const managedVmStates = ['defined', 'starting', 'running', 'paused', 'saving', 'saved', 'stopping', 'stopped', 'migrating', 'error'] as const;
 export type ManagedVmState = (typeof managedVmStates)[number];
 
+/** One NIC of a new VM on a Drover network (networks/): the manager allocates what is not given. */
+export const VmNetworkAttachment = Type.Object(
+  {
+    network: Type.String({ pattern: '^[a-z][a-z0-9-]{0,30}$', description: 'The network\'s name' }),
+    securityGroups: Type.Optional(Type.Array(Type.String({ pattern: '^[a-z][a-z0-9-]{0,30}$' }), { maxItems: 16 })),
+    ip: Type.Optional(Type.String({ maxLength: 15, pattern: '^[0-9]{1,3}(\\.[0-9]{1,3}){3}$', description: 'A free host address of the subnet (default: the first free one)' })),
+    mac: Type.Optional(MacAddress),
+  },
+  { additionalProperties: false },
+);
+export type VmNetworkAttachment = Static<typeof VmNetworkAttachment>;
+
 export const VmCreate = Type.Object(
   {
     name: Name,
@@ -106,6 +118,7 @@ export const VmCreate = Type.Object(
     autostart: Type.Optional(Type.Boolean()),
     evacuationPolicy: Type.Optional(EvacuationPolicySchema),
     project: Type.Optional(Name),
+    networks: Type.Optional(Type.Array(VmNetworkAttachment, { maxItems: 8, description: 'NICs on Drover networks (eth0, eth1, … in this order), each a tap with its address by DHCP; see docs/networks.md' })),
   },
   { additionalProperties: false },
 );

@@ -104,10 +104,10 @@ export class DroverClient {
     return bytes;
   }
 
-  /** Uploads `source` (of `size` bytes) as application/octet-stream and answers the parsed JSON. */
-  async upload<T>(path: string, source: Readable, size: number): Promise<T> {
-    const where = `PUT ${API_PREFIX}${path}`;
-    const response = await this.streamingFetch('PUT', path, where, { 'content-type': 'application/octet-stream', 'content-length': String(size) }, source);
+  /** Uploads `source` (of `size` bytes) as application/octet-stream and answers the parsed JSON (PUT unless `method` says otherwise). */
+  async upload<T>(path: string, source: Readable, size: number, method: 'PUT' | 'POST' = 'PUT'): Promise<T> {
+    const where = `${method} ${API_PREFIX}${path}`;
+    const response = await this.streamingFetch(method, path, where, { 'content-type': 'application/octet-stream', 'content-length': String(size) }, source);
     return (await response.json()) as T;
   }
 

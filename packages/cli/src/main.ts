@@ -3,6 +3,7 @@ import { Option, type Command } from 'commander';
 import { exitCodeOf, isDroverError } from '@drover/core';
 import { createCli, processContext } from './program.js';
 import { defaultDataDir, down, up } from './up.js';
+import { registerAdminCommands } from './admin.js';
 
 function fail(error: unknown, json: boolean): never {
   if (isDroverError(error)) {
@@ -60,6 +61,8 @@ function addLocalCommands(program: Command): void {
         fail(error, options.json);
       }
     });
+
+  registerAdminCommands(program);
 
   program
     .command('down')

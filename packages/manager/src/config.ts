@@ -64,6 +64,14 @@ export const ManagerConfigSchema = Type.Object(
     powerVerifyMs: Type.Optional(Type.Integer({ minimum: 100 })),
     /** How long a host powered on may take until its agent answers (default 10 minutes). */
     powerBootTimeoutMs: Type.Optional(Type.Integer({ minimum: 1000 })),
+    /** Several managers on PostgreSQL (docs/scale-out.md): how often each refreshes its row, tries for the lead and adopts orphaned operations (default 1000). */
+    clusterIntervalMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 60_000 })),
+    /**
+     * A 32-byte key file (mode 0600) every manager of the cluster has: the CA key and the
+     * manager's tokens are then kept sealed (AES-256-GCM) in the shared store (docs/scale-out.md).
+     * Also DROVER_SECRET_KEY_FILE.
+     */
+    secretKeyFile: Type.Optional(Type.String({ pattern: '^/' })),
     /** Cluster load balancing (docs/planner.md): the automatic rebalance is off unless `auto` is true. */
     rebalance: Type.Optional(
       Type.Object(
@@ -120,6 +128,7 @@ const envKeys: Record<string, keyof ManagerConfig> = {
   ADMIN_TOKEN: 'adminToken',
   LOG_LEVEL: 'logLevel',
   WEB_ROOT: 'webRoot',
+  SECRET_KEY_FILE: 'secretKeyFile',
 };
 
 /** Defaults, then the YAML file, then DROVER_MANAGER_* variables; a bad key stops the start naming it. */

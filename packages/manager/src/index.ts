@@ -2,3 +2,4 @@ export { startManager, type RunningManager, type StartManagerOptions } from './m
 export { loadManagerConfig, defaultManagerConfig, type ManagerConfig } from './config.js';
 export { buildManagerServer, publicRoutes } from './http/server.js';
 export * from './pki/index.js';
+export { openSqliteStore, openPostgresStore, type Store } from './store/index.js';

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { isDroverError } from '@drover/core';
 import { loadManagerConfig } from './config.js';
 import { startManager } from './manager.js';
+import { runAdmin } from './admin.js';
 
 const usage = `Usage: drover-manager [--config FILE] [--listen HOST:PORT] [--data-dir DIR] [--store sqlite|postgres://...] [--ready-file FILE]
 
@@ -20,10 +21,17 @@ Options:
   --ready-file FILE   once serving, write {"url","token","caFingerprint","pid"} (0600)
   -h, --help          show this help
 
+       drover-manager admin migrate-store|backup|restore ...   (see: drover-manager admin --help)
+
 Environment: DROVER_MANAGER_LISTEN, DROVER_MANAGER_DATA_DIR, DROVER_MANAGER_STORE,
-DROVER_MANAGER_ADMIN_TOKEN, DROVER_MANAGER_LOG_LEVEL override the file.`;
+DROVER_MANAGER_ADMIN_TOKEN, DROVER_MANAGER_LOG_LEVEL, DROVER_MANAGER_SECRET_KEY_FILE override the file.
+DROVER_SECRET_KEY_FILE: the key shared by the managers of one PostgreSQL store (docs/scale-out.md).`;
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'admin') {
+    process.exitCode = await runAdmin(process.argv.slice(3));
+    return;
+  }
   const { values } = parseArgs({
     options: {
       config: { type: 'string' },

@@ -1,7 +1,10 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
-import { loadOrCreateSecret } from '@drover/agent';
+import { randomUUID } from 'node:crypto';
+import { agentVersion, loadOrCreateSecret } from '@drover/agent';
+import { ClusterCoordinator } from './cluster/coordinator.js';
+import { shareSecrets, sharedCaState } from './cluster/secrets.js';
 import type { ManagerConfig } from './config.js';
 import { AgentLink } from './hosts/agent-link.js';
 import { CrlPush } from './hosts/crl-push.js';
@@ -23,6 +26,10 @@ import { PowerPolicyService } from './power/power-policy.service.js';
 import { PowerService } from './power/power.service.js';
 import { HaService } from './power/ha.service.js';
 import { VmcastService } from './vmcasting/vmcast.service.js';
+import { PackageService } from './packages/package.service.js';
+import { LabService } from './labs/lab.service.js';
+import { labNetworking } from './labs/lab-networking.js';
+import { labPackages } from './labs/lab-packages.js';
 import { RebalanceService } from './cluster/rebalance.service.js';
 
 export interface RunningManager {
@@ -37,13 +44,20 @@ export interface RunningManager {
   /** Keeps agents' CRLs current. */
   crl: CrlPush;
   vms: VmService;
+  /** Networks, security groups, NICs, host network states (the same as `vms.networks`). */
+  networks: VmService['networks'];
   runner: OperationRunner;
   /** Host power drivers, maintenance and the power policy. */
   power: { ha: HaService; power: PowerService; maintenance: MaintenanceService; policy: PowerPolicyService };
   /** VMcasting: publisher, subscriber, update channels. */
   vmcast: VmcastService;
+  packages: PackageService;
+  /** Labs: packages and lab manifests deployed as a unit (labs/). */
+  labs: LabService;
   /** Cluster load balancing: the rebalance plan, its runs and the automatic rebalance. */
   rebalance: RebalanceService;
+  /** Several managers on one store: the leader election, this manager's id, the managers list. */
+  cluster: ClusterCoordinator;
   /** Stops serving; operations in flight are left for the next manager to recover. */
   close(): Promise<void>;
 }
@@ -55,6 +69,10 @@ export interface StartManagerOptions {
   ca?: ClusterCaOptions;
   /** VMcasting limits and timers; tests shorten them (tickMs 0: polls only on demand). */
   vmcast?: { maxFeedBytes?: number; tickMs?: number; healthTimeoutMs?: number };
+  /** Package import limits (entry and total sizes); tests lower them. */
+  packageLimits?: Partial<import('./packages/eva-format.js').ExtractLimits>;
+  /** Labs: "user" runs lab VMs on QEMU user networking instead of Drover networks (docs/labs.md). */
+  labs?: { networkMode?: 'networks' | 'user'; healthTimeoutMs?: number };
 }
 
 /** Starts a manager: store, CA, image library, services, recovery of unfinished operations, API. */
@@ -62,7 +80,22 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
   const logger = options.logger ?? pino({ name: 'drover:manager', level: config.logLevel });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const store = config.store === 'sqlite' ? await openSqliteStore({ file: path.join(config.dataDir, 'drover.db') }) : await openPostgresStore({ connectionString: config.store });
-  const ca = await ClusterCa.open(path.join(config.dataDir, 'ca'), options.ca);
+  const secretKeyFile = config.secretKeyFile ?? process.env.DROVER_SECRET_KEY_FILE;
+  if (secretKeyFile) {
+    // Several managers: the CA and the tokens come from the store, sealed with the shared key (cluster/secrets.ts).
+    await shareSecrets(store, secretKeyFile, config.dataDir, async () => {
+      await ClusterCa.open(path.join(config.dataDir, 'ca'), options.ca);
+      for (const name of ['admin-token', 'metrics-token', 'session-key']) await loadOrCreateSecret(path.join(config.dataDir, name));
+    }).catch(async (error: unknown) => {
+      await store.close();
+      throw error;
+    });
+  }
+  const ca = await ClusterCa.open(path.join(config.dataDir, 'ca'), {
+    ...options.ca,
+    // Several managers: revocations and CRLs made through any of them are the same for all.
+    ...(secretKeyFile ? { shared: await sharedCaState(store, secretKeyFile, config.dataDir) } : {}),
+  });
   const adminToken = await loadOrCreateSecret(path.join(config.dataDir, 'admin-token'), config.adminToken);
   const metricsToken = await loadOrCreateSecret(path.join(config.dataDir, 'metrics-token'), config.metricsToken);
   const managerCredentials = await ca.managerClientCredentials();
@@ -102,6 +135,31 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     tickMs: options.vmcast?.tickMs ?? 10_000,
     ...(options.vmcast?.maxFeedBytes ? { maxFeedBytes: options.vmcast.maxFeedBytes } : {}),
     ...(options.vmcast?.healthTimeoutMs ? { healthTimeoutMs: options.vmcast.healthTimeoutMs } : {}),
+  });
+  const packages = new PackageService({
+    store,
+    runner,
+    hub,
+    link,
+    library: images,
+    logger: logger.child({ module: 'packages' }),
+    dir: path.join(config.dataDir, 'packages'),
+    maxVirtualBytes: config.imageMaxVirtualBytes,
+    downloadTimeoutMs: config.imageDownloadTimeoutMs,
+    ...(options.packageLimits ? { limits: options.packageLimits } : {}),
+  });
+  vmcast.useAppliancePackages(packages);
+  const labs = new LabService({
+    store,
+    runner,
+    vms,
+    link,
+    images,
+    hub,
+    logger: logger.child({ module: 'labs' }),
+    ...(options.labs?.networkMode === 'user' ? {} : { networking: labNetworking(vms.networks) }),
+    packages: labPackages(packages, store),
+    ...(options.labs?.healthTimeoutMs ? { healthTimeoutMs: options.labs.healthTimeoutMs } : {}),
   });
   // eslint-disable-next-line prefer-const -- assigned once the power service exists; the heartbeat only calls it later
   let ha: HaService;
@@ -144,12 +202,30 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     // The power policy packs hosts at night and rebalances after waking them: never fight it.
     holdOff: async () => ((await runner.busyWith('power-policy')) ? 'the power policy is at work' : undefined),
   });
-  const recovered = await runner.resumeAll();
-  if (recovered > 0) logger.info({ recovered }, 'recovering unfinished operations');
-  hosts.start();
-  power.policy.start();
-  rebalance.start();
-  vmcast.start();
+  // Background work runs on the leader only (cluster/coordinator.ts): one manager on SQLite leads from the start;
+  // managers sharing PostgreSQL elect one, which also recovers the operations of managers that died.
+  const coordinator = new ClusterCoordinator({
+    store,
+    hub,
+    runner,
+    logger: logger.child({ module: 'cluster' }),
+    managerId: randomUUID(),
+    version: agentVersion,
+    ...(config.store === 'sqlite' ? {} : { connectionString: config.store }),
+    ...(config.clusterIntervalMs ? { intervalMs: config.clusterIntervalMs } : {}),
+    onLead: () => {
+      hosts.start();
+      power.policy.start();
+      rebalance.start();
+      vmcast.start();
+    },
+    onFollow: () => {
+      hosts.stop();
+      power.policy.stop();
+      rebalance.stop();
+      vmcast.stop();
+    },
+  });
   const browserAuth = new BrowserAuth({ key: await loadOrCreateSecret(path.join(config.dataDir, 'session-key')) });
   const webRoot = config.webRoot === 'none' ? undefined : (config.webRoot ?? defaultWebRoot());
   const { caFile, ...ldapSettings } = config.ldap ?? { caFile: undefined };
@@ -161,7 +237,7 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     ...(config.loginWindowSeconds ? { loginWindowMs: config.loginWindowSeconds * 1000 } : {}),
   });
   await access.bootstrap(adminToken);
-  const serverOptions = { store, hub, hosts, vms, runner, link, power, rebalance, images: imageService, vmcast, adminToken, metricsToken, browserAuth, access, ...(webRoot ? { webRoot } : {}), logger: logger.child({ module: 'http' }) };
+  const serverOptions = { store, hub, hosts, vms, runner, link, power, rebalance, cluster: coordinator, images: imageService, vmcast, packages, labs, adminToken, metricsToken, browserAuth, access, ...(webRoot ? { webRoot } : {}), logger: logger.child({ module: 'http' }) };
   const app = await buildManagerServer(serverOptions);
   const [host, port] = config.listen.split(':') as [string, string];
   await app.listen({ host, port: Number(port) });
@@ -178,6 +254,10 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     const tlsAddress = tlsApp.server.address();
     tlsUrl = `https://${tlsHost}:${typeof tlsAddress === 'object' && tlsAddress ? tlsAddress.port : Number(tlsPort)}`;
   }
+  await coordinator.start(`http://${host}:${actualPort}`);
+  // A shared CA: revocations made through other managers reach this one's checks within seconds.
+  const caRefresh = secretKeyFile ? setInterval(() => void ca.refresh().catch((error: unknown) => logger.warn({ err: error }, 'CA refresh failed')), 5000) : undefined;
+  caRefresh?.unref();
   return {
     url: `http://${host}:${actualPort}`,
     ...(tlsUrl ? { tlsUrl } : {}),
@@ -188,11 +268,17 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     hosts,
     crl,
     vms,
+    networks: vms.networks,
     runner,
     power,
     vmcast,
+    packages,
+    labs,
     rebalance,
+    cluster: coordinator,
     async close() {
+      await coordinator.close();
+      clearInterval(caRefresh);
       hosts.stop();
       vmcast.stop();
       power.policy.stop();

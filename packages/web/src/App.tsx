@@ -8,9 +8,12 @@ import { AppProvider, useActivity, useApp, useStreamStatus, type AppContextValue
 import { DashboardPage } from './pages/DashboardPage.js';
 import { HostsPage } from './pages/HostsPage.js';
 import { ImagesPage } from './pages/ImagesPage.js';
+import { PackagesPage } from './pages/PackagesPage.js';
+import { LabsPage } from './pages/LabsPage.js';
 import { LoginPage } from './pages/LoginPage.js';
 import { OperationsPage } from './pages/OperationsPage.js';
 import { PolicyPage } from './pages/PolicyPage.js';
+import { NetworksPage } from './pages/NetworksPage.js';
 import { FeedsPage } from './pages/FeedsPage.js';
 import { StoragePage } from './pages/StoragePage.js';
 import { VmListPage } from './pages/VmListPage.js';
@@ -121,9 +124,12 @@ const navItems = [
   { to: '/', label: 'Dashboard', active: (p: string) => p === '/' },
   { to: '/vms', label: 'VMs', active: (p: string) => p.startsWith('/vms') },
   { to: '/images', label: 'Images', active: (p: string) => p.startsWith('/images') },
+  { to: '/packages', label: 'Packages', active: (p: string) => p.startsWith('/packages') },
   { to: '/feeds', label: 'Feeds', active: (p: string) => p.startsWith('/feeds') },
   { to: '/hosts', label: 'Hosts', active: (p: string) => p.startsWith('/hosts') },
   { to: '/storage', label: 'Storage', active: (p: string) => p.startsWith('/storage') },
+  { to: '/networks', label: 'Networks', active: (p: string) => p.startsWith('/networks') },
+  { to: '/labs', label: 'Labs', active: (p: string) => p.startsWith('/labs') },
   { to: '/policy', label: 'Policy', active: (p: string) => p.startsWith('/policy') },
   { to: '/operations', label: 'Operations', active: (p: string) => p.startsWith('/operations') },
   { to: '/users', label: 'Access', active: (p: string) => ['/users', '/roles', '/tokens', '/audit'].includes(p) },
@@ -187,11 +193,14 @@ function Routes({ path }: { path: string }) {
   if (path === '/vms') return <VmListPage />;
   if ((params = match('/vms/:id', path))) return <VmPage key={params.id} id={params.id!} />;
   if (path === '/images') return <ImagesPage />;
+  if (path === '/packages') return <PackagesPage />;
   if (path === '/feeds') return <FeedsPage />;
   if (path === '/hosts') return <HostsPage />;
   if (path === '/storage') return <StoragePage />;
   if (path === '/operations') return <OperationsPage />;
   if (path === '/policy') return <PolicyPage />;
+  if (path === '/networks') return <NetworksPage />;
+  if (path === '/labs') return <LabsPage />;
   if (path === '/users') return <UsersPage />;
   if (path === '/roles') return <RolesPage />;
   if (path === '/tokens') return <TokensPage />;

@@ -1,4 +1,5 @@
-import { rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
@@ -10,7 +11,8 @@ import { distDir, importTinyImage, launchChromium, logInWithToken, managerApi, p
  * The Feeds page (VMcasting) in real headless Chromium against a real manager
  * that publishes to itself over loopback: a key, a channel, a release, the
  * public feed link, a subscription polled from the page, a VM following the
- * channel, a hold, a revoked key.
+ * channel, a hold, a package published, received and approved for the VM,
+ * a revoked key.
  */
 
 let manager: RunningManager | undefined;
@@ -79,6 +81,29 @@ describe('Feeds page', () => {
     await followRow.getByRole('button', { name: 'Hold v1' }).click();
     await followRow.getByText('notify (held)').waitFor();
     expect((await api('GET', '/api/v1/vmcast/follows')).body.items[0]).toMatchObject({ vm: 'v1', channel: 'self', policy: 'notify', held: true, currentRelease: 'tiny:1' });
+
+    // A package for guests: published from a file, received by polling, pending for the notify VM, approved.
+    const src = path.join(dataDir, 'motd');
+    mkdirSync(src, { recursive: true });
+    writeFileSync(path.join(src, 'install'), '#!/bin/sh\necho motd\n', { mode: 0o755 });
+    execFileSync('tar', ['--format=ustar', '-czf', path.join(dataDir, 'motd.tar.gz'), '-C', src, '.']);
+    await row.getByLabel('Package file').setInputFiles(path.join(dataDir, 'motd.tar.gz'));
+    await row.getByLabel('Package name').fill('motd');
+    await row.getByLabel('Package version').fill('1.0');
+    await row.getByRole('button', { name: 'Publish package on tiny' }).click();
+    await row.getByRole('button', { name: 'Packages of tiny' }).click();
+    await page.getByRole('region', { name: 'Packages of channel tiny' }).locator('tr[data-package="motd:1.0"]').getByText('published').waitFor();
+    await subs.getByRole('button', { name: 'Poll now self' }).click();
+    await subs.getByRole('status').getByText('imported motd 1.0 (package)').waitFor();
+    await followRow.getByRole('button', { name: 'Release hold v1' }).click();
+    await followRow.getByText(/^notify$/).waitFor();
+    await followRow.getByRole('button', { name: 'Packages of VM v1' }).click();
+    const vmPackages = page.getByRole('region', { name: 'Packages of VM v1' });
+    const motd = vmPackages.locator('tr[data-vm-package="motd"]');
+    await motd.locator('td[data-label="Pending"]').getByText('1.0').waitFor();
+    await motd.getByRole('button', { name: 'Approve motd' }).click();
+    await motd.locator('td[data-label="Offered"]').getByText('1.0').waitFor();
+    expect((await api('GET', '/api/v1/vms/v1/packages')).body).toMatchObject({ policy: 'notify', offered: [{ name: 'motd', version: '1.0' }], pending: [] });
 
     await keys.getByRole('button', { name: 'Revoke key k1' }).click();
     await keys.locator('tr[data-key="k1"]').getByText('revoked').waitFor();

@@ -14,7 +14,8 @@ import { distDir, importTinyImage, joinSharedPoolHosts, launchChromium, logInWit
  * one shared pool): the power policy form refuses a window that does not
  * parse in the manager's words, the Power… dialog sets a command driver and
  * reads the power status, Evacuate… shows the plan then moves the VM to h2,
- * Restore… brings it back.
+ * Restore… brings it back. The VM page's HA switch sets the VM's HA flag,
+ * follows a change made through the API, and shows a refusal.
  */
 
 let manager: RunningManager | undefined;
@@ -122,4 +123,55 @@ describe('Hosts page: maintenance and power', () => {
     await hostPanel('h1').locator('.badge[data-state="online"]').waitFor();
     await page.screenshot({ path: path.join(shots, 'hosts-restored.png') });
   }, 400_000);
+});
+
+describe('VM page: the HA switch', () => {
+  it('refuses HA for a VM with a disk on a pool that is not shared, in the manager\'s words, and changes nothing', async () => {
+    // vm2: stopped on h1 with an added disk on h1's own (not shared) pool "local".
+    const localDir = tempDir('web-power-local');
+    dirs.push(localDir);
+    expect((await api('POST', '/api/v1/hosts/h1/pools', { name: 'local', path: localDir })).status).toBe(201);
+    expect((await api('POST', '/api/v1/vms', { name: 'vm2', image: 'tiny', memoryMiB: 64, hostInclude: ['h1'] })).status).toBe(201);
+    expect((await api('POST', '/api/v1/vms/vm2/start?wait=true', {})).body.state).toBe('done');
+    expect((await api('POST', '/api/v1/vms/vm2/force-off?wait=true', {})).body.state).toBe('done');
+    const added = await api('POST', '/api/v1/vms/vm2/disks?wait=true', { sizeBytes: 1024 * 1024, pool: 'local' });
+    expect(added.body.state, JSON.stringify(added.body)).toBe('done');
+
+    await page.goto(`${manager!.url}/vms/vm2`);
+    await page.getByRole('heading', { level: 1, name: 'VM vm2' }).waitFor();
+    const ha = page.getByRole('switch', { name: 'High availability' });
+    expect(await ha.isChecked()).toBe(false);
+    await ha.click();
+    await page.getByRole('alert').getByText('Not possible right now: Cannot mark VM "vm2" HA: its disks are on pool "local", which is not shared on host "h1"; HA needs shared storage').waitFor();
+    expect(await ha.isChecked()).toBe(false);
+    expect((await api('GET', '/api/v1/vms/vm2')).body.spec.ha).toBeUndefined();
+    await page.screenshot({ path: path.join(shots, 'vm-ha-refused.png') });
+  });
+
+  it('sets the HA flag of a VM on shared storage, and shows a change made through the API without a reload', async () => {
+    await page.goto(`${manager!.url}/vms/vm1`);
+    await page.getByRole('heading', { level: 1, name: 'VM vm1' }).waitFor();
+    // A mark in the page: it would be gone after a reload.
+    await page.evaluate(() => ((window as unknown as { droverNoReload: boolean }).droverNoReload = true));
+    const ha = page.getByRole('switch', { name: 'High availability' });
+    expect(await ha.isChecked()).toBe(false);
+    await ha.click();
+    await page.locator('input[role="switch"][aria-checked="true"]').waitFor();
+    expect((await api('GET', '/api/v1/vms/vm1')).body.spec.ha).toBe(true);
+    await page.screenshot({ path: path.join(shots, 'vm-ha-on.png') });
+
+    // Turned off elsewhere (the API, as the CLI's `drover vm ha vm1 off` does): the switch follows through the event stream.
+    const off = await api('PUT', '/api/v1/vms/vm1/ha', { enabled: false });
+    expect(off.status, JSON.stringify(off.body)).toBe(200);
+    await page.locator('input[role="switch"][aria-checked="false"]').waitFor();
+    expect(await ha.isChecked()).toBe(false);
+    // And on again elsewhere.
+    expect((await api('PUT', '/api/v1/vms/vm1/ha', { enabled: true })).status).toBe(200);
+    await page.locator('input[role="switch"][aria-checked="true"]').waitFor();
+    expect(await page.evaluate(() => (window as unknown as { droverNoReload?: boolean }).droverNoReload)).toBe(true);
+    // Off through the switch again: the manager's flag follows.
+    await ha.click();
+    await page.locator('input[role="switch"][aria-checked="false"]').waitFor();
+    expect((await api('GET', '/api/v1/vms/vm1')).body.spec.ha).toBeUndefined();
+  });
 });

@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -33,6 +34,12 @@ interface LiveNetwork {
  * links this object created (or that carry the names the state gives) are
  * ever removed; the host's other interfaces and nft tables are never touched.
  */
+/** The gateway's MAC of a network: locally administered unicast, the same on every host that holds the gateway. */
+export function gatewayMac(spec: Pick<NetworkSpec, 'name' | 'subnet' | 'gateway'>): string {
+  const digest = createHash('sha256').update(`drover-gateway:${spec.name}:${spec.subnet}:${spec.gateway}`).digest();
+  return ['02', ...[...digest.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
 export class HostNetworks {
   private readonly live = new Map<string, LiveNetwork>();
   private readonly taps = new Map<string, NicBinding>();
@@ -52,11 +59,12 @@ export class HostNetworks {
     renderRuleset(state);
     const wanted = new Map(state.networks.map((n) => [n.name, n]));
     const wantedTaps = new Map(state.nics.map((nic) => [nic.tap, nic]));
-    // A network whose definition changed is made again, with its taps.
+    // A network whose definition changed (it starts or stops spanning hosts, its MTU, ...) is made
+    // again. Its taps stay: a running QEMU holds them open, so they are only moved to the new bridge.
     const changed = new Set([...this.live].filter(([name, live]) => JSON.stringify(wanted.get(name)) !== JSON.stringify(live.spec)).map(([name]) => name));
     for (const [tap, nic] of this.taps) {
       const want = wantedTaps.get(tap);
-      if (!want || changed.has(nic.network) || want.network !== nic.network) await this.removeTap(tap);
+      if (!want || want.network !== nic.network || !wanted.has(nic.network)) await this.removeTap(tap);
     }
     for (const name of changed) await this.removeNetwork(name);
     for (const spec of state.networks) {
@@ -65,6 +73,8 @@ export class HostNetworks {
     }
     for (const nic of state.nics) {
       if (!this.taps.has(nic.tap)) await this.createTap(nic, wanted.get(nic.network)!);
+      else if (changed.has(nic.network)) await this.attachTap(nic, wanted.get(nic.network)!);
+      this.taps.set(nic.tap, nic);
     }
     this.lastRuleset = await applyHostFirewall(state, { namespace: this.options.namespace });
     return this.lastRuleset;
@@ -104,6 +114,9 @@ export class HostNetworks {
     const live: LiveNetwork = { spec, hostsFile: path.join(this.options.stateDir, `${spec.name}.hosts`) };
     this.live.set(spec.name, live);
     await this.cmd('ip', 'link', 'add', bridge, 'type', 'bridge');
+    // The host holding the gateway gives its bridge a MAC derived from the network: a guest that
+    // moves to another host (live migration) keeps a valid ARP entry for its gateway.
+    if (spec.hostAddress === undefined) await this.cmd('ip', 'link', 'set', bridge, 'address', gatewayMac(spec));
     if (spec.kind === 'isolated') {
       // An IPv6 link-local address on the bridge would let guests reach host services.
       await this.sysctl(`net.ipv6.conf.${bridge.replace(/\./g, '/')}.disable_ipv6`, '1');
@@ -178,6 +191,11 @@ export class HostNetworks {
   private async createTap(nic: NicBinding, spec: NetworkSpec): Promise<void> {
     await this.cmd('ip', 'tuntap', 'add', 'dev', nic.tap, 'mode', 'tap', 'vnet_hdr');
     this.taps.set(nic.tap, nic);
+    await this.attachTap(nic, spec);
+  }
+
+  /** Puts a tap (new, or kept from a network made again) on the network's bridge. */
+  private async attachTap(nic: NicBinding, spec: NetworkSpec): Promise<void> {
     if (spec.kind === 'isolated') await this.sysctl(`net.ipv6.conf.${nic.tap}.disable_ipv6`, '1');
     const mtu = spec.mtu ?? (spec.vxlan ? 1450 : undefined);
     if (mtu !== undefined) await this.cmd('ip', 'link', 'set', nic.tap, 'mtu', String(mtu));

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { promisify } from 'node:util';
 import { METADATA_ADDRESS, METADATA_PORT, type NicBinding } from './firewall-model.js';
+import { maxGuestReportBytes, type GuestPackageStore } from './guest-packages.js';
 
 const run = promisify(execFile);
 
@@ -18,6 +19,24 @@ export interface MetadataLookup {
   /** The NICs of this host (the firewall's bindings). */
   nics(): readonly NicBinding[];
   metadata(vm: string): VmMetadata | undefined;
+  /** Package updates for guests (VMcasting): offers, archives and reports. Absent: no `/packages*` documents. */
+  packages?: GuestPackageStore;
+  /** The agent's VM id for a NIC (by tap and MAC), for offers kept by VM id. */
+  resolveVm?: (nic: NicBinding) => string | undefined;
+}
+
+/** How often the guests' update agents ask for packages. */
+export const packagePollSeconds = 10;
+
+async function readBody(request: import('node:http').IncomingMessage, limit: number): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) return undefined;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** How a caller is identified: the neighbour entry of its address, then the bridge port that MAC was learnt on. */
@@ -40,6 +59,63 @@ export async function identifyCaller(ip: string): Promise<CallerIdentity | undef
   return { ip, mac: neighbour.lladdr.toLowerCase(), bridge: neighbour.dev, tap: entry.ifname };
 }
 
+/**
+ * A guest's packages: `/packages.json` (its offer), `/packages.txt` (the same,
+ * one `NAME VERSION SHA256 SIZE` line each, for the busybox update agent),
+ * `/packages/<sha256>` (an archive of its own offer, nothing else) and
+ * `POST /packages/installed` (its report: `NAME VERSION` lines).
+ */
+async function servePackages(
+  store: GuestPackageStore,
+  resolveVm: MetadataLookup['resolveVm'],
+  nic: NicBinding,
+  url: string,
+  request: import('node:http').IncomingMessage,
+  response: import('node:http').ServerResponse,
+): Promise<void> {
+  const found = store.offerForNic(nic, resolveVm);
+  const packages = found?.offer.packages ?? [];
+  if (request.method === 'POST' && url === '/packages/installed') {
+    if (!found) {
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('no package offer for this VM\n');
+      return;
+    }
+    const body = await readBody(request, maxGuestReportBytes);
+    if (body === undefined) {
+      response.writeHead(413, { 'content-type': 'text/plain' }).end('report too large\n');
+      return;
+    }
+    try {
+      const installed = await store.report(found.vm, body);
+      response.writeHead(200, { 'content-type': 'text/plain' }).end(`recorded ${installed.length}\n`);
+    } catch (error) {
+      response.writeHead(400, { 'content-type': 'text/plain' }).end(`${(error as Error).message}\n`);
+    }
+    return;
+  }
+  if (request.method !== 'GET') {
+    response.writeHead(405, { 'content-type': 'text/plain' }).end('method not allowed\n');
+    return;
+  }
+  if (url === '/packages.json') {
+    const body = { vm: nic.vm, pollSeconds: packagePollSeconds, packages: packages.map((p) => ({ ...p, url: `/packages/${p.sha256}` })) };
+    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body) + '\n');
+    return;
+  }
+  if (url === '/packages.txt') {
+    response.writeHead(200, { 'content-type': 'text/plain' }).end(packages.map((p) => `${p.name} ${p.version} ${p.sha256} ${p.sizeBytes}\n`).join(''));
+    return;
+  }
+  const sha256 = url.slice('/packages/'.length);
+  const archive = found && /^[0-9a-f]{64}$/.test(sha256) ? store.archiveFor(found.offer, sha256) : undefined;
+  if (!archive) {
+    response.writeHead(404, { 'content-type': 'text/plain' }).end('no such package for this VM\n');
+    return;
+  }
+  response.writeHead(200, { 'content-type': 'application/gzip', 'content-length': String(archive.size) });
+  archive.stream.pipe(response);
+}
+
 function metaData(meta: VmMetadata): string {
   return `instance-id: ${meta.instanceId}\nlocal-hostname: ${meta.hostname}\n`;
 }
@@ -58,13 +134,17 @@ export async function startMetadataServer(lookup: MetadataLookup, options: { hos
       const caller = await identifyCaller(remote).catch(() => undefined);
       const nic = caller && lookup.nics().find((n) => n.ip === caller.ip && n.mac === caller.mac && n.tap === caller.tap);
       const meta = nic && lookup.metadata(nic.vm);
+      const url = (request.url ?? '/').split('?')[0]!.replace(/^\/(latest\/)?/, '/');
+      if (nic && lookup.packages && (url === '/packages.json' || url === '/packages.txt' || url.startsWith('/packages/'))) {
+        await servePackages(lookup.packages, lookup.resolveVm, nic, url, request, response);
+        return;
+      }
       if (!nic || !meta) {
         response.writeHead(403, { 'content-type': 'text/plain' }).end(`No VM NIC is known at ${remote}\n`);
         return;
       }
-      const url = (request.url ?? '/').split('?')[0]!.replace(/^\/(latest\/)?/, '/');
       const documents: Record<string, [string, string]> = {
-        '/': ['text/plain', 'meta-data\nuser-data\nvendor-data\ndrover.json\n'],
+        '/': ['text/plain', `meta-data\nuser-data\nvendor-data\ndrover.json\n${lookup.packages ? 'packages.json\npackages.txt\n' : ''}`],
         '/meta-data': ['text/yaml', metaData(meta)],
         '/user-data': ['text/plain', meta.userData ?? ''],
         '/vendor-data': ['text/plain', ''],

@@ -74,10 +74,13 @@ describe('PUT /v1/network-state (agent, real links and nft in a namespace)', () 
     expect(await exec(ns, 'ip', '-o', 'link')).toBe(linksBefore);
   });
 
-  it('makes a changed network again with its taps on the new bridge', async () => {
+  it('makes a changed network again and moves its taps, the same devices, to the new bridge', async () => {
     const changed = structuredClone(labState);
     changed.networks[0]!.mtu = 1400;
+    // The tap stays the same device (a running QEMU holds it open): only moved to the new bridge.
+    const before = (await exec(ns, 'ip', '-o', 'link', 'show', 'dt1')).split(':')[0];
     expect((await app.inject({ method: 'PUT', url: '/v1/network-state', headers: auth, payload: changed })).statusCode).toBe(200);
+    expect((await exec(ns, 'ip', '-o', 'link', 'show', 'dt1')).split(':')[0]).toBe(before);
     const links = await exec(ns, 'ip', '-o', 'link');
     expect(links).toMatch(/drbr-lab: .*mtu 1400/);
     expect(links).toMatch(/dt1: .*master drbr-lab/);

@@ -4,7 +4,7 @@ import type { NetworkStateAnswer, NetworkStateBody } from '@drover/api';
 import { errors } from '@drover/core';
 import type { HostNetworkState } from './firewall-model.js';
 import { HostNetworks } from './host-network.js';
-import { startMetadataServer, type VmMetadata } from './metadata-server.js';
+import { startMetadataServer, type MetadataLookup, type VmMetadata } from './metadata-server.js';
 
 /**
  * The agent's side of networks: the manager PUTs the whole desired state of
@@ -18,7 +18,7 @@ export class NetworkStateService {
   private metadataServer: Server | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly options: { stateDir: string; namespace?: string; logger?: Logger; metadataService?: boolean }) {
+  constructor(private readonly options: { stateDir: string; namespace?: string; logger?: Logger; metadataService?: boolean; packages?: Pick<MetadataLookup, 'packages' | 'resolveVm'> }) {
     this.networks = new HostNetworks({ stateDir: options.stateDir, ...(options.namespace ? { namespace: options.namespace } : {}) });
   }
 
@@ -45,7 +45,7 @@ export class NetworkStateService {
   private async ensureMetadataServer(): Promise<void> {
     if (this.metadataServer || this.options.metadataService === false || this.state.networks.length === 0) return;
     try {
-      this.metadataServer = await startMetadataServer({ nics: () => this.state.nics, metadata: (vm) => this.metadata[vm] });
+      this.metadataServer = await startMetadataServer({ nics: () => this.state.nics, metadata: (vm) => this.metadata[vm], ...(this.options.packages ?? {}) });
     } catch (error) {
       this.options.logger?.warn({ err: error }, 'metadata service could not listen on 169.254.169.254:80');
     }

@@ -179,3 +179,7 @@ export async function processGone(pid: number): Promise<boolean> {
   return info === undefined || !info.alive;
 }
 export { TestNetwork, type TestHost } from './netns.js';
+/** A web guest on a tap of a Drover bridge inside a namespace, with a console shell (net/testing). */
+export { TapGuest, type TapGuestOptions } from '../net/testing/tap-guest.js';
+/** Scratch namespaces and commands inside them, for network tests (net/testing). */
+export { ScratchNamespaces, exec as netnsExec, tryExec as netnsTryExec } from '../net/testing/scratch-netns.js';

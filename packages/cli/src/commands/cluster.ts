@@ -20,6 +20,19 @@ export function rebalancePlanText(plan: RebalancePlanView): string {
   return head + formatTable(['VM', 'FROM', 'TO'], plan.moves.map((m) => [m.vmName, m.fromHostName, m.toHostName]));
 }
 
+/** What GET /cluster/managers answers. */
+export interface ClusterManagersView {
+  backend: string;
+  self: string;
+  leader: { managerId: string; term: number; since: string } | null;
+  managers: Array<{ id: string; name: string; url: string; startedAt: string; alive: boolean; leader: boolean }>;
+}
+
+export function clusterManagersText(view: ClusterManagersView): string {
+  const rows = view.managers.map((m) => [m.id.slice(0, 8), m.name, m.url, m.alive ? 'alive' : 'gone', m.leader ? `leader (term ${view.leader?.term ?? '?'})` : '', m.id === view.self ? '*' : '']);
+  return `Store: ${view.backend}\n${formatTable(['ID', 'NAME', 'URL', 'STATE', 'ROLE', 'ANSWERED'], rows)}`;
+}
+
 /** A share in [0, 1] given as a percentage (0–100). */
 function thresholdPercent(value: string): number {
   const n = Number(value);
@@ -29,7 +42,15 @@ function thresholdPercent(value: string): number {
 
 /** `drover cluster rebalance [--dry-run] [--threshold PERCENT] [--concurrency N]`. */
 export function registerClusterCommands(cli: Cli): void {
-  const cluster = cli.program.command('cluster').description('Cluster-wide actions: load balancing');
+  const cluster = cli.program.command('cluster').description('Cluster-wide actions: load balancing, the managers');
+  apiCommand(cluster, 'managers', 'The managers sharing the store, which are alive and which one leads (runs the background work)')
+    .addHelpText('after', '\nSeveral managers on one PostgreSQL store elect one leader; see docs/scale-out.md.\n\nExample:\n  $ drover cluster managers')
+    .action(
+      cli.action(async (session) => {
+        const view = await (await session.client()).get<ClusterManagersView>('/cluster/managers');
+        session.print(view, () => clusterManagersText(view));
+      }),
+    );
   withWaitOption(apiCommand(cluster, 'rebalance', 'Spread load over the online hosts by live-migrating VMs off the busiest ones'))
     .option('--dry-run', 'only show the plan: which VM goes where, the imbalance before and after')
     .option('--threshold <percent>', 'move VMs until the most and least loaded hosts differ by at most this (default: the manager\'s, 20)', thresholdPercent)

@@ -35,10 +35,10 @@ describe('completion', () => {
 
   it('includes commands added later without further work', () => {
     const fresh = cli();
-    fresh.program.command('lab').description('Labs').command('deploy <package>').option('--isolated');
+    fresh.program.command('gadget').description('Gadgets').command('deploy <thing>').option('--isolated');
     const script = bashCompletion(fresh.program);
-    expect(script).toContain("'lab deploy')");
-    expect(complete(script, 'drover lab deploy --is')).toEqual(['--isolated']);
+    expect(script).toContain("'gadget deploy')");
+    expect(complete(script, 'drover gadget deploy --is')).toEqual(['--isolated']);
   });
 
   it('completes subcommands, options and fixed choices in bash', () => {

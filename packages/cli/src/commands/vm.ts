@@ -8,6 +8,7 @@ import type { Forward, Operation, Snapshot, Vm, VmCreate, VmEdit } from '../type
 import { fetchList, printPage, withListOptions, withWaitOption, yesNo, type ListOptions } from './common.js';
 import { attachConsole } from './console-attach.js';
 import { registerVmMigrateCommand } from './vm-migrate.js';
+import { collectNetwork } from './network.js';
 
 export function vmTable(vms: Vm[]): string {
   return formatTable(
@@ -70,6 +71,8 @@ interface CreateOptions extends CloudInitOptions {
   hostExclude?: string[];
   cmdline?: string;
   autostart?: boolean;
+  /** NICs on Drover networks (`--network`). */
+  network?: NonNullable<VmCreate['networks']>;
   start?: boolean;
   wait: boolean;
 }
@@ -133,6 +136,7 @@ export function createVmBody(name: string, options: CreateOptions, cloudInit?: V
   if (options.cmdline !== undefined) body.cmdline = options.cmdline;
   if (options.autostart !== undefined) body.autostart = options.autostart;
   if (options.project !== undefined) body.project = options.project;
+  if (options.network?.length) body.networks = options.network;
   return body;
 }
 
@@ -212,6 +216,7 @@ Examples:
     .option('--cmdline <settings>', 'extra kernel command-line settings (drover.* keys; appliances only)')
     .option('--autostart', 'start it again when its host comes back')
     .option('--project <project>', 'the project it belongs to and counts against (default: your default project)')
+    .option('--network <nic>', 'a NIC on a Drover network: NAME[:IP][,sg=GROUP[+GROUP]][,mac=MAC] (repeatable: eth0, eth1, …); address and MAC allocated when not given', collectNetwork)
     .option('--start', 'start it right after creating it')
     .option('--no-wait', 'with --start: do not wait for the start to end')
     .addHelpText(
@@ -223,6 +228,7 @@ Examples:
   $ drover vm create web1 --image web
   $ drover vm create db1 --image db:1.2 --cpus 2 --memory 1G --anti-affinity db --forward 15432:5432
   $ drover vm create lab1 --image probe --host-include h1,h2 --label lab=red --start
+  $ drover vm create web2 --image web --memory 128M --network pub,sg=web --network lab:10.43.0.10 --start
   $ drover vm create cloud1 --image debian-12 --disk-size 20G --cloud-init-user-data ./user-data --start
   $ drover vm create install1 --iso debian-netinst --disk-size 8G --memory 1G --start`,
     )

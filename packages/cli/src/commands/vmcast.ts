@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { InvalidArgumentError, type Command } from 'commander';
 import { errors, formatSize } from '@drover/core';
-import type { VmcastChannel, VmcastFollow, VmcastKey, VmcastRelease, VmcastSubscription } from '@drover/api';
+import type { VmcastChannel, VmcastFollow, VmcastKey, VmcastPackage, VmcastRelease, VmcastSubscription, VmPackages } from '@drover/api';
 import { apiCommand, positiveInt, type Cli } from '../cli.js';
 import { seg } from '../client.js';
 import { formatTable } from '../output.js';
@@ -30,6 +30,27 @@ export function followTable(follows: VmcastFollow[]): string {
   );
 }
 
+export function packageTable(packages: VmcastPackage[]): string {
+  return formatTable(
+    ['NAME', 'VERSION', 'STATE', 'SIZE', 'SHA256', 'REASON'],
+    packages.map((p) => [p.name, p.version, p.state, formatSize(p.sizeBytes), p.sha256.slice(0, 12), p.reason ?? '']),
+  );
+}
+
+/** `drover vm packages VM`: installed (the guest's report), offered, pending approval. */
+export function vmPackagesText(v: VmPackages): string {
+  const versions = (list: Array<{ name: string; version: string }>) => new Map(list.map((p) => [p.name, p.version]));
+  const installed = versions(v.installed);
+  const offered = versions(v.offered);
+  const pending = versions(v.pending);
+  const names = [...new Set([...installed.keys(), ...offered.keys(), ...pending.keys()])].sort();
+  const head = `VM ${v.vm}: ${v.channel ? `channel ${v.channel}, policy ${v.policy}${v.held ? ', held' : ''}` : 'follows no channel'}; guest report ${v.reportedAt ?? 'none yet'}
+`;
+  if (names.length === 0) return `${head}No packages.
+`;
+  return head + formatTable(['PACKAGE', 'INSTALLED', 'OFFERED', 'PENDING'], names.map((n) => [n, installed.get(n) ?? '', offered.get(n) ?? '', pending.get(n) ?? '']));
+}
+
 /** A PEM given inline or as @file / a path to a file. */
 async function pemOf(value: string): Promise<string> {
   if (value.includes('-----BEGIN')) return value;
@@ -43,7 +64,7 @@ async function pemOf(value: string): Promise<string> {
 /**
  * VMcasting from the command line: `drover channel` (what this manager
  * publishes), `drover subscription` (feeds it follows) and, on `drover vm`,
- * `follow`, `unfollow`, `hold`, `unhold`, `update`.
+ * `follow`, `unfollow`, `hold`, `unhold`, `update`, `packages`.
  */
 export function registerVmcastCommands(cli: Cli, vm: Command): void {
   const channel = cli.program.command('channel').description('VMcasting: channels this manager publishes as RSS feeds, their releases and the publisher keys');
@@ -86,6 +107,43 @@ export function registerVmcastCommands(cli: Cli, vm: Command): void {
   apiCommand(channel, 'releases <channel>', "List a channel's releases, newest first").action(
     cli.action(async (session, [name]) => {
       const page = await (await session.client()).get<{ items: VmcastRelease[] }>(`/vmcast/channels/${seg(name!)}/releases`);
+      session.print(page, () => releaseTable(page.items));
+    }),
+  );
+  apiCommand(channel, 'package <channel> <archive>', 'Publish a package for guests: a tar.gz of files with an `install` script at its top, signed with the active key')
+    .requiredOption('--name <name>', 'the package name')
+    .requiredOption('--package-version <version>', 'the package version')
+    .option('--description <text>', 'a description')
+    .addHelpText('after', '\nThe guests of VMs that follow the channel (auto, or notify once approved) download it from\ntheir metadata address, check its sha256, unpack it and run ./install.\n\nExample:\n  $ tar --format=ustar -czf motd-1.0.tar.gz -C motd .\n  $ drover channel package web motd-1.0.tar.gz --name motd --package-version 1.0\n')
+    .action(
+      cli.action<{ name: string; packageVersion: string; description?: string }>(async (session, [name, file], o) => {
+        let archive: Buffer;
+        try {
+          archive = await readFile(file!);
+        } catch {
+          throw errors.invalid(`Cannot read the package archive "${file}"`);
+        }
+        const pkg = await (await session.client()).post<VmcastPackage>(`/vmcast/channels/${seg(name!)}/packages`, { name: o.name, version: o.packageVersion, ...(o.description ? { description: o.description } : {}), archiveBase64: archive.toString('base64') });
+        session.print(pkg, () => `Published package ${pkg.name} ${pkg.version} (${formatSize(pkg.sizeBytes)}) on channel ${name}.\n`);
+      }),
+    );
+  apiCommand(channel, 'packages <channel>', "List a channel's packages").action(
+    cli.action(async (session, [name]) => {
+      const page = await (await session.client()).get<{ items: VmcastPackage[] }>(`/vmcast/channels/${seg(name!)}/packages`);
+      session.print(page, () => packageTable(page.items));
+    }),
+  );
+  apiCommand(channel, 'publish-package <channel> <package>', 'Publish an imported appliance package (.eva; its id or name:version) on the channel, signed with the active key')
+    .addHelpText('after', '\nSubscribing managers download the .eva, check its size, sha256 and signature with the\npinned publisher key, and import it into their packages (drover package list).\n\nExample:\n  $ drover channel publish-package web web-db:1.0\n')
+    .action(
+      cli.action(async (session, [name, ref]) => {
+        const release = await (await session.client()).post<VmcastRelease>(`/vmcast/channels/${seg(name!)}/appliance-packages`, { package: ref });
+        session.print(release, () => `Published appliance package ${release.name} ${release.version} on channel ${name}.\n`);
+      }),
+    );
+  apiCommand(channel, 'appliance-packages <channel>', "List a channel's appliance packages (.eva), newest first").action(
+    cli.action(async (session, [name]) => {
+      const page = await (await session.client()).get<{ items: VmcastRelease[] }>(`/vmcast/channels/${seg(name!)}/appliance-packages`);
       session.print(page, () => releaseTable(page.items));
     }),
   );
@@ -151,6 +209,12 @@ export function registerVmcastCommands(cli: Cli, vm: Command): void {
       );
     }),
   );
+  apiCommand(sub, 'packages <name>', 'List the packages received (verified, quarantined with the reason, ...)').action(
+    cli.action(async (session, [name]) => {
+      const page = await (await session.client()).get<{ items: VmcastPackage[] }>(`/vmcast/subscriptions/${seg(name!)}/packages`);
+      session.print(page, () => packageTable(page.items));
+    }),
+  );
   apiCommand(sub, 'releases <name>', 'List the releases received (verified, quarantined with the reason, ...)').action(
     cli.action(async (session, [name]) => {
       const page = await (await session.client()).get<{ items: VmcastRelease[] }>(`/vmcast/subscriptions/${seg(name!)}/releases`);
@@ -194,6 +258,19 @@ export function registerVmcastCommands(cli: Cli, vm: Command): void {
       }),
     );
   }
+  apiCommand(vm, 'packages <vm>', "Show a VM's guest packages: installed (its update agent's report), offered, pending approval")
+    .option('--approve <name>', 'approve a pending package (notify policy); repeatable', (value: string, previous: string[] = []) => [...previous, value])
+    .option('--approve-all', 'approve every pending package')
+    .addHelpText('after', '\nExamples:\n  $ drover vm packages web1\n  $ drover vm packages web2 --approve motd\n')
+    .action(
+      cli.action<{ approve?: string[]; approveAll?: boolean }>(async (session, [name], o) => {
+        const client = await session.client();
+        const view = o.approve || o.approveAll
+          ? await client.post<VmPackages>(`/vms/${seg(name!)}/packages/approve`, o.approveAll ? {} : { names: o.approve })
+          : await client.get<VmPackages>(`/vms/${seg(name!)}/packages`);
+        session.print(view, () => vmPackagesText(view));
+      }),
+    );
   withWaitOption(apiCommand(vm, 'update <vm>', "Apply the VM's pending channel update now (stop, switch root disk, boot, health check, roll back on failure)"))
     .option('--release-version <version>', 'a verified release of its channel instead of the pending one')
     .action(

@@ -51,6 +51,8 @@ const concurrency = 4;
 
 /** The id of a real object per collection (the path segment before a parameter), made in beforeAll. */
 const fixtures: Record<string, string> = {};
+/** Collections the fuzz makes no fixture for (reads of them answer not_found). */
+const withoutFixture = new Set(['packages', 'labs']);
 const seeds: Seeds = {};
 let before: Snapshot;
 const counts = new Map<string, number>();
@@ -237,13 +239,20 @@ beforeAll(async () => {
   expect((await call('POST', '/api/v1/vmcast/channels', { name: 'fuzz-channel' })).status).toBe(201);
   expect((await call('POST', '/api/v1/vmcast/subscriptions', { name: 'fuzz-sub', url: 'http://127.0.0.1:9/feed.rss', pinnedKeys: [key.body.publicKey] })).status).toBe(201);
   Object.assign(fixtures, { channels: 'fuzz-channel', subscriptions: 'fuzz-sub', keys: 'fuzz-key' });
+  // ... and a network with a security group (networks/).
+  expect((await call('POST', '/api/v1/networks', { name: 'fuzz-net', kind: 'isolated', subnet: '10.251.0.0/24' })).status).toBe(201);
+  expect((await call('POST', '/api/v1/security-groups', { name: 'fuzz-sg' })).status).toBe(201);
+  // Edited once each, so they have a revision before the current one.
+  expect((await call('PATCH', '/api/v1/networks/fuzz-net', { mtu: 1400 })).status).toBe(200);
+  expect((await call('PUT', '/api/v1/security-groups/fuzz-sg/rules', { rules: [] })).status).toBe(200);
+  Object.assign(fixtures, { networks: 'fuzz-net', 'security-groups': 'fuzz-sg' });
   // ... and a security policy, so that its reads answer 200.
   expect((await call('PUT', '/api/v1/policy', { document: XEN_EXAMPLE_POLICY_XML })).status).toBe(200);
 
   // Bodies are made from the schemas; what a schema cannot say comes from here. The join token is real
   // and unused, so a join that forgot a check would go through (and show as a new host).
   const spare = await call<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
-  Object.assign(seeds, { image, name: 'fuzz-probe', token: spare.body.token, csr: makeCsr('/CN=fuzz-probe').csrPem, address: 'https://127.0.0.1:9', path: '/var/lib/drover/fuzz-pool', mac: '52:54:00:00:00:01', url: 'http://127.0.0.1:9/fuzz.qcow2', scope: '*', role: 'auditor' });
+  Object.assign(seeds, { image, name: 'fuzz-probe', token: spare.body.token, csr: makeCsr('/CN=fuzz-probe').csrPem, address: 'https://127.0.0.1:9', path: '/var/lib/drover/fuzz-pool', mac: '52:54:00:00:00:01', url: 'http://127.0.0.1:9/fuzz.qcow2', scope: '*', role: 'auditor', subnet: '10.252.0.0/24', cidr: '10.253.0.0/24', gateway: '10.252.0.1', ip: '10.251.0.9' });
 
   before = await snapshot();
 });
@@ -281,6 +290,10 @@ describe('the route table', () => {
       const known: Record<string, string | undefined> = { vm: fixtures.vms, host: fixtures.hosts };
       const query = required.length === 0 ? undefined : new URLSearchParams(required.map((p): [string, string] => [p.name, String(known[p.name] ?? validValue(p.schema, p.name, seeds))])).toString();
       const answer = await send(caseOf(route, 'baseline', 'baseline', [200], query === undefined ? {} : { query }));
+      // No fixture for these (a package needs a signed file, a lab running VMs; their own tests read
+      // real ones): a read of one answers not_found, and nothing else.
+      const fixtureless = route.pathParams.some((p) => withoutFixture.has(collectionOf(route, p.name)));
+      if (fixtureless && !('error' in answer) && answer.status === 404 && answer.text.includes('"not_found"')) continue;
       if ('error' in answer || answer.status >= 300) failures.push(`GET ${route.path}: ${'error' in answer ? answer.error : `${answer.status} ${answer.text.slice(0, 200)}`}`);
     }
     expect(failures).toEqual([]);
@@ -363,7 +376,8 @@ for (const route of routes) {
             ['a future revision', rev + 1000],
             ['a quoted previous revision', `"${rev - 1}"`],
           ] as const) {
-            cases.push(caseOf(route, header, `If-Match: ${label}`, [412], { headers: { ...auth(), 'content-type': route.body?.mediaType ?? 'application/json', 'if-match': String(stale) } }));
+            // A route without a body (a versioned DELETE) gets no content-type: Fastify refuses an empty JSON body.
+            cases.push(caseOf(route, header, `If-Match: ${label}`, [412], { headers: { ...auth(), ...(route.body ? { 'content-type': route.body.mediaType } : {}), 'if-match': String(stale) } }));
           }
           // A stale revision with an edit that would change something must change nothing.
           const edit = Object.entries(route.body?.schema.properties ?? {}).find(([, s]) => s.type === 'boolean');

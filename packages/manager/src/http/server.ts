@@ -43,11 +43,17 @@ import { registerVmDeviceRoutes } from '../vms/vm-devices.routes.js';
 import { registerMigrationRoutes } from '../vms/migration.routes.js';
 import { registerRebalanceRoutes } from '../cluster/rebalance.routes.js';
 import type { RebalanceService } from '../cluster/rebalance.service.js';
+import type { ClusterCoordinator } from '../cluster/coordinator.js';
+import { registerClusterManagerRoutes } from '../cluster/managers.routes.js';
 import { registerPowerRoutes, type PowerRouteDeps } from '../power/power.routes.js';
 import { registerImageRoutes } from '../images/images.routes.js';
 import { registerVmcastRoutes } from '../vmcasting/vmcast.routes.js';
 import type { VmcastService } from '../vmcasting/vmcast.service.js';
 import type { ImageService } from '../images/image.service.js';
+import { registerPackageRoutes } from '../packages/packages.routes.js';
+import type { PackageService } from '../packages/package.service.js';
+import { registerLabRoutes } from '../labs/labs.routes.js';
+import type { LabService } from '../labs/lab.service.js';
 import { BrowserAuth, cookieValue, sessionCookie, type BrowserIdentity } from './browser-auth.js';
 import { registerConsoleRoutes, StreamQuery } from './console-relay.js';
 import { isConsolePage, registerWebConsole } from './web-console.js';
@@ -55,6 +61,7 @@ import { VmListJson } from './vm-list.js';
 import type { AccessService, Principal, RequestAccess } from '../access/access.service.js';
 import { registerAccessRoutes } from '../access/access.routes.js';
 import { registerPolicyRoutes } from '../policy/policy.routes.js';
+import { registerNetworkRoutes } from '../networks/network.routes.js';
 import { authenticatedPermission, publicPermission } from '../access/permissions.js';
 import { requireRoutePermissions } from '../access/route-permissions.js';
 import '../access/fastify-types.js';
@@ -69,6 +76,10 @@ export interface ManagerServerOptions {
   images: ImageService;
   /** VMcasting: feeds, channels, subscriptions, update channels (vmcasting/). */
   vmcast?: VmcastService;
+  /** Appliance packages (packages/). */
+  packages?: PackageService;
+  /** Labs (labs/). */
+  labs?: LabService;
   adminToken: string;
   metricsToken: string;
   logger: Logger;
@@ -83,6 +94,8 @@ export interface ManagerServerOptions {
   webRoot?: string;
   /** Cluster load balancing (cluster/). */
   rebalance?: RebalanceService;
+  /** Several managers on one store (cluster/coordinator.ts). */
+  cluster?: ClusterCoordinator;
   /** Host power, maintenance and the power policy (power/). */
   power?: Pick<PowerRouteDeps, 'power' | 'maintenance' | 'policy' | 'ha'>;
 }
@@ -350,7 +363,11 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     return { status: 200, body: publicOperation(await o.runner.wait(op.id, 600_000)) };
   }
 
-  app.get('/healthz', { config: { permission: 'public' }, schema: { hide: true } }, async () => ({ ok: true }));
+  // For load balancers: 200 while this manager can serve (its store answers), 503 otherwise; says whether it leads.
+  app.get('/healthz', { config: { permission: 'public' }, schema: { hide: true } }, async () => {
+    await o.store.ping();
+    return { ok: true, ...(o.cluster ? { manager: o.cluster.managerId, leader: o.cluster.isLeader } : {}) };
+  });
   app.get('/metrics', { config: { permission: 'public' }, schema: { hide: true } }, async (_request, reply) => {
     void reply.header('content-type', registry.contentType);
     return registry.metrics();
@@ -443,6 +460,8 @@ export async function buildManagerServer(o: ManagerServerOptions) {
   });
   await registerImageRoutes(app, { images: o.images, idempotent, operationAnswer, actor });
   if (o.vmcast) await registerVmcastRoutes(app, { vmcast: o.vmcast, store: o.store, idempotent, operationAnswer, actor });
+  if (o.packages) await registerPackageRoutes(app, { packages: o.packages, idempotent, operationAnswer, actor });
+  if (o.labs) await registerLabRoutes(app, { labs: o.labs, vms: o.vms, access: o.access, idempotent, operationAnswer, actor });
 
   // ---------------------------------------------------------------- vms
   // Answered as JSON text made from each VM's kept JSON, checked against the store on every request (vm-list.ts).
@@ -538,10 +557,12 @@ export async function buildManagerServer(o: ManagerServerOptions) {
   await registerVmDeviceRoutes(app, { vms: o.vms, idempotent, operationAnswer, actor });
   await registerMigrationRoutes(app, { vms: o.vms, idempotent, operationAnswer, actor });
   if (o.rebalance) await registerRebalanceRoutes(app, { rebalance: o.rebalance, idempotent, operationAnswer, actor });
+  if (o.cluster) await registerClusterManagerRoutes(app, { cluster: o.cluster });
   if (o.power) await registerPowerRoutes(app, { ...o.power, hosts: o.hosts, vms: o.vms, idempotent, operationAnswer, actor });
   await registerConsoleRoutes(app, { store: o.store, link: o.link });
   await registerAccessRoutes(app, { store: o.store, access: o.access });
   await registerPolicyRoutes(app, { vms: o.vms, actor });
+  await registerNetworkRoutes(app, { vms: o.vms, actor });
 
   // ---------------------------------------------------------------- operations
   app.get('/api/v1/operations', { config: { permission: 'operation.read' }, schema: { tags: ['operations'], summary: 'List operations, newest last', querystring: ListQuery, response: { 200: Page(Operation), ...errorResponses } } }, async (request) => {

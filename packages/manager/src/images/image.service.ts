@@ -346,6 +346,9 @@ export class ImageService {
     if (image.format === 'appliance') throw errors.conflict(`Image "${label}" is a built-in appliance; the manager registers it again at every start`);
     const users = await this.usedBy(image.id);
     if (users.length > 0) throw errors.conflict(`Image "${label}" is used by VM ${users.join(', ')}; delete those VMs first`, { usedBy: users });
+    // A package's disks and boot files go with the package (DELETE /api/v1/packages/:id).
+    const packages = (await this.o.store.packages.all()).filter((p) => Object.values(p.images).includes(image.id)).map((p) => `${p.name}:${p.version}`);
+    if (packages.length > 0) throw errors.conflict(`Image "${label}" belongs to package ${packages.join(', ')}; delete the package instead`, { packages });
     return this.o.runner.submit(
       { kind: 'image.delete', targetKind: 'image', targetId: image.id, params: { name: image.name, version: image.version, format: image.format }, actor, idempotencyKey: idempotencyKey ?? null },
       `Image "${label}"`,

@@ -77,19 +77,27 @@ function asDroverError(error: unknown): DroverError {
 /**
  * Every change is an operation: persisted (pending) before anything acts, then
  * run in the background with journaled phases and progress, ending done,
- * failed or rolled back. After a restart `resumeAll` hands unfinished ones to
+ * failed or rolled back. After a restart, or when their manager died, the
+ * leader's `recoverOrphans` hands unfinished ones to
  * their handler's `recover`.
  */
 export class OperationRunner {
   private readonly handlers = new Map<string, OperationHandler>();
   private readonly running = new Map<string, Promise<void>>();
   private readonly cancels = new Map<string, AbortController>();
+  /** This manager's id in the cluster (cluster/): every operation it creates or adopts is claimed under it. */
+  private owner: string | undefined;
 
   constructor(
     private readonly store: Store,
     private readonly hub: EventHub,
     private readonly logger: Logger,
   ) {}
+
+  /** Claims every operation this runner creates or adopts for `managerId` (see `recoverOrphans`). */
+  setOwner(managerId: string): void {
+    this.owner = managerId;
+  }
 
   register(kind: string, handler: OperationHandler): void {
     this.handlers.set(kind, handler);
@@ -123,11 +131,15 @@ export class OperationRunner {
     }
     let first: NewEvent[] = [];
     const op = await this.recorded(async (tx) => {
+      // Checked again under a lock on the target: another manager may be submitting on it right now.
+      await tx.cluster.lockTarget(request.targetId);
+      const racing = (await tx.operations.list({ limit: 1, filter: { targetId: request.targetId, state: [...active] } })).items[0];
+      if (racing) throw errors.conflict(`${label} is busy with operation ${racing.id} (${racing.kind}, ${racing.phase})`, { operationId: racing.id });
       const prepared = await before?.(tx);
       first = prepared?.events ?? [];
       const phase = prepared?.phase;
       const at = new Date().toISOString();
-      return tx.operations.create({
+      const created = await tx.operations.create({
         kind: request.kind,
         targetKind: request.targetKind,
         targetId: request.targetId,
@@ -144,6 +156,8 @@ export class OperationRunner {
             }
           : {}),
       });
+      if (this.owner) await tx.cluster.claim(created.id, this.owner);
+      return created;
     }, () => first);
     this.start(op, handler, 'run');
     return op;
@@ -248,13 +262,28 @@ export class OperationRunner {
     }
   }
 
-  /** Picks up every operation a previous manager left unfinished. */
-  async resumeAll(): Promise<number> {
+  /**
+   * Adopts the unfinished operations of managers that are gone (their claimant
+   * is not in `alive`, or nobody claimed them: a manager of an older version, or
+   * this store's previous manager) and hands each to its handler's `recover`.
+   * The claim is atomic (`FOR UPDATE SKIP LOCKED`, then the claim rewritten in
+   * the same transaction), so of two managers adopting at once each operation
+   * goes to one. Only the leader calls it. Returns how many it adopted.
+   */
+  async recoverOrphans(alive: string[]): Promise<number> {
+    const owner = this.owner;
+    if (!owner) throw errors.internal('recoverOrphans needs the manager id (setOwner)');
     let count = 0;
-    let after: string | undefined;
-    do {
-      const page = await this.store.operations.list({ limit: 100, ...(after ? { after } : {}), filter: { state: [...active] } });
-      for (const op of page.items) {
+    for (;;) {
+      const ids = await this.store.transaction(async (tx) => {
+        const found = await tx.cluster.orphans([...new Set([...alive, owner])]);
+        for (const id of found) await tx.cluster.claim(id, owner);
+        return found;
+      });
+      for (const id of ids) {
+        if (this.running.has(id)) continue;
+        const op = await this.store.operations.get(id);
+        if (!active.includes(op.state as (typeof active)[number])) continue;
         const handler = this.handlers.get(op.kind);
         if (!handler) {
           await this.update(op, { state: 'failed', error: { code: 'internal', message: `No handler for "${op.kind}" after restart` }, finishedAt: new Date().toISOString() });
@@ -264,9 +293,8 @@ export class OperationRunner {
         this.start(op, handler, 'recover');
         count += 1;
       }
-      after = page.next;
-    } while (after);
-    return count;
+      if (ids.length < 100) return count;
+    }
   }
 
   /**

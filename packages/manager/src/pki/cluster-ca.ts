@@ -26,6 +26,13 @@ export interface ClusterCaOptions {
   crlValiditySeconds?: number;
   /** Timeout of each openssl run. */
   timeoutMs?: number;
+  /**
+   * Several managers sharing this CA (cluster/secrets.ts `sharedCaState`): every change
+   * of the index runs inside `exclusive`, which holds a lock across the managers, puts the
+   * latest `index.json` and `crl.pem` of the store into `dir` before `work`, and stores
+   * them after it. Absent: one process owns the directory.
+   */
+  shared?: { exclusive<T>(work: () => Promise<T>): Promise<T> };
 }
 
 export interface IssueAgentCertificateRequest {
@@ -103,6 +110,7 @@ export class ClusterCa {
   /** The CRL in crl.pem, once read or written by this process. */
   #crl: CurrentCrl | undefined;
   #queue: Promise<unknown> = Promise.resolve();
+  readonly #shared: ClusterCaOptions['shared'];
 
   private constructor(
     readonly dir: string,
@@ -114,6 +122,7 @@ export class ClusterCa {
     this.#caCert = new X509Certificate(caCertPem);
     this.#index = index;
     this.#timeoutMs = options.timeoutMs ?? defaultOpensslTimeoutMs;
+    this.#shared = options.shared;
     this.#crlValidityMs =
       options.crlValiditySeconds === undefined
         ? validateDays(options.crlValidityDays, defaultCrlValidityDays, 3650) * dayMs
@@ -428,9 +437,30 @@ export class ClusterCa {
     return { caCertPath: join(this.dir, 'authority', 'ca.crt'), caKeyPath: join(this.dir, 'authority', 'ca.key') };
   }
 
-  /** Serializes index changes. Not re-entrant: never call it from inside itself. */
+  /**
+   * Takes the index as other managers left it (shared CA), so revocations made through
+   * any manager are in this one's checks and CRLs; the CRL is re-signed when due.
+   */
+  async refresh(): Promise<void> {
+    if (this.#shared) await this.#exclusive(async () => undefined);
+  }
+
+  async #reload(): Promise<void> {
+    const index = await readCaIndex(join(this.dir, 'index.json'));
+    if (index) this.#index = index;
+  }
+
+  /** Serializes index changes (across managers, when shared). Not re-entrant: never call it from inside itself. */
   #exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const result = this.#queue.then(work, work);
+    const shared = this.#shared;
+    const run = shared
+      ? () =>
+          shared.exclusive(async () => {
+            await this.#reload();
+            return work();
+          })
+      : work;
+    const result = this.#queue.then(run, run);
     this.#queue = result.catch(() => undefined);
     return result;
   }

@@ -23,3 +23,8 @@ export type { RoleRepository } from './repositories/roles.js';
 export type { ProjectRepository } from './repositories/projects.js';
 export { auditHash, type AuditLogRepository, type AuditVerification } from './repositories/audit-log.js';
 export * from './repositories/vmcasting.js';
+export * from './repositories/packages.js';
+export * from './repositories/networks.js';
+export * from './repositories/labs.js';
+export type { ClusterRepository, ClusterManagerRecord, ClusterLeaderRecord } from './repositories/cluster.js';
+export type { StoreSnapshot } from './snapshot.js';

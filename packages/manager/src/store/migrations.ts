@@ -488,6 +488,251 @@ function policySchema(kind: BackendKind): Migration {
   };
 }
 
+/**
+ * Appliance packages (packages/): imported .eva packages (their manifest and
+ * the library image of each file) and the publisher keys trusted for them.
+ */
+function packagesSchema(kind: BackendKind): Migration {
+  const t = columnTypes[kind];
+  return {
+    async up(db: SchemaDb) {
+      await db.schema
+        .createTable('packages')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull())
+        .addColumn('version', t.text, (c) => c.notNull())
+        .addColumn('description', t.text)
+        .addColumn('format_version', t.integer, (c) => c.notNull())
+        .addColumn('manifest', t.json, (c) => c.notNull())
+        .addColumn('images', t.json, (c) => c.notNull())
+        .addColumn('signer_key_id', t.text)
+        .addColumn('source', t.text, (c) => c.notNull())
+        .addColumn('origin', t.text, (c) => c.notNull())
+        .addColumn('file_size_bytes', t.bigint)
+        .addColumn('file_sha256', t.text)
+        .addColumn('owner', t.text, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addUniqueConstraint('packages_name_version_key', ['name', 'version'])
+        .execute();
+      await db.schema
+        .createTable('package_trusted_keys')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('key_id', t.name, (c) => c.notNull().unique())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('public_key', t.text, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .execute();
+    },
+    async down(db: SchemaDb) {
+      for (const table of ['package_trusted_keys', 'packages']) await db.schema.dropTable(table).execute();
+    },
+  };
+}
+
+/**
+ * Networks and firewall (networks/): networks, security groups (their rules
+ * as one JSON list, written whole with the group's rev), VM NICs on networks
+ * (a NIC goes with its VM; a network with NICs cannot be deleted), and the
+ * host-level rules.
+ */
+function networksSchema(kind: BackendKind): Migration {
+  const t = columnTypes[kind];
+  return {
+    async up(db: SchemaDb) {
+      await db.schema
+        .createTable('networks')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('kind', t.text, (c) => c.notNull())
+        .addColumn('subnet', t.text, (c) => c.notNull())
+        .addColumn('gateway', t.text, (c) => c.notNull())
+        .addColumn('uplink', t.text)
+        .addColumn('mtu', t.integer)
+        .addColumn('vni', t.integer, (c) => c.notNull().unique())
+        .addColumn('labels', t.json, (c) => c.notNull())
+        .addColumn('owner', t.text, (c) => c.notNull())
+        .addColumn('lab', t.text)
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('security_groups')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('description', t.text, (c) => c.notNull())
+        .addColumn('rules', t.json, (c) => c.notNull())
+        .addColumn('owner', t.text, (c) => c.notNull())
+        .addColumn('lab', t.text)
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('vm_nics')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('vm_id', t.id, (c) => c.notNull().references('vms.id').onDelete('cascade'))
+        .addColumn('nic_index', t.integer, (c) => c.notNull())
+        .addColumn('network_id', t.id, (c) => c.notNull().references('networks.id'))
+        .addColumn('mac', t.text, (c) => c.notNull().unique())
+        .addColumn('ip', t.text, (c) => c.notNull())
+        .addColumn('tap', t.text, (c) => c.notNull().unique())
+        .addColumn('groups', t.json, (c) => c.notNull())
+        .addColumn('settings', t.json, (c) => c.notNull())
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .addUniqueConstraint('vm_nics_vm_index_key', ['vm_id', 'nic_index'])
+        .addUniqueConstraint('vm_nics_network_ip_key', ['network_id', 'ip'])
+        .execute();
+      await db.schema.createIndex('vm_nics_network_id_idx').on('vm_nics').column('network_id').execute();
+      await db.schema
+        .createTable('host_rules')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('network_id', t.id, (c) => c.references('networks.id').onDelete('cascade'))
+        .addColumn('protocol', t.text, (c) => c.notNull())
+        .addColumn('ports', t.json)
+        .addColumn('cidr', t.text)
+        .addColumn('action', t.text, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .execute();
+    },
+    async down(db: SchemaDb) {
+      for (const table of ['host_rules', 'vm_nics', 'security_groups', 'networks']) await db.schema.dropTable(table).execute();
+    },
+  };
+}
+
+/**
+ * Scale-out (cluster/): the managers sharing this store (one row per running
+ * process, refreshed while it lives), the leader's record (the truth is the
+ * leader lock; the row says who holds it and since when, with a term that grows
+ * at every change), which manager runs each unfinished operation, and secrets
+ * every manager needs (sealed with the key file all managers share).
+ */
+function clusterSchema(kind: BackendKind): Migration {
+  const t = columnTypes[kind];
+  return {
+    async up(db: SchemaDb) {
+      await db.schema
+        .createTable('cluster_managers')
+        .addColumn('id', t.name, (c) => c.primaryKey())
+        .addColumn('name', t.text, (c) => c.notNull())
+        .addColumn('url', t.text, (c) => c.notNull())
+        .addColumn('version', t.text, (c) => c.notNull())
+        .addColumn('pid', t.integer, (c) => c.notNull())
+        .addColumn('started_at', t.timestamp, (c) => c.notNull())
+        .addColumn('last_seen_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('cluster_leader')
+        .addColumn('slot', t.name, (c) => c.primaryKey())
+        .addColumn('manager_id', t.text, (c) => c.notNull())
+        .addColumn('term', t.integer, (c) => c.notNull())
+        .addColumn('since', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('operation_claims')
+        .addColumn('operation_id', t.id, (c) => c.primaryKey().references('operations.id').onDelete('cascade'))
+        .addColumn('manager_id', t.text, (c) => c.notNull())
+        .addColumn('claimed_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('operation_claims_manager_idx').on('operation_claims').column('manager_id').execute();
+      await db.schema
+        .createTable('cluster_secrets')
+        .addColumn('name', t.name, (c) => c.primaryKey())
+        .addColumn('sealed', t.text, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+    },
+    async down(db: SchemaDb) {
+      for (const table of ['cluster_secrets', 'operation_claims', 'cluster_leader', 'cluster_managers']) await db.schema.dropTable(table).execute();
+    },
+  };
+}
+
+/**
+ * Labs (labs/): one row per lab; its networks, security groups and VMs are
+ * JSON lists in the row (always read and written with the lab).
+ */
+function labsSchema(kind: BackendKind): Migration {
+  const t = columnTypes[kind];
+  return {
+    async up(db: SchemaDb) {
+      await db.schema
+        .createTable('labs')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('name', t.name, (c) => c.notNull().unique())
+        .addColumn('state', t.text, (c) => c.notNull())
+        .addColumn('source', t.json, (c) => c.notNull())
+        .addColumn('manifest', t.json, (c) => c.notNull())
+        .addColumn('network_mode', t.text, (c) => c.notNull())
+        .addColumn('networks', t.json, (c) => c.notNull())
+        .addColumn('security_groups', t.json, (c) => c.notNull())
+        .addColumn('vms', t.json, (c) => c.notNull())
+        .addColumn('labels', t.json, (c) => c.notNull())
+        .addColumn('update_policy', t.text, (c) => c.notNull())
+        .addColumn('owner', t.text, (c) => c.notNull())
+        .addColumn('project', t.text)
+        .addColumn('last_error', t.text)
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+    },
+    async down(db: SchemaDb) {
+      await db.schema.dropTable('labs').execute();
+    },
+  };
+}
+
+/** Package updates to guests (VMcasting): channel packages and each VM's packages (offer, approvals, report). */
+function guestPackagesSchema(kind: BackendKind): Migration {
+  const t = columnTypes[kind];
+  return {
+    async up(db: SchemaDb) {
+      await db.schema
+        .createTable('vmcast_packages')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('channel_id', t.id, (c) => c.references('vmcast_channels.id').onDelete('cascade'))
+        .addColumn('subscription_id', t.id, (c) => c.references('vmcast_subscriptions.id').onDelete('cascade'))
+        .addColumn('name', t.name, (c) => c.notNull())
+        .addColumn('version', t.text, (c) => c.notNull())
+        .addColumn('state', t.text, (c) => c.notNull())
+        .addColumn('manifest', t.json, (c) => c.notNull())
+        .addColumn('sha256', t.text, (c) => c.notNull())
+        .addColumn('size_bytes', t.bigint, (c) => c.notNull())
+        .addColumn('url', t.text, (c) => c.notNull())
+        .addColumn('key_id', t.text, (c) => c.notNull())
+        .addColumn('signature', t.text, (c) => c.notNull())
+        .addColumn('reason', t.text)
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('vmcast_packages_channel_idx').on('vmcast_packages').columns(['channel_id', 'name']).execute();
+      await db.schema.createIndex('vmcast_packages_subscription_idx').on('vmcast_packages').columns(['subscription_id', 'name']).execute();
+      await db.schema
+        .createTable('vm_packages')
+        .addColumn('id', t.id, (c) => c.primaryKey())
+        .addColumn('vm_id', t.id, (c) => c.notNull().unique().references('vms.id').onDelete('cascade'))
+        .addColumn('approved', t.json, (c) => c.notNull())
+        .addColumn('offered', t.json, (c) => c.notNull())
+        .addColumn('installed', t.json, (c) => c.notNull())
+        .addColumn('reported_at', t.timestamp)
+        .addColumn('pushed_host_id', t.id)
+        .addColumn('pushed_at', t.timestamp)
+        .addColumn('rev', t.integer, (c) => c.notNull())
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+        .execute();
+    },
+    async down(db: SchemaDb) {
+      for (const table of ['vm_packages', 'vmcast_packages']) await db.schema.dropTable(table).execute();
+    },
+  };
+}
+
 /** Every migration, by name, for one backend. Append only. */
 export function storeMigrations(kind: BackendKind): Record<string, Migration> {
   return {
@@ -496,6 +741,11 @@ export function storeMigrations(kind: BackendKind): Record<string, Migration> {
     '0005_power': powerSchema(kind),
     '0002_access': accessSchema(kind),
     '0006_vmcasting': vmcastingSchema(kind),
+    '0010_guest_packages': guestPackagesSchema(kind),
+    '0011_cluster_leader': clusterSchema(kind),
+    '0007_networks': networksSchema(kind),
+    '0008_packages': packagesSchema(kind),
+    '0009_labs': labsSchema(kind),
   };
 }
 

@@ -9,6 +9,9 @@ export interface PostgresStoreOptions extends StoreOptions, PostgresPoolOptions 
 // (it is "drover e" in ASCII). Text, cast in SQL: no BigInt through the driver.
 const eventAppendLock = '7237970105436610661';
 
+/** The LISTEN/NOTIFY channel that tells other managers new events were committed. */
+export const eventChannel = 'drover_events';
+
 /**
  * SQL that differs in PostgreSQL. Transactions run at READ COMMITTED; an
  * invariant spanning rows is guarded by locking one row first
@@ -25,6 +28,9 @@ export const postgresBackend: Backend = {
   rowLocks: true,
   serializeEventAppends: async (trx) => {
     await sql`select pg_advisory_xact_lock(${eventAppendLock}::bigint)`.execute(trx);
+    // Delivered at commit to every manager listening (cluster/event-relay.ts), which then
+    // reads the new rows; several appends in one transaction make one notification.
+    await sql`select pg_notify(${eventChannel}, '')`.execute(trx);
   },
 };
 

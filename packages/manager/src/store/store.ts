@@ -21,8 +21,13 @@ import { PowerRepository } from './repositories/power.js';
 import { VmRepository } from './repositories/vms.js';
 import { VolumeRepository } from './repositories/volumes.js';
 import { VmcastRepositories } from './repositories/vmcasting.js';
+import { ClusterRepository } from './repositories/cluster.js';
+import { LabRepository } from './repositories/labs.js';
+import { NetworkRepositories } from './repositories/networks.js';
+import { PackageRepository, PackageTrustedKeyRepository } from './repositories/packages.js';
 import type { StoreContext } from './store-context.js';
 import { mapDriverError } from './store-errors.js';
+import { exportTables, importTables, tableCounts, type StoreSnapshot } from './snapshot.js';
 
 export interface StoreOptions {
   /** The clock for createdAt/updatedAt; the system clock by default. */
@@ -60,6 +65,15 @@ export class Store {
   readonly audit: AuditLogRepository;
   /** VMcasting: appliance metadata, publisher keys, channels, subscriptions, releases, follows. */
   readonly vmcast: VmcastRepositories;
+  /** Several managers on one store: managers, leader, operation claims, sealed secrets (0011_cluster_leader). */
+  readonly cluster: ClusterRepository;
+  /** Labs: deployments of packages or lab manifests (0009_labs). */
+  readonly labs: LabRepository;
+  /** Networks, security groups, VM NICs on networks, host rules (0007_networks). */
+  readonly net: NetworkRepositories;
+  /** Appliance packages and the publisher keys trusted for them (0008_packages). */
+  readonly packages: PackageRepository;
+  readonly packageKeys: PackageTrustedKeyRepository;
 
   readonly #context: StoreContext;
   readonly #scopes: AsyncLocalStorage<TransactionScope>;
@@ -86,6 +100,11 @@ export class Store {
     this.projects = new ProjectRepository(context);
     this.audit = new AuditLogRepository(context);
     this.vmcast = new VmcastRepositories(context);
+    this.cluster = new ClusterRepository(context);
+    this.labs = new LabRepository(context);
+    this.net = new NetworkRepositories(context);
+    this.packages = new PackageRepository(context);
+    this.packageKeys = new PackageTrustedKeyRepository(context);
   }
 
   /** Migrates `db` and wraps it. For openSqliteStore / openPostgresStore; closes `db` when migrating fails. */
@@ -195,6 +214,39 @@ export class Store {
   async migrations(): Promise<string[]> {
     this.#context.checkUse();
     return appliedMigrations(this.#context.db, this.backend);
+  }
+
+  /** Every row of every table, read in one transaction (REPEATABLE READ on PostgreSQL): `drover admin backup`, `migrate-store`. */
+  async exportSnapshot(): Promise<StoreSnapshot> {
+    this.#context.checkUse();
+    const migrations = await this.migrations();
+    try {
+      const builder = this.#context.db.transaction();
+      return await (this.backend === 'postgres' ? builder.setIsolationLevel('repeatable read') : builder).execute((trx) => exportTables(trx, this.backend, migrations));
+    } catch (error) {
+      throw mapDriverError(error);
+    }
+  }
+
+  /** Loads a snapshot in one transaction: into an empty store, or replacing everything with `replace` (see snapshot.ts). */
+  async importSnapshot(snapshot: StoreSnapshot, options: { replace?: boolean } = {}): Promise<Record<string, number>> {
+    this.#context.checkUse();
+    const migrations = await this.migrations();
+    try {
+      return await this.#context.db.transaction().execute((trx) => importTables(trx, this.backend, migrations, snapshot, options));
+    } catch (error) {
+      throw mapDriverError(error);
+    }
+  }
+
+  /** Rows per table (migration bookkeeping excluded). */
+  async tableCounts(): Promise<Record<string, number>> {
+    this.#context.checkUse();
+    try {
+      return await tableCounts(this.#context.db, this.backend);
+    } catch (error) {
+      throw mapDriverError(error);
+    }
   }
 
   /** Closes the database (the SQLite file, the PostgreSQL pool). Closing twice is harmless. */

@@ -33,10 +33,10 @@ export interface TestCluster {
  * `hostName` that joins it with a one-time token; resolves once the host is
  * online. Every test that needs the control plane on real parts uses this.
  */
-export async function startTestCluster(options: { hostName?: string; manager?: Partial<ManagerConfig>; ca?: StartManagerOptions['ca']; vmcast?: StartManagerOptions['vmcast'] } = {}): Promise<TestCluster> {
+export async function startTestCluster(options: { hostName?: string; manager?: Partial<ManagerConfig>; ca?: StartManagerOptions['ca']; vmcast?: StartManagerOptions['vmcast']; labs?: StartManagerOptions['labs'] } = {}): Promise<TestCluster> {
   const dataDir = tempDir('cluster-manager');
   const agentDir = tempDir('cluster-agent');
-  const manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), ...options.manager }, { ...(options.ca ? { ca: options.ca } : {}), ...(options.vmcast ? { vmcast: options.vmcast } : {}) });
+  const manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), ...options.manager }, { ...(options.ca ? { ca: options.ca } : {}), ...(options.vmcast ? { vmcast: options.vmcast } : {}), ...(options.labs ? { labs: options.labs } : {}) });
   const api = async <T = unknown>(method: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<ApiAnswer<T>> => {
     const response = await fetch(`${manager.url}${route}`, {
       method,

@@ -1,11 +1,35 @@
 import { XMLParser } from 'fast-xml-parser';
 import { errors } from '@drover/core';
-import type { ReleaseManifest } from './manifest.js';
+import type { EvaReleaseManifest, PackageManifest, ReleaseManifest } from './manifest.js';
 
 /** The namespace of Drover's RSS extension. */
 export const vmcastNamespace = 'https://drover.dev/ns/vmcast/1';
 /** The enclosure type of a qcow2 appliance image. */
 export const enclosureType = 'application/x-qemu-disk';
+/** The enclosure type of a package (tar.gz). */
+export const packageEnclosureType = 'application/gzip';
+/** The enclosure type of an appliance package (an `.eva` file; `evaMediaType` of @drover/api). */
+export const evaEnclosureType = 'application/vnd.drover.eva+tar';
+
+/** An appliance package item: `<vmcast:kind>eva</vmcast:kind>`. */
+export interface EvaFeedItem {
+  manifest: EvaReleaseManifest;
+  url: string;
+  length: number;
+  keyId: string;
+  signature: string;
+  pubDate?: string;
+}
+
+/** A package item: `<vmcast:kind>package</vmcast:kind>` tells it from a release. */
+export interface PackageFeedItem {
+  manifest: PackageManifest;
+  url: string;
+  length: number;
+  keyId: string;
+  signature: string;
+  pubDate?: string;
+}
 
 export interface FeedItem {
   manifest: ReleaseManifest;
@@ -30,6 +54,9 @@ export interface ParsedFeed {
   title: string;
   keys: FeedKey[];
   items: FeedItem[];
+  packages: PackageFeedItem[];
+  /** Appliance packages (`.eva`). */
+  evas: EvaFeedItem[];
   /** Items that could not be read at all, with the reason (a missing field, ...). */
   malformed: Array<{ title: string; reason: string }>;
 }
@@ -37,7 +64,7 @@ export interface ParsedFeed {
 const escape = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** An RSS 2.0 feed of a channel: one item per release, newest first, with an `<enclosure>` old readers understand. */
-export function renderFeed(channel: { name: string; title: string; description: string; link: string }, keys: FeedKey[], items: FeedItem[]): string {
+export function renderFeed(channel: { name: string; title: string; description: string; link: string }, keys: FeedKey[], items: FeedItem[], packages: PackageFeedItem[] = [], evas: EvaFeedItem[] = []): string {
   const lines = [
     '<?xml version="1.0" encoding="UTF-8"?>',
     `<rss version="2.0" xmlns:vmcast="${vmcastNamespace}">`,
@@ -69,6 +96,42 @@ export function renderFeed(channel: { name: string; title: string; description: 
       `<vmcast:minMemoryMiB>${m.minMemoryMiB}</vmcast:minMemoryMiB>`,
       `<vmcast:minCpus>${m.minCpus}</vmcast:minCpus>`,
       `<vmcast:labels>${escape(JSON.stringify(m.labels))}</vmcast:labels>`,
+      `<vmcast:signature keyId="${item.keyId}" algorithm="ed25519">${item.signature}</vmcast:signature>`,
+      '</item>',
+    );
+  }
+  for (const item of packages) {
+    const m = item.manifest;
+    lines.push(
+      '<item>',
+      `<title>${escape(`${m.name} ${m.version} (package)`)}</title>`,
+      `<guid isPermaLink="false">package:sha256:${m.sha256}</guid>`,
+      ...(item.pubDate ? [`<pubDate>${new Date(item.pubDate).toUTCString()}</pubDate>`] : []),
+      `<enclosure url="${escape(item.url)}" length="${item.length}" type="${packageEnclosureType}"/>`,
+      '<vmcast:kind>package</vmcast:kind>',
+      `<vmcast:name>${escape(m.name)}</vmcast:name>`,
+      `<vmcast:version>${escape(m.version)}</vmcast:version>`,
+      `<vmcast:description>${escape(m.description)}</vmcast:description>`,
+      `<vmcast:sha256>${m.sha256}</vmcast:sha256>`,
+      `<vmcast:size>${m.sizeBytes}</vmcast:size>`,
+      `<vmcast:signature keyId="${item.keyId}" algorithm="ed25519">${item.signature}</vmcast:signature>`,
+      '</item>',
+    );
+  }
+  for (const item of evas) {
+    const m = item.manifest;
+    lines.push(
+      '<item>',
+      `<title>${escape(`${m.name} ${m.version} (appliance package)`)}</title>`,
+      `<guid isPermaLink="false">eva:sha256:${m.sha256}</guid>`,
+      ...(item.pubDate ? [`<pubDate>${new Date(item.pubDate).toUTCString()}</pubDate>`] : []),
+      `<enclosure url="${escape(item.url)}" length="${item.length}" type="${evaEnclosureType}"/>`,
+      '<vmcast:kind>eva</vmcast:kind>',
+      `<vmcast:name>${escape(m.name)}</vmcast:name>`,
+      `<vmcast:version>${escape(m.version)}</vmcast:version>`,
+      `<vmcast:description>${escape(m.description)}</vmcast:description>`,
+      `<vmcast:sha256>${m.sha256}</vmcast:sha256>`,
+      `<vmcast:size>${m.sizeBytes}</vmcast:size>`,
       `<vmcast:signature keyId="${item.keyId}" algorithm="ed25519">${item.signature}</vmcast:signature>`,
       '</item>',
     );
@@ -135,10 +198,14 @@ export function parseFeed(xml: string): ParsedFeed {
     keys.push({ keyId, state: state as FeedKey['state'], ...(pem ? { publicKey: pem } : {}), ...(endorsedBy ? { endorsedBy } : {}), ...(endorsement ? { endorsement } : {}) });
   }
   const items: FeedItem[] = [];
+  const packages: PackageFeedItem[] = [];
+  const evas: EvaFeedItem[] = [];
   const malformed: ParsedFeed['malformed'] = [];
   for (const raw of (channel['item'] as Array<Record<string, unknown>> | undefined) ?? []) {
     const title = textOf(raw['title']) ?? '(untitled)';
     try {
+      const kind = textOf(raw['vmcast:kind']) ?? 'release';
+      if (kind !== 'release' && kind !== 'package' && kind !== 'eva') throw new Error(`its kind "${kind.slice(0, 40)}" is unknown`);
       const need = (field: string) => {
         const v = textOf(raw[`vmcast:${field}`]);
         if (v === undefined || v === '') throw new Error(`it has no <vmcast:${field}>`);
@@ -153,6 +220,47 @@ export function parseFeed(xml: string): ParsedFeed {
       const url = attrOf(enclosure, 'url');
       const length = attrOf(enclosure, 'length');
       if (!url) throw new Error('it has no <enclosure url>');
+      const enclosureLength = length !== undefined && /^\d{1,15}$/.test(length) ? Number(length) : -1;
+      if (kind === 'eva') {
+        const type = attrOf(enclosure, 'type');
+        if (type !== evaEnclosureType) throw new Error(`its enclosure type "${(type ?? '').slice(0, 60)}" is not ${evaEnclosureType}`);
+        const sha256 = need('sha256');
+        if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error('<vmcast:sha256> is not 64 hex digits');
+        const signature = textOf(raw['vmcast:signature']);
+        const keyId = attrOf(raw['vmcast:signature'], 'keyId');
+        if (!signature || !keyId) throw new Error('it has no <vmcast:signature keyId>');
+        const manifest: EvaReleaseManifest = {
+          kind: 'eva',
+          channel: textOf(channel['vmcast:channel']) ?? '',
+          name: need('name'),
+          version: need('version'),
+          description: textOf(raw['vmcast:description']) ?? '',
+          sha256,
+          sizeBytes: int('size'),
+        };
+        const pubDate = textOf(raw['pubDate']);
+        evas.push({ manifest, url, length: enclosureLength, keyId, signature, ...(pubDate ? { pubDate } : {}) });
+        continue;
+      }
+      if (kind === 'package') {
+        const sha256 = need('sha256');
+        if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error('<vmcast:sha256> is not 64 hex digits');
+        const signature = textOf(raw['vmcast:signature']);
+        const keyId = attrOf(raw['vmcast:signature'], 'keyId');
+        if (!signature || !keyId) throw new Error('it has no <vmcast:signature keyId>');
+        const manifest: PackageManifest = {
+          kind: 'package',
+          channel: textOf(channel['vmcast:channel']) ?? '',
+          name: need('name'),
+          version: need('version'),
+          description: textOf(raw['vmcast:description']) ?? '',
+          sha256,
+          sizeBytes: int('size'),
+        };
+        const pubDate = textOf(raw['pubDate']);
+        packages.push({ manifest, url, length: enclosureLength, keyId, signature, ...(pubDate ? { pubDate } : {}) });
+        continue;
+      }
       const format = need('format');
       if (format !== 'qcow2') throw new Error(`its format "${format}" is not qcow2`);
       const bootMethod = need('bootMethod');
@@ -188,5 +296,5 @@ export function parseFeed(xml: string): ParsedFeed {
       malformed.push({ title, reason: (cause as Error).message });
     }
   }
-  return { title: textOf(channel['title']) ?? '', keys, items, malformed };
+  return { title: textOf(channel['title']) ?? '', keys, items, packages, evas, malformed };
 }

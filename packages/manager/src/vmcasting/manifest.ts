@@ -19,8 +19,43 @@ export interface ReleaseManifest {
   labels: Record<string, string>;
 }
 
+/**
+ * What a publisher signs for one package (files plus an `install` script, a
+ * tar.gz): `kind: 'package'` keeps a release's signature from ever verifying
+ * as a package's, and the other way round.
+ */
+export interface PackageManifest {
+  kind: 'package';
+  channel: string;
+  name: string;
+  version: string;
+  description: string;
+  sha256: string;
+  sizeBytes: number;
+}
+
+/**
+ * What a publisher signs for one appliance package (an `.eva` file, see
+ * docs/eva-packages.md) carried by a channel: `kind: 'eva'` keeps its
+ * signature from verifying as a release's or a guest package's.
+ */
+export interface EvaReleaseManifest {
+  kind: 'eva';
+  channel: string;
+  name: string;
+  version: string;
+  description: string;
+  sha256: string;
+  sizeBytes: number;
+}
+
+/** Whether a stored release manifest is an appliance package's (the rest are qcow2 image releases). */
+export function isEvaManifest(manifest: unknown): manifest is EvaReleaseManifest {
+  return !!manifest && typeof manifest === 'object' && (manifest as { kind?: unknown }).kind === 'eva';
+}
+
 /** The canonical bytes of a manifest: JSON with keys sorted at every level, no spaces. */
-export function canonicalManifest(manifest: ReleaseManifest): Buffer {
+export function canonicalManifest(manifest: ReleaseManifest | PackageManifest | EvaReleaseManifest): Buffer {
   const sorted = (value: unknown): unknown => {
     if (Array.isArray(value)) return value.map(sorted);
     if (value && typeof value === 'object') {

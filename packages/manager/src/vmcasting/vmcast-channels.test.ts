@@ -1,5 +1,6 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- API answers are read as loose JSON in these tests */
-import { rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, tempDir } from '@drover/agent/testing';
@@ -114,10 +115,15 @@ describe('VMcasting between two managers', () => {
     expect((await b<any>('POST', '/api/v1/vms/held-vm/follow/hold', {})).body.held).toBe(true);
     expect((await followOf('auto-vm')).currentRelease).toBe('webapp:1.1');
 
-    // Release 2.0: the auto VM updates and serves it; notify gets a pending update; pinned and held stay.
+    // Release 2.0 and a package: the auto VM updates and serves it; notify gets a pending update; pinned and held stay.
     await publish('2.0');
+    mkdirSync(path.join(dir, 'motd'), { recursive: true });
+    writeFileSync(path.join(dir, 'motd', 'install'), '#!/bin/sh\necho motd > /srv/www/motd.txt\n', { mode: 0o755 });
+    execFileSync('tar', ['--format=ustar', '-czf', path.join(dir, 'motd.tar.gz'), '-C', path.join(dir, 'motd'), '.']);
+    expect((await call(publisher, 'POST', '/api/v1/vmcast/channels/web/packages', { name: 'motd', version: '1.0', archiveBase64: readFileSync(path.join(dir, 'motd.tar.gz')).toString('base64') })).status).toBe(201);
     const third = await b<any>('POST', '/api/v1/vmcast/subscriptions/web/poll', {});
-    expect(third.body).toMatchObject({ status: 200, imported: ['webapp 2.0'] });
+    expect(third.body).toMatchObject({ status: 200, quarantined: [] });
+    expect([...third.body.imported].sort()).toEqual(['motd 1.0 (package)', 'webapp 2.0']);
     const [update] = await waitUpdates(autoId, 1);
     expect(update!.state, JSON.stringify(update)).toBe('done');
     expect(update!.result.before.image).toBe('webapp:1.1');
@@ -133,6 +139,11 @@ describe('VMcasting between two managers', () => {
       expect(await vmImage(name)).toBe('webapp:1.1');
       expect((await followOf(name)).pendingRelease).toBeNull();
     }
+    // The package: offered to the auto VM (pushed to the agent of the host it runs on), pending for notify, nothing for pinned and held.
+    // (These guests are on QEMU user networking, without a metadata address: guest-packages.e2e.test.ts shows the guest side.)
+    expect((await b<any>('GET', '/api/v1/vms/auto-vm/packages')).body).toMatchObject({ offered: [{ name: 'motd', version: '1.0' }], pending: [], pushedTo: 'h1' });
+    expect((await b<any>('GET', '/api/v1/vms/notify-vm/packages')).body).toMatchObject({ offered: [], pending: [{ name: 'motd', version: '1.0' }] });
+    for (const name of ['pinned-vm', 'held-vm']) expect((await b<any>('GET', `/api/v1/vms/${name}/packages`)).body).toMatchObject({ offered: [], pending: [] });
 
     // Release 3.0 fails its health check: the auto VM is rolled back to 2.0 and still serves it.
     await publish('3.0', { broken: true });

@@ -5,6 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import { Type } from 'typebox';
 import {
+  evaMediaType,
   ActionQuery,
   ErrorBody,
   Operation,
@@ -16,12 +17,17 @@ import {
   VmcastKey,
   VmcastKeyCreate,
   VmcastPollResult,
+  VmcastPackage,
+  VmcastPackagePublish,
+  VmcastPackageReleasePublish,
   VmcastPublish,
   VmcastRelease,
+  VmPackages,
+  VmPackagesApprove,
   VmcastSubscription,
   VmcastSubscriptionCreate,
 } from '@drover/api';
-import type { OperationRecord, Store, VmcastChannelRecord, VmcastFollowRecord, VmcastKeyRecord, VmcastReleaseRecord, VmcastSubscriptionRecord } from '../store/index.js';
+import type { OperationRecord, Store, VmcastChannelRecord, VmcastFollowRecord, VmcastKeyRecord, VmcastPackageRecord, VmcastReleaseRecord, VmcastSubscriptionRecord } from '../store/index.js';
 import { keyIdOf } from './manifest.js';
 import type { VmcastService } from './vmcast.service.js';
 
@@ -102,6 +108,22 @@ export async function registerVmcastRoutes(app: ManagerApp, deps: VmcastRouteDep
     };
     return { vmId: f.vmId, vm: vm?.name ?? f.vmId, channel: sub?.name ?? f.subscriptionId, policy: f.policy as 'auto', held: f.held, currentRelease: await label(f.currentReleaseId), pendingRelease: await label(f.pendingReleaseId), maintenanceWindow: f.maintenanceWindow, updatedAt: f.updatedAt };
   };
+  const publicPackage = async (p: VmcastPackageRecord) => ({
+    id: p.id,
+    channel: p.channelId ? ((await store.vmcast.channels.tryGet(p.channelId))?.name ?? null) : null,
+    subscription: p.subscriptionId ? ((await store.vmcast.subscriptions.tryGet(p.subscriptionId))?.name ?? null) : null,
+    name: p.name,
+    version: p.version,
+    state: p.state as 'published',
+    description: String((p.manifest as { description?: string }).description ?? ''),
+    sha256: p.sha256,
+    sizeBytes: p.sizeBytes,
+    url: p.url,
+    keyId: p.keyId,
+    reason: p.reason,
+    createdAt: p.createdAt,
+    updatedAt: p.updatedAt,
+  });
   const baseUrl = (request: FastifyRequest) => `${request.protocol}://${request.headers.host ?? request.hostname}`;
 
   // ---------------------------------------------------------------- publisher
@@ -139,7 +161,22 @@ export async function registerVmcastRoutes(app: ManagerApp, deps: VmcastRouteDep
   );
   app.get('/api/v1/vmcast/channels/:channel/releases/:name/:version/image', { config: { permission: 'public' }, schema: { tags: ['vmcast'], security: [], summary: "A release's image, the feed's enclosure (public; HTTP Range for resumed downloads)", params: ImageRef } }, async (request, reply) => {
     const { file, size } = await vmcast.releaseImage(request.params.channel, request.params.name, request.params.version);
-    void reply.header('accept-ranges', 'bytes').type('application/x-qemu-disk');
+    return sendRanged(request, reply, file, size, 'application/x-qemu-disk');
+  });
+
+  // ---------------------------------------------------------------- appliance packages (.eva, publisher)
+  app.get('/api/v1/vmcast/channels/:channel/appliance-packages', { config: { permission: 'vmcast.read' }, schema: { tags: ['vmcast'], summary: "List a channel's published appliance packages (.eva), newest first", params: ChannelRef, response: { 200: list(VmcastRelease), ...errorResponses } } }, async (request) => ({
+    items: await Promise.all((await vmcast.channelAppliancePackages(request.params.channel)).map(publicRelease)),
+  }));
+  app.post('/api/v1/vmcast/channels/:channel/appliance-packages', { config: { permission: 'vmcast.write' }, schema: { tags: ['vmcast'], summary: 'Publish an imported appliance package (.eva) on the channel, signed with the active key; subscribers import it', params: ChannelRef, body: VmcastPackageReleasePublish, response: { 201: VmcastRelease, ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(await publicRelease(await vmcast.publishPackage(request.params.channel, request.body.package))),
+  );
+  app.get('/api/v1/vmcast/channels/:channel/appliance-packages/:name/:version/file', { config: { permission: 'public' }, schema: { tags: ['vmcast'], security: [], summary: "An appliance package's .eva file, the feed's enclosure (public; HTTP Range for resumed downloads)", params: ImageRef } }, async (request, reply) => {
+    const { file, size } = await vmcast.appliancePackageFile(request.params.channel, request.params.name, request.params.version);
+    return sendRanged(request, reply, file, size, evaMediaType);
+  });
+  async function sendRanged(request: FastifyRequest, reply: FastifyReply, file: string, size: number, type: string): Promise<FastifyReply> {
+    void reply.header('accept-ranges', 'bytes').type(type);
     const range = request.headers.range;
     if (range) {
       const m = /^bytes=(\d+)-(\d*)$/.exec(range);
@@ -149,6 +186,19 @@ export async function registerVmcastRoutes(app: ManagerApp, deps: VmcastRouteDep
       return reply.status(206).header('content-range', `bytes ${start}-${end}/${size}`).header('content-length', String(end - start + 1)).send(createReadStream(file, { start, end }));
     }
     return reply.header('content-length', String(size)).send(createReadStream(file));
+  }
+
+  // ---------------------------------------------------------------- packages (publisher)
+  const PackageRef = Type.Object({ channel: Type.String({ minLength: 1, maxLength: 100 }), name: Type.String({ minLength: 1, maxLength: 100 }), version: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false });
+  app.get('/api/v1/vmcast/channels/:channel/packages', { config: { permission: 'vmcast.read' }, schema: { tags: ['vmcast'], summary: "List a channel's published packages (guest updates), by name, newest first", params: ChannelRef, response: { 200: list(VmcastPackage), ...errorResponses } } }, async (request) => ({
+    items: await Promise.all((await vmcast.packages.channelPackages(request.params.channel)).map(publicPackage)),
+  }));
+  app.post('/api/v1/vmcast/channels/:channel/packages', { config: { permission: 'vmcast.write' }, schema: { tags: ['vmcast'], summary: 'Publish a package on the channel: a tar.gz (base64) of files with an `install` script, signed with the active key; guests of following VMs install it', params: ChannelRef, body: VmcastPackagePublish, response: { 201: VmcastPackage, ...errorResponses } } }, async (request, reply) =>
+    reply.status(201).send(await publicPackage(await vmcast.packages.publish(request.params.channel, request.body))),
+  );
+  app.get('/api/v1/vmcast/channels/:channel/packages/:name/:version/archive', { config: { permission: 'public' }, schema: { tags: ['vmcast'], security: [], summary: "A package's archive, the feed's enclosure (public: the signature makes it trustworthy)", params: PackageRef } }, async (request, reply) => {
+    const { file, size } = await vmcast.packages.packageArchive(request.params.channel, request.params.name, request.params.version);
+    return reply.type('application/gzip').header('content-length', String(size)).send(createReadStream(file));
   });
 
   // ---------------------------------------------------------------- subscriber
@@ -171,6 +221,18 @@ export async function registerVmcastRoutes(app: ManagerApp, deps: VmcastRouteDep
   app.get('/api/v1/vmcast/subscriptions/:id/releases', { config: { permission: 'vmcast.read' }, schema: { tags: ['vmcast'], summary: "List a subscription's releases (available, verified, quarantined with the reason)", params: Ref, response: { 200: list(VmcastRelease), ...errorResponses } } }, async (request) => ({
     items: await Promise.all((await vmcast.subscriptionReleases(request.params.id)).map(publicRelease)),
   }));
+
+  app.get('/api/v1/vmcast/subscriptions/:id/packages', { config: { permission: 'vmcast.read' }, schema: { tags: ['vmcast'], summary: "List a subscription's packages (available, verified, quarantined with the reason)", params: Ref, response: { 200: list(VmcastPackage), ...errorResponses } } }, async (request) => ({
+    items: await Promise.all((await vmcast.packages.subscriptionPackages(request.params.id)).map(publicPackage)),
+  }));
+
+  // ---------------------------------------------------------------- packages of a VM
+  app.get('/api/v1/vms/:id/packages', { config: { permission: 'vm.read' }, schema: { tags: ['vmcast'], summary: "A VM's packages: installed (the guest's report, read from its host's agent now), offered, pending approval", params: Ref, response: { 200: VmPackages, ...errorResponses } } }, async (request) =>
+    vmcast.packages.view(request.params.id),
+  );
+  app.post('/api/v1/vms/:id/packages/approve', { config: { permission: 'vm.write' }, schema: { tags: ['vmcast'], summary: "Approve a notify VM's pending packages (all, or {names}): they are offered to its guest", params: Ref, body: VmPackagesApprove, response: { 200: VmPackages, ...errorResponses } } }, async (request) =>
+    vmcast.packages.approve(request.params.id, request.body.names, actor(request)),
+  );
 
   // ---------------------------------------------------------------- update channels
   app.get('/api/v1/vmcast/follows', { config: { permission: 'vmcast.read' }, schema: { tags: ['vmcast'], summary: 'List the VMs that follow a channel, with policy, hold and pending update', response: { 200: list(VmcastFollow), ...errorResponses } } }, async () => ({

@@ -27,8 +27,16 @@ import type {
   VmcastSubscriptionRecord,
 } from '../store/index.js';
 import type { VmService } from '../vms/vm.service.js';
-import { enclosureType, parseFeed, renderFeed, type FeedItem, type FeedKey } from './feed.js';
-import { canonicalManifest, endorsementBytes, keyIdOf, newPublisherKey, signBytes, verifyBytes, type ReleaseManifest } from './manifest.js';
+import { enclosureType, evaEnclosureType, parseFeed, renderFeed, type EvaFeedItem, type FeedItem, type FeedKey } from './feed.js';
+import { GuestPackageService } from './guest-packages.service.js';
+import { canonicalManifest, endorsementBytes, isEvaManifest, keyIdOf, newPublisherKey, signBytes, verifyBytes, type EvaReleaseManifest, type ReleaseManifest } from './manifest.js';
+
+/** What VMcasting needs of the appliance package service (packages/manager/src/packages/package.service.ts). */
+export interface AppliancePackages {
+  find(ref: string): Promise<{ id: string; name: string; version: string; manifest: unknown }>;
+  file(ref: string): Promise<{ file: string; size: number; name: string }>;
+  importFile(file: string, options: { actor: string; source: 'vmcast'; origin: string; trustKeys?: string[] }): Promise<{ id: string; name: string; version: string }>;
+}
 
 export interface VmcastServiceOptions {
   store: Store;
@@ -126,9 +134,24 @@ export class VmcastService {
   private readonly locks = new Map<string, Promise<unknown>>();
   private timer: NodeJS.Timeout | undefined;
   private readonly maxFeedBytes: number;
+  private appliancePackages: AppliancePackages | undefined;
+  /** Package updates to guests: channel packages, offers pushed to agents, guests' reports. */
+  readonly packages: GuestPackageService;
 
   constructor(private readonly o: VmcastServiceOptions) {
     this.maxFeedBytes = o.maxFeedBytes ?? 4 * 1024 * 1024;
+    this.packages = new GuestPackageService({
+      store: o.store,
+      link: o.link,
+      hub: o.hub,
+      logger: o.logger,
+      dir: path.join(o.library.libraryDir, 'packages'),
+      event: (type, kind, id, data) => this.event(type, kind, id, data),
+      checkUrl: (url, allowedHosts, what) => this.checkUrl(url, allowedHosts, what),
+      downloadTimeoutMs: o.downloadTimeoutMs,
+      findVm: (ref) => o.vms.find(ref),
+    });
+    this.packages.listen();
     o.runner.register('vm.release-update', {
       run: (ctx) => this.runUpdate(ctx),
       // A manager that died mid-update leaves the VM with whichever spec was stored; the update is asked again.
@@ -136,6 +159,16 @@ export class VmcastService {
         throw errors.unavailable(`The release update of VM "${String(ctx.op.params.vmName)}" was interrupted by a manager restart in phase "${ctx.op.phase}"; apply it again`);
       },
     });
+  }
+
+  /** Appliance packages (.eva) published on channels come from, and subscribed ones go into, this service. */
+  useAppliancePackages(packages: AppliancePackages): void {
+    this.appliancePackages = packages;
+  }
+
+  private needPackages(): AppliancePackages {
+    if (!this.appliancePackages) throw errors.unavailable('Appliance packages are not available on this manager');
+    return this.appliancePackages;
   }
 
   /** Starts polling due subscriptions (and applying auto updates whose window opened). */
@@ -147,6 +180,7 @@ export class VmcastService {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    this.packages.close();
   }
 
   private async tick(): Promise<void> {
@@ -159,6 +193,7 @@ export class VmcastService {
         await this.submitUpdate(follow, follow.pendingReleaseId, 'vmcast').catch(() => undefined);
       }
     }
+    await this.packages.refreshAll();
   }
 
   private windowOf(follow: VmcastFollowRecord): string | undefined {
@@ -211,6 +246,7 @@ export class VmcastService {
         await this.o.store.vmcast.releases.create({ ...this.releaseFields(release), keyId: keyIdOf(active.publicKey), signature: signBytes(canonicalManifest(manifest), active.privateKey) });
       }
     }
+    await this.packages.resign(keyId, active);
     await this.event('vmcast.key.revoked', 'vmcast-key', key.id, { name: key.name, keyId });
     return revoked;
   }
@@ -236,7 +272,74 @@ export class VmcastService {
 
   async channelReleases(ref: string): Promise<VmcastReleaseRecord[]> {
     const channel = await this.o.store.vmcast.channels.find(ref);
-    return (await this.o.store.vmcast.releases.all({ channelId: channel.id })).sort((a, b) => compareVersions(b.version, a.version));
+    return (await this.o.store.vmcast.releases.all({ channelId: channel.id })).filter((r) => !isEvaManifest(r.manifest)).sort((a, b) => compareVersions(b.version, a.version));
+  }
+
+  /** A channel's appliance packages (.eva), newest first. */
+  async channelAppliancePackages(ref: string): Promise<VmcastReleaseRecord[]> {
+    const channel = await this.o.store.vmcast.channels.find(ref);
+    return (await this.o.store.vmcast.releases.all({ channelId: channel.id })).filter((r) => isEvaManifest(r.manifest)).sort((a, b) => compareVersions(b.version, a.version));
+  }
+
+  /** The content-addressed file of an appliance package's `.eva`: `<libraryDir>/sha256/<hex>.eva`. */
+  evaBlobPath(sha256: string): string {
+    return path.join(this.o.library.libraryDir, 'sha256', `${sha256}.eva`);
+  }
+
+  /**
+   * Publishes an imported appliance package (by id or "name:version") on a
+   * channel: its `.eva` file enters the content-addressed store, a manifest
+   * (`kind: 'eva'`, sha256, size) is signed with the active key.
+   */
+  async publishPackage(channelRef: string, packageRef: string): Promise<VmcastReleaseRecord> {
+    const channel = await this.o.store.vmcast.channels.find(channelRef);
+    const packages = this.needPackages();
+    const pkg = await packages.find(packageRef);
+    const { file, size } = await packages.file(pkg.id);
+    const existing = (await this.channelAppliancePackages(channel.id)).find((r) => r.name === pkg.name && r.version === pkg.version);
+    if (existing) throw errors.conflict(`Channel "${channel.name}" already has appliance package ${pkg.name} ${pkg.version}`, { id: existing.id });
+    const key = await this.activeKey();
+    const hash = createHash('sha256');
+    for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+    const sha256 = hash.digest('hex');
+    const description = (pkg.manifest as { description?: unknown }).description;
+    const manifest: EvaReleaseManifest = { kind: 'eva', channel: channel.name, name: pkg.name, version: pkg.version, description: typeof description === 'string' ? description : '', sha256, sizeBytes: size };
+    await this.storeBlob(file, sha256, this.evaBlobPath(sha256));
+    const release = await this.o.store.vmcast.releases.create({
+      channelId: channel.id,
+      subscriptionId: null,
+      name: pkg.name,
+      version: pkg.version,
+      state: 'published',
+      manifest: manifest as unknown as Record<string, unknown>,
+      url: '',
+      keyId: keyIdOf(key.publicKey),
+      signature: signBytes(canonicalManifest(manifest), key.privateKey),
+      imageId: null,
+      reason: null,
+      receivedBytes: size,
+    });
+    await this.event('vmcast.release.published', 'vmcast-release', release.id, { channel: channel.name, kind: 'eva', name: pkg.name, version: pkg.version, sha256, package: pkg.id });
+    return release;
+  }
+
+  /** The `.eva` file of an appliance package published on a channel (the feed's enclosure). */
+  async appliancePackageFile(channelRef: string, name: string, version: string): Promise<{ file: string; size: number }> {
+    const release = (await this.channelAppliancePackages(channelRef)).find((r) => r.name === name && r.version === version);
+    if (!release) throw errors.notFound('Appliance package', `${channelRef}/${name}/${version}`);
+    const m = release.manifest as unknown as EvaReleaseManifest;
+    return { file: this.evaBlobPath(m.sha256), size: m.sizeBytes };
+  }
+
+  private evaUrl(baseUrl: string, channel: string, name: string, version: string): string {
+    return `${baseUrl}/api/v1/vmcast/channels/${encodeURIComponent(channel)}/appliance-packages/${encodeURIComponent(name)}/${encodeURIComponent(version)}/file`;
+  }
+
+  private async evaFeedItems(channelId: string, channelName: string, baseUrl: string): Promise<EvaFeedItem[]> {
+    return (await this.channelAppliancePackages(channelId)).map((r) => {
+      const manifest = r.manifest as unknown as EvaReleaseManifest;
+      return { manifest, url: this.evaUrl(baseUrl, channelName, r.name, r.version), length: manifest.sizeBytes, keyId: r.keyId, signature: r.signature, pubDate: r.createdAt };
+    });
   }
 
   /** The content-addressed file of a sha256 in the library: `<libraryDir>/sha256/<hex>.qcow2`. */
@@ -255,7 +358,7 @@ export class VmcastService {
     if (image.format !== 'qcow2') throw errors.invalid(`Image "${image.name}:${image.version}" is ${image.format}; only qcow2 images can be published`, { field: 'image' });
     const version = request.version ?? image.version;
     const name = request.name ?? image.name;
-    const existing = (await this.o.store.vmcast.releases.all({ channelId: channel.id })).find((r) => r.version === version && r.name === name);
+    const existing = (await this.channelReleases(channel.id)).find((r) => r.version === version && r.name === name);
     if (existing) throw errors.conflict(`Channel "${channel.name}" already has release ${name} ${version}`, { id: existing.id });
     const metadata = await this.o.store.vmcast.metadata.byImage(image.id);
     const manifest: ReleaseManifest = {
@@ -291,8 +394,7 @@ export class VmcastService {
   }
 
   /** Puts `file` into the content-addressed store under its sha256 (a hard link where possible). */
-  private async storeBlob(file: string, sha256: string): Promise<string> {
-    const blob = this.blobPath(sha256);
+  private async storeBlob(file: string, sha256: string, blob = this.blobPath(sha256)): Promise<string> {
     await mkdir(path.dirname(blob), { recursive: true, mode: 0o700 });
     if (await stat(blob).then(() => true, () => false)) return blob;
     await link(file, blob).catch(async () => {
@@ -335,8 +437,11 @@ export class VmcastService {
       const manifest = r.manifest as unknown as ReleaseManifest;
       return { manifest, url: this.enclosureUrl(baseUrl, channel.name, r.version, r.name), length: manifest.sizeBytes, keyId: r.keyId, signature: r.signature, pubDate: r.createdAt };
     });
-    const body = renderFeed({ name: channel.name, title: channel.title, description: channel.description, link: `${baseUrl}/api/v1/vmcast/channels/${channel.name}/catalog.json` }, await this.feedKeys(), items);
-    const newest = [channel.updatedAt, ...releases.map((r) => r.updatedAt), ...(await this.listKeys()).map((k) => k.updatedAt)].sort().at(-1)!;
+    const packages = await this.packages.feedItems(channel.id, channel.name, baseUrl);
+    const evas = await this.evaFeedItems(channel.id, channel.name, baseUrl);
+    const body = renderFeed({ name: channel.name, title: channel.title, description: channel.description, link: `${baseUrl}/api/v1/vmcast/channels/${channel.name}/catalog.json` }, await this.feedKeys(), items, packages, evas);
+    const packageTimes = (await this.o.store.vmcast.packages.all({ channelId: channel.id })).map((p) => p.updatedAt);
+    const newest = [channel.updatedAt, ...releases.map((r) => r.updatedAt), ...evas.map((e) => e.pubDate!), ...packageTimes, ...(await this.listKeys()).map((k) => k.updatedAt)].sort().at(-1)!;
     return { body, etag: `"${createHash('sha256').update(body).digest('hex').slice(0, 32)}"`, lastModified: new Date(newest).toUTCString() };
   }
 
@@ -358,13 +463,15 @@ export class VmcastService {
         signature: r.signature,
         publishedAt: r.createdAt,
       })),
+      packages: (await this.packages.feedItems(channel.id, channel.name, baseUrl)).map((p) => ({ ...p.manifest, url: p.url, type: 'application/gzip', keyId: p.keyId, signature: p.signature, publishedAt: p.pubDate })),
+      appliancePackages: (await this.evaFeedItems(channel.id, channel.name, baseUrl)).map((p) => ({ ...p.manifest, url: p.url, type: evaEnclosureType, keyId: p.keyId, signature: p.signature, publishedAt: p.pubDate })),
     };
   }
 
   /** The file and size of a published release's image (served with ranges by the route). */
   async releaseImage(channelRef: string, name: string, version: string): Promise<{ file: string; size: number }> {
     const channel = await this.o.store.vmcast.channels.find(channelRef);
-    const release = (await this.o.store.vmcast.releases.all({ channelId: channel.id })).find((r) => r.version === version && r.name === name);
+    const release = (await this.channelReleases(channel.id)).find((r) => r.version === version && r.name === name);
     if (!release) throw errors.notFound('Release', `${channel.name}/${name}/${version}`);
     const manifest = release.manifest as unknown as ReleaseManifest;
     return { file: this.blobPath(manifest.sha256), size: manifest.sizeBytes };
@@ -515,7 +622,7 @@ export class VmcastService {
     }
     for (const item of feed.items) {
       const m = item.manifest;
-      if (known.some((r) => r.name === m.name && r.version === m.version)) continue;
+      if (known.some((r) => !isEvaManifest(r.manifest) && r.name === m.name && r.version === m.version)) continue;
       const label = `${m.name} ${m.version}`;
       let reason: string | undefined;
       try {
@@ -545,6 +652,61 @@ export class VmcastService {
         receivedBytes: 0,
       });
       if (reason) await this.quarantined(release, label, reason, result);
+    }
+    await this.ingestEvas(sub, feed.evas, known, result);
+    await this.packages.ingest(sub, feed.packages, result);
+  }
+
+  /** The feed's appliance packages: checked like releases (URL, size, pinned key, signature) before anything is downloaded. */
+  private async ingestEvas(sub: VmcastSubscriptionRecord, evas: EvaFeedItem[], known: VmcastReleaseRecord[], result: PollResult): Promise<void> {
+    for (const item of evas) {
+      const m = item.manifest;
+      if (known.some((r) => isEvaManifest(r.manifest) && r.name === m.name && r.version === m.version)) continue;
+      const label = `${m.name} ${m.version} (appliance package)`;
+      let reason: string | undefined;
+      try {
+        this.checkUrl(item.url, sub.allowedHosts, 'The enclosure URL');
+        if (item.length !== m.sizeBytes) throw new RefusedRelease(`the enclosure length ${item.length} differs from the signed size ${m.sizeBytes}`);
+        if (m.sizeBytes > this.o.maxImageBytes) throw new RefusedRelease(`its size ${m.sizeBytes} is over the limit of ${this.o.maxImageBytes} bytes`);
+        if (!nameOk.test(m.name) || !/^[A-Za-z0-9_.+-]{1,64}$/.test(m.version)) throw new RefusedRelease('its name or version is not a valid package name');
+        const pin = sub.pinnedKeys.find((p) => p.keyId === item.keyId);
+        if (!pin) throw new RefusedRelease(`it is signed by key ${item.keyId.slice(0, 16)}…, which is not pinned for this subscription`);
+        if (pin.revoked) throw new RefusedRelease(`it is signed by key ${item.keyId.slice(0, 16)}…, which is revoked`);
+        if (!verifyBytes(canonicalManifest(m), item.signature, pin.publicKey)) throw new RefusedRelease(`its signature does not verify with the pinned key ${item.keyId.slice(0, 16)}…`);
+      } catch (cause) {
+        reason = cause instanceof RefusedRelease ? cause.message : isDroverError(cause) ? cause.message : String(cause);
+      }
+      const release = await this.o.store.vmcast.releases.create({
+        channelId: null,
+        subscriptionId: sub.id,
+        name: m.name,
+        version: m.version,
+        state: reason ? 'quarantined' : 'available',
+        manifest: m as unknown as Record<string, unknown>,
+        url: item.url,
+        keyId: item.keyId,
+        signature: item.signature,
+        imageId: null,
+        reason: reason ?? null,
+        receivedBytes: 0,
+      });
+      if (reason) await this.quarantined(release, label, reason, result);
+    }
+  }
+
+  /**
+   * A downloaded `.eva` whose size and sha256 match its signed manifest is
+   * imported by the package service with the subscription's pinned key that
+   * signed the item as a trusted key; a refused package is quarantined.
+   */
+  private async importEva(release: VmcastReleaseRecord, part: string, sub: VmcastSubscriptionRecord): Promise<{ id: string; name: string; version: string }> {
+    const pin = sub.pinnedKeys.find((p) => p.keyId === release.keyId && !p.revoked);
+    if (!pin) throw new RefusedRelease(`its key ${release.keyId.slice(0, 16)}… is no longer pinned (or was revoked)`);
+    try {
+      return await this.needPackages().importFile(part, { actor: 'vmcast', source: 'vmcast', origin: `vmcast:${sub.name} ${shownUrl(release.url)}`, trustKeys: [pin.publicKey] });
+    } catch (cause) {
+      if (isDroverError(cause) && (cause.code === 'invalid' || cause.code === 'conflict')) throw new RefusedRelease(cause.message);
+      throw cause;
     }
   }
 
@@ -634,6 +796,14 @@ export class VmcastService {
         const sha = hash.digest('hex');
         if (sha !== m.sha256) throw new RefusedRelease(`its sha256 ${sha} differs from the signed ${m.sha256} (the image was altered)`);
       }
+      if (isEvaManifest(release.manifest)) {
+        const pkg = await this.importEva(release, part, sub);
+        await rm(part, { force: true });
+        release = await this.o.store.vmcast.releases.update(release.id, { state: 'verified', reason: null, receivedBytes: m.sizeBytes });
+        result.imported.push(`${label} (appliance package)`);
+        await this.event('vmcast.release.verified', 'vmcast-release', release.id, { subscription: sub.name, kind: 'eva', name: m.name, version: m.version, package: pkg.id });
+        return;
+      }
       await this.inspect(part, label);
       const image = await this.enterLibrary(release, part, sub);
       release = await this.o.store.vmcast.releases.update(release.id, { state: 'verified', imageId: image.id, reason: null, receivedBytes: m.sizeBytes });
@@ -707,12 +877,14 @@ export class VmcastService {
       ? await this.o.store.vmcast.follows.update(existing.id, { subscriptionId: sub.id, policy: request.policy, maintenanceWindow: request.maintenanceWindow ?? null, ...(current ? { currentReleaseId: current.id } : {}) })
       : await this.o.store.vmcast.follows.create({ vmId: vm.id, subscriptionId: sub.id, policy: request.policy, held: false, currentReleaseId: current?.id ?? null, maintenanceWindow: request.maintenanceWindow ?? null });
     await this.event('vmcast.follow.changed', 'vm', vm.id, { vm: vm.name, channel: sub.name, policy: request.policy });
+    await this.packages.push(vm.id).catch((error: unknown) => this.o.logger.warn({ vm: vm.name, err: error }, 'package offer not pushed'));
     return follow;
   }
 
   async unfollow(vmRef: string): Promise<void> {
     const follow = await this.followOf(vmRef);
     await this.o.store.vmcast.follows.delete(follow.id);
+    await this.packages.push(follow.vmId).catch((error: unknown) => this.o.logger.warn({ vmId: follow.vmId, err: error }, 'package offer not pushed'));
   }
 
   async followOf(vmRef: string): Promise<VmcastFollowRecord> {
@@ -728,7 +900,9 @@ export class VmcastService {
 
   async hold(vmRef: string, held: boolean): Promise<VmcastFollowRecord> {
     const follow = await this.followOf(vmRef);
-    return this.o.store.vmcast.follows.update(follow.id, { held });
+    const updated = await this.o.store.vmcast.follows.update(follow.id, { held });
+    await this.packages.push(follow.vmId).catch((error: unknown) => this.o.logger.warn({ vmId: follow.vmId, err: error }, 'package offer not pushed'));
+    return updated;
   }
 
   /** A release became verified: auto followers update (inside their window), notify followers get a pending update; pinned and held ones are left alone. */
@@ -755,7 +929,7 @@ export class VmcastService {
     const follow = await this.followOf(vmRef);
     let releaseId = follow.pendingReleaseId;
     if (version !== undefined) {
-      const release = (await this.o.store.vmcast.releases.all({ subscriptionId: follow.subscriptionId })).find((r) => r.version === version && r.state === 'verified');
+      const release = (await this.o.store.vmcast.releases.all({ subscriptionId: follow.subscriptionId })).find((r) => r.version === version && r.state === 'verified' && !isEvaManifest(r.manifest));
       if (!release) throw errors.notFound('Verified release', version);
       releaseId = release.id;
     }

@@ -286,6 +286,8 @@ export class MigrationService {
 
     await ctx.phase('prepare', 10, mirrored.length > 0 ? `${mirrored.length} disk(s) to mirror` : 'shared storage: memory only');
     await this.prepareImages(ctx, vm, dest);
+    // The VM's taps, leases and rules exist on the destination (its reservation places it there) before the switchover.
+    if (await this.o.vms.networks.hasNics(vm.id)) await this.o.vms.networks.pushHost(dest.id);
     const ready = await link.call<IncomingReady>(dest, 'POST', '/v1/migrations/incoming', { operationId: ctx.op.id, plan, sourceName: source.name, mirror: mirrored.map((d) => d.nodeName) }, agentCallMs);
     await holdForTest('prepare');
 
@@ -499,6 +501,12 @@ export class MigrationService {
       ctx.logger.warn({ err: error }, 'confirm on the source failed');
     }
     const guestMaxGapMs = await guestGap;
+    // The source loses the VM's tap and rules; the destination's state is pushed again without the reservation.
+    if (await this.o.vms.networks.hasNics(vm.id)) {
+      for (const host of [source, dest]) {
+        await this.o.vms.networks.pushHost(host.id).catch((error: unknown) => ctx.logger.warn({ err: error, host: host.name }, 'pushing the network state failed'));
+      }
+    }
     return {
       state,
       mode: params.mode ?? 'live',
@@ -561,6 +569,7 @@ export class MigrationService {
       this.cleanLater(dest, vm.id);
     }
     await store.reservations.deleteByVm(vm.id);
+    if (await this.o.vms.networks.hasNics(vm.id)) await this.o.vms.networks.pushHost(dest.id).catch((cause: unknown) => ctx.logger.warn({ err: cause }, 'pushing the network state failed'));
     const previous = paramsOf(ctx.op).previousState;
     const state = info ? agentToManagedState(info) : previous;
     await this.o.vms.publish(await store.vms.update(vm.id, { state, hostId: source.id, lastError: error.message }));

@@ -12,6 +12,7 @@ import type { FirstPhase, OperationContext, OperationRunner } from '../operation
 import { addedAgentDevices, VmDeviceService, type AddedDisk, type AddedNic } from './vm-devices.service.js';
 import { MigrationService } from './migration.service.js';
 import { labelsWithSecurity, PolicyService } from '../policy/policy.service.js';
+import { NetworkService } from '../networks/network.service.js';
 
 /** The VM's desired configuration as the manager keeps it (`vms.spec`); what it boots is VmMedia (images/vm-media.ts). */
 export interface ManagedVmSpec extends VmMedia {
@@ -154,6 +155,7 @@ export class VmService {
     }
     this.devices = new VmDeviceService({ store: o.store, runner: o.runner, link: o.link, logger: o.logger, vms: this });
     this.migrations = new MigrationService({ ...o, vms: this });
+    this.networks = new NetworkService({ store: o.store, link: o.link, logger: o.logger.child({ module: 'networks' }), holdingStates });
     this.policy = new PolicyService({ store: o.store, hub: o.hub, logger: o.logger.child({ module: 'policy' }), holdingStates, hostCandidates: (store) => this.hostCandidates(store) });
   }
 
@@ -165,6 +167,15 @@ export class VmService {
 
   /** Disks and NICs added and removed (hotplug while the VM runs). */
   readonly devices: VmDeviceService;
+
+  /** Networks, security groups, the VMs' NICs on them and each host's network state (networks/). */
+  readonly networks: NetworkService;
+
+  /** Pushes a host's network state after a VM with NICs left it (stop, delete, failed start); failures are logged, not thrown. */
+  private async networkLeft(vmId: string, hostId: string | null, hadNics?: boolean): Promise<void> {
+    if (!hostId || !(hadNics ?? (await this.networks.hasNics(vmId)))) return;
+    await this.networks.pushHost(hostId, { vmId, hostId }).catch((error: unknown) => this.o.logger.warn({ err: error, vm: vmId }, 'pushing the network state failed'));
+  }
 
   // ------------------------------------------------------------ reads
 
@@ -233,6 +244,8 @@ export class VmService {
         labels,
         autostart: request.autostart ?? false,
       });
+      // NICs on Drover networks: addresses and MACs allocated, or the whole VM refused.
+      await this.networks.bindNewVm(tx, vm, request.networks ?? []);
       return { vm, event: await tx.events.append(await this.vmEvent(tx, vm)) };
     });
     this.o.hub.publish(event);
@@ -457,6 +470,11 @@ export class VmService {
     const { disks, boot } = await prepareVmMedia({ store: this.o.store, link: this.o.link, images: this.o.images }, host, vm, spec, ensure, ctx.signal);
     // The agent checks the security policy's Chinese Wall again when it launches the VM.
     const security = await this.policy.agentSecurity(vm);
+    // NICs on Drover networks come first (eth0, …), as taps; QEMU's user network only when the VM forwards ports.
+    const taps = await this.networks.agentNics(vm.id);
+    const userNic = taps.length > 0 && (spec.forwards ?? []).length === 0 ? [] : [{ forwards: spec.forwards ?? [] }];
+    // An appliance on a network asks DHCP on eth0 (its tap) instead of assuming QEMU's user network.
+    const booted = taps.length > 0 && boot.kind === 'kernel' && boot.cmdline ? { ...boot, cmdline: boot.cmdline.replace(/(^| )drover\.net=user(?= |$)/g, '') } : boot;
     return {
       name: vm.name,
       id: vm.id,
@@ -464,8 +482,8 @@ export class VmService {
       memoryMiB: spec.memoryMiB,
       ...(spec.cpuModel ? { cpuModel: spec.cpuModel } : {}),
       disks: [...disks, ...addedAgentDevices(spec).disks],
-      nics: [{ forwards: spec.forwards ?? [] }, ...addedAgentDevices(spec).nics],
-      boot,
+      nics: [...taps, ...userNic, ...addedAgentDevices(spec).nics],
+      boot: booted,
       ...(spec.cloudInit ? { cloudInit: spec.cloudInit } : {}),
       ...(security ? { security } : {}),
     };
@@ -475,6 +493,11 @@ export class VmService {
     // Journaled with the operation's creation (the placement), unless it was submitted without it.
     if (ctx.op.phase !== 'prepare') await ctx.phase('prepare', 10, `placed on ${host.name}`);
     const agentSpec = await this.prepareOnHost(ctx, vm, host);
+    // The taps, bridges, leases and rules of the VM's NICs exist on the host before QEMU opens them.
+    if (agentSpec.nics?.some((nic) => nic.mode === 'tap')) {
+      await ctx.phase('network', 55, 'network state pushed to the host');
+      await this.networks.pushHost(host.id);
+    }
     await ctx.phase('boot', 60);
     // One request defines the VM on the host (or rewrites its definition there when it is
     // stopped: an edit, a new cloud-init) and starts it; a running or saved VM is refused as is.
@@ -503,13 +526,17 @@ export class VmService {
     // The agent's own limits: the stop's grace period then a forced stop; saves and restores up to 300 s.
     const timeoutMs = action === 'stop' ? Number(ctx.op.params.timeoutMs ?? 60_000) + 60_000 : 360_000;
     const info = await this.o.link.action(host, vm.id, action, body, timeoutMs);
+    // A VM whose QEMU is gone leaves its host's network state (its tap and rules go).
+    if (['stop', 'force-off', 'save'].includes(action)) await this.networkLeft(vm.id, host.id);
     return this.settle(ctx, vm.id, host, info);
   }
 
   private async runSnapshot(ctx: OperationContext, vm: VmRecord, host: HostRecord, action: string): Promise<unknown> {
     const name = String(ctx.op.params.name);
     await ctx.phase(action, 20);
-    if (action === 'snapshot.create') await this.o.link.call(host, 'POST', `/v1/vms/${vm.id}/snapshots`, { name }, 300_000);
+    // withMemory false: disks only, even while the VM runs (a lab's initial snapshot, labs/lab.service.ts).
+    const body = { name, ...(ctx.op.params.withMemory === false ? { withMemory: false } : {}) };
+    if (action === 'snapshot.create') await this.o.link.call(host, 'POST', `/v1/vms/${vm.id}/snapshots`, body, 300_000);
     if (action === 'snapshot.revert') await this.o.link.call(host, 'POST', `/v1/vms/${vm.id}/snapshots/${name}/revert`, {}, 300_000);
     if (action === 'snapshot.delete') await this.o.link.call(host, 'DELETE', `/v1/vms/${vm.id}/snapshots/${name}`, undefined, 300_000);
     return this.settle(ctx, vm.id, host, await this.o.link.vm(host, vm.id));
@@ -518,6 +545,7 @@ export class VmService {
   private async runDelete(ctx: OperationContext): Promise<unknown> {
     const vm = await this.o.store.vms.get(ctx.op.targetId).catch(() => undefined);
     if (!vm) return { deleted: true };
+    const hadNics = await this.networks.hasNics(vm.id);
     if (vm.hostId) {
       const host = await this.o.store.hosts.get(vm.hostId);
       await ctx.phase('undefine', 30, host.name);
@@ -532,6 +560,8 @@ export class VmService {
     }
     await this.o.store.reservations.deleteByVm(vm.id);
     await this.o.store.vms.delete(vm.id);
+    // Its NICs went with the record: the host loses the VM's tap, lease and rules.
+    await this.networkLeft(vm.id, vm.hostId, hadNics);
     const event = await this.o.store.events.append({ type: 'vm.deleted', objectKind: 'vm', objectId: vm.id, data: { id: vm.id, name: vm.name } });
     this.o.hub.publish(event);
     return { deleted: true };
@@ -557,6 +587,7 @@ export class VmService {
     // A first start that never got a definition on the host leaves the VM unplaced.
     const keepHost = info !== undefined || (ctx.op.kind !== 'vm.start' && vm.hostId !== null);
     await this.publish(await this.o.store.vms.update(vm.id, { state, hostId: keepHost ? vm.hostId : previous === 'defined' ? null : vm.hostId, lastError: error.message }));
+    if (hostId && !holdingStates.includes(state)) await this.networkLeft(vm.id, hostId);
   }
 
   /**
@@ -616,6 +647,7 @@ export class VmService {
         if (state !== vm.state && !(vm.state === 'defined' && state === 'stopped')) {
           this.o.logger.info({ vm: vm.name, from: vm.state, to: state }, 'reconciled VM state with its host');
           await this.publish(await this.o.store.vms.update(vm.id, { state }));
+          if (!holdingStates.includes(state)) await this.networkLeft(vm.id, host.id);
         }
       }
       after = page.next;

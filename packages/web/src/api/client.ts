@@ -4,9 +4,12 @@ import type {
 } from './types.js';
 import type { HostEvacuationPlan, HostPower, HostPowerSettings, NightPlan, PowerPolicy, PowerReport, RestorePlan, WakePlan } from './types.js';
 import type { PolicyExplanation, PolicyInfo, PolicyLoad, PolicyValidation, SecurityLabelInfo } from './types.js';
+import type { Package, PackageExport } from './types.js';
+import type { FirewallExplain, Network, NetworkCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRuleInput, VmNicView } from './types.js';
 import type { RebalancePlan, RebalanceRequest } from './types.js';
+import type { Lab, LabCreate, LabExample } from './types.js';
 import type { ApiToken, AuditRecord, Project, Role, RoleBinding, User } from './types.js';
-import type { VmcastChannel, VmcastFollow, VmcastKey, VmcastPollResult, VmcastPublish, VmcastRelease, VmcastSubscription, VmcastSubscriptionCreate } from './types.js';
+import type { VmcastChannel, VmcastFollow, VmcastKey, VmcastPackage, VmcastPackagePublish, VmcastPollResult, VmcastPublish, VmcastRelease, VmcastSubscription, VmcastSubscriptionCreate, VmPackages } from './types.js';
 
 /**
  * The console's only way to the manager: the public REST API under /api/v1.
@@ -242,6 +245,64 @@ export class ApiClient {
     return this.request('POST', '/hosts/join-tokens', { body: ttlSeconds === undefined ? {} : { ttlSeconds } });
   }
 
+  // ------------------------------------------------------------------ labs
+  labs(): Promise<{ items: Lab[] }> {
+    return this.request('GET', '/labs');
+  }
+  lab(id: string): Promise<Lab> {
+    return this.request('GET', `/labs/${enc(id)}`);
+  }
+  labExamples(): Promise<{ items: LabExample[] }> {
+    return this.request('GET', '/lab-examples');
+  }
+  deployLab(body: LabCreate): Promise<Operation> {
+    return this.request('POST', '/labs', { body });
+  }
+  labAction(id: string, action: 'start' | 'stop' | 'reset'): Promise<Operation> {
+    return this.request('POST', `/labs/${enc(id)}/${action}`, { body: {} });
+  }
+  snapshotLab(id: string, name: string): Promise<Operation> {
+    return this.request('POST', `/labs/${enc(id)}/snapshot`, { body: { name } });
+  }
+  cloneLab(id: string, name: string): Promise<Operation> {
+    return this.request('POST', `/labs/${enc(id)}/clone`, { body: { name } });
+  }
+  destroyLab(id: string): Promise<Operation> {
+    return this.request('DELETE', `/labs/${enc(id)}`);
+  }
+
+  // ------------------------------------------------------------------ networks and firewall
+  networks(): Promise<{ items: Network[] }> {
+    return this.request('GET', '/networks');
+  }
+  createNetwork(body: NetworkCreate): Promise<Network> {
+    return this.request('POST', '/networks', { body });
+  }
+  deleteNetwork(name: string): Promise<void> {
+    return this.request('DELETE', `/networks/${enc(name)}`);
+  }
+  securityGroups(): Promise<{ items: SecurityGroup[] }> {
+    return this.request('GET', '/security-groups');
+  }
+  createSecurityGroup(body: SecurityGroupCreate): Promise<SecurityGroup> {
+    return this.request('POST', '/security-groups', { body });
+  }
+  deleteSecurityGroup(name: string): Promise<void> {
+    return this.request('DELETE', `/security-groups/${enc(name)}`);
+  }
+  addSecurityGroupRule(name: string, rule: SecurityGroupRuleInput): Promise<SecurityGroup> {
+    return this.request('POST', `/security-groups/${enc(name)}/rules`, { body: rule });
+  }
+  removeSecurityGroupRule(name: string, index: number): Promise<SecurityGroup> {
+    return this.request('DELETE', `/security-groups/${enc(name)}/rules/${index}`);
+  }
+  vmNetworks(vm: string): Promise<{ items: VmNicView[] }> {
+    return this.request('GET', `/vms/${enc(vm)}/networks`);
+  }
+  vmFirewall(vm: string): Promise<FirewallExplain> {
+    return this.request('GET', `/vms/${enc(vm)}/firewall`);
+  }
+
   // ------------------------------------------------------------------ security policy (sHype)
   /** The active policy; 404 (ApiError not_found) when none is loaded. */
   policy(): Promise<PolicyInfo> {
@@ -326,6 +387,27 @@ export class ApiClient {
     return this.request('DELETE', `/images/${enc(id)}`, { headers: { 'Idempotency-Key': idempotencyKey() } });
   }
 
+  // ------------------------------------------------------------------ appliance packages
+  packages(): Promise<{ items: Package[] }> {
+    return this.request('GET', '/packages');
+  }
+  /** Starts a `package.export` operation: stopped VMs → a signed .eva kept by the manager. */
+  exportPackage(body: PackageExport): Promise<Operation> {
+    return this.request('POST', '/packages/export', { body, headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  /** Deletes a package, its file and its images (409 while a VM uses one). */
+  deletePackage(id: string): Promise<void> {
+    return this.request('DELETE', `/packages/${enc(id)}`);
+  }
+  /** The package's signed .eva file (a download link). */
+  packageFileUrl(id: string): string {
+    return this.url(`/packages/${enc(id)}/file`);
+  }
+  /** Where an .eva (or, with kind "ova", an OVA) is uploaded as the request body (XHR, for progress). */
+  packageUploadUrl(kind: 'eva' | 'ova' = 'eva'): string {
+    return this.url('/packages/import/upload', { kind });
+  }
+
   // ------------------------------------------------------------------ VMcasting
   vmcastKeys(): Promise<Page<VmcastKey>> {
     return this.request('GET', '/vmcast/keys');
@@ -375,6 +457,22 @@ export class ApiClient {
   vmcastSubscriptionReleases(id: string): Promise<Page<VmcastRelease>> {
     return this.request('GET', `/vmcast/subscriptions/${enc(id)}/releases`);
   }
+  vmcastChannelPackages(channel: string): Promise<Page<VmcastPackage>> {
+    return this.request('GET', `/vmcast/channels/${enc(channel)}/packages`);
+  }
+  publishVmcastPackage(channel: string, body: VmcastPackagePublish): Promise<VmcastPackage> {
+    return this.request('POST', `/vmcast/channels/${enc(channel)}/packages`, { body });
+  }
+  vmcastSubscriptionPackages(id: string): Promise<Page<VmcastPackage>> {
+    return this.request('GET', `/vmcast/subscriptions/${enc(id)}/packages`);
+  }
+  /** A VM's guest packages: installed (its report), offered, pending approval. */
+  vmPackages(vm: string): Promise<VmPackages> {
+    return this.request('GET', `/vms/${enc(vm)}/packages`);
+  }
+  approveVmPackages(vm: string, names?: string[]): Promise<VmPackages> {
+    return this.request('POST', `/vms/${enc(vm)}/packages/approve`, { body: names ? { names } : {} });
+  }
   vmcastFollows(): Promise<Page<VmcastFollow>> {
     return this.request('GET', '/vmcast/follows');
   }
@@ -407,6 +505,10 @@ export class ApiClient {
   }
   deleteVm(id: string): Promise<Operation> {
     return this.request('DELETE', `/vms/${enc(id)}`, { headers: { 'Idempotency-Key': idempotencyKey() } });
+  }
+  /** Marks the VM highly available or not (`PUT /vms/{id}/ha`); the manager refuses HA for a VM not on shared storage. */
+  setVmHa(id: string, enabled: boolean): Promise<Vm> {
+    return this.request('PUT', `/vms/${enc(id)}/ha`, { body: { enabled } });
   }
   vmAction(id: string, action: VmAction, body: Record<string, unknown> = {}): Promise<Operation> {
     return this.request('POST', `/vms/${enc(id)}/${action}`, { body, headers: { 'Idempotency-Key': idempotencyKey() } });

@@ -9,9 +9,11 @@ export type { HostPower, HostPowerSettings, HostEvacuationPlan, RestorePlan, Pow
 import type { RebalancePlan, RebalanceRequest } from '@drover/api';
 export type { RebalancePlan, RebalanceRequest };
 import type { PolicyExplanation, PolicyInfo, PolicyLoad, PolicyValidation, SecurityLabelInfo } from '@drover/api';
+import type { FirewallExplain, Network, NetworkCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRuleInput, VmNicView } from '@drover/api';
+export type { FirewallExplain, Network, NetworkCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRuleInput, VmNicView };
 export type { PolicyExplanation, PolicyInfo, PolicyLoad, PolicyValidation, SecurityLabelInfo };
-import type { VmcastChannel, VmcastFollow, VmcastKey, VmcastPublish, VmcastRelease, VmcastSubscription, VmcastSubscriptionCreate } from '@drover/api';
-export type { VmcastChannel, VmcastFollow, VmcastKey, VmcastPublish, VmcastRelease, VmcastSubscription, VmcastSubscriptionCreate };
+import type { VmcastChannel, VmcastFollow, VmcastKey, VmcastPackage, VmcastPackagePublish, VmcastPublish, VmcastRelease, VmcastSubscription, VmcastSubscriptionCreate, VmPackages } from '@drover/api';
+export type { VmcastChannel, VmcastFollow, VmcastKey, VmcastPackage, VmcastPackagePublish, VmcastPublish, VmcastRelease, VmcastSubscription, VmcastSubscriptionCreate, VmPackages };
 /** The answer of POST /api/v1/vmcast/subscriptions/{id}/poll. */
 export interface VmcastPollResult {
   subscription: string;
@@ -23,6 +25,8 @@ export interface VmcastPollResult {
   error?: string;
 }
 
+import type { Lab, LabCreate, LabExample } from '@drover/api';
+export type { Lab, LabCreate, LabExample };
 export type { Host, Image, ImageImport, Operation, Vm, VmCreate, VmEdit, ManagedVmState, PoolInfo, VolumeInfo, SnapshotInfo, VmDiskAdd, VmDiskInfo, VmNicAdd, VmNicInfo, MigrateRequest };
 /** The answer of POST /api/v1/hosts/join-tokens (schema JoinToken). */
 export interface JoinTokenAnswer {
@@ -67,3 +71,5 @@ export type DroverEvent =
 
 export type DroverEventType = DroverEvent['type'];
 export const eventTypes: readonly DroverEventType[] = ['vm.updated', 'vm.deleted', 'host.updated', 'host.removed', 'operation.updated', 'image.created', 'image.deleted'];
+import type { EvaManifest, Package, PackageExport } from '@drover/api';
+export type { EvaManifest, Package, PackageExport };

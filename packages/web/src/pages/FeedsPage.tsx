@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from 'react';
 import { listAll } from '../api/client.js';
-import type { VmcastPollResult, VmcastRelease } from '../api/types.js';
+import type { VmcastPackage, VmcastPollResult, VmcastRelease, VmPackages } from '../api/types.js';
 import { PageTitle } from '../components/PageTitle.js';
 import { EmptyRow, ErrorNote, Loading } from '../components/ui.js';
 import { formatBytes, formatTime } from '../format.js';
@@ -10,6 +10,14 @@ import { SelectField } from '../components/SelectField.js';
 import { TableHead } from '../components/TableHead.js';
 
 const short = (keyId: string) => `${keyId.slice(0, 12)}…`;
+
+/** A file input's file as base64 (a package archive to publish). */
+async function fileBase64(file: File): Promise<string> {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let binary = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
 
 /**
  * VMcasting: what this manager publishes (keys, channels, releases, the public
@@ -27,11 +35,14 @@ export function FeedsPage() {
   const [error, setError] = useState<unknown>(undefined);
   const [releases, setReleases] = useState<{ title: string; items: VmcastRelease[] } | undefined>(undefined);
   const [pollResult, setPollResult] = useState<VmcastPollResult | undefined>(undefined);
+  const [packages, setPackages] = useState<{ title: string; items: VmcastPackage[] } | undefined>(undefined);
+  const [vmPackages, setVmPackages] = useState<VmPackages | undefined>(undefined);
   const reloadAll = () => {
     keys.reload();
     channels.reload();
     subscriptions.reload();
     follows.reload();
+    if (vmPackages) api.vmPackages(vmPackages.vm).then(setVmPackages, () => undefined);
   };
   useEvents((event) => {
     if (event.type.startsWith('vmcast.')) reloadAll();
@@ -137,10 +148,34 @@ export function FeedsPage() {
                       <SelectField label="Boot" name="bootMethod" options={['disk', { key: 'appliance-kernel', value: 'appliance-kernel', label: 'appliance kernel' }]} />
                       <button type="submit">Publish<span className="visually-hidden"> on {channel.name}</span></button>
                     </form>
+                    <form
+                      className="inline-form"
+                      onSubmit={(e) =>
+                        submit(e, async (f) => {
+                          const file = f.get('archive');
+                          if (!(file instanceof File) || file.size === 0) throw new Error('Choose a package archive (.tar.gz)');
+                          return api.publishVmcastPackage(channel.name, { name: text(f, 'packageName'), version: text(f, 'packageVersion'), archiveBase64: await fileBase64(file) });
+                        })
+                      }
+                    >
+                      <label>
+                        Package file <input name="archive" type="file" accept=".tar.gz,.tgz,application/gzip" required />
+                      </label>
+                      <label>
+                        Package name <input name="packageName" size={8} required />
+                      </label>
+                      <label>
+                        Package version <input name="packageVersion" size={6} required />
+                      </label>
+                      <button type="submit">Publish package<span className="visually-hidden"> on {channel.name}</span></button>
+                    </form>
                   </td>
                   <td className="row-actions">
                     <button type="button" onClick={() => api.vmcastChannelReleases(channel.name).then((r) => setReleases({ title: `Releases of channel ${channel.name}`, items: r.items }), setError)}>
                       Releases<span className="visually-hidden"> of {channel.name}</span>
+                    </button>
+                    <button type="button" onClick={() => api.vmcastChannelPackages(channel.name).then((r) => setPackages({ title: `Packages of channel ${channel.name}`, items: r.items }), setError)}>
+                      Packages<span className="visually-hidden"> of {channel.name}</span>
                     </button>
                   </td>
                 </tr>
@@ -197,6 +232,9 @@ export function FeedsPage() {
                     </button>
                     <button type="button" onClick={() => api.vmcastSubscriptionReleases(sub.name).then((r) => setReleases({ title: `Releases received on ${sub.name}`, items: r.items }), setError)}>
                       Releases<span className="visually-hidden"> of {sub.name}</span>
+                    </button>
+                    <button type="button" onClick={() => api.vmcastSubscriptionPackages(sub.name).then((r) => setPackages({ title: `Packages received on ${sub.name}`, items: r.items }), setError)}>
+                      Packages<span className="visually-hidden"> of {sub.name}</span>
                     </button>
                     <button type="button" onClick={() => run(() => api.unsubscribeVmcast(sub.name))}>
                       Unsubscribe<span className="visually-hidden"> {sub.name}</span>
@@ -263,6 +301,33 @@ export function FeedsPage() {
         </section>
       )}
 
+      {packages && (
+        <section className="panel" aria-labelledby="packages-title">
+          <h2 id="packages-title">{packages.title}</h2>
+          <table className="table responsive">
+            <TableHead columns={['Package', 'State', 'Size', 'Reason']} />
+            <tbody>
+              {packages.items.length === 0 && <EmptyRow columns={4}>No package.</EmptyRow>}
+              {packages.items.map((p) => (
+                <tr key={p.id} data-package={`${p.name}:${p.version}`}>
+                  <td data-label="Package">
+                    {p.name} {p.version}
+                  </td>
+                  <td data-label="State">{p.state}</td>
+                  <td data-label="Size">{formatBytes(p.sizeBytes)}</td>
+                  <td data-label="Reason" className="break">
+                    {p.reason ?? '—'}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <button type="button" onClick={() => setPackages(undefined)}>
+            Close packages
+          </button>
+        </section>
+      )}
+
       <section className="panel" aria-labelledby="follows-title">
         <h2 id="follows-title">VMs following a channel</h2>
         <ErrorNote error={follows.error} />
@@ -293,6 +358,9 @@ export function FeedsPage() {
                         Apply update<span className="visually-hidden"> to {f.vm}</span>
                       </button>
                     )}
+                    <button type="button" onClick={() => api.vmPackages(f.vm).then(setVmPackages, setError)}>
+                      Packages<span className="visually-hidden"> of VM {f.vm}</span>
+                    </button>
                     <button type="button" onClick={() => run(() => api.unfollowChannel(f.vm))}>
                       Unfollow<span className="visually-hidden"> {f.vm}</span>
                     </button>
@@ -309,6 +377,45 @@ export function FeedsPage() {
           <button type="submit">Follow</button>
         </form>
       </section>
+
+      {vmPackages && (
+        <section className="panel" aria-labelledby="vm-packages-title">
+          <h2 id="vm-packages-title">Packages of VM {vmPackages.vm}</h2>
+          <p className="muted">
+            {vmPackages.channel ? `Channel ${vmPackages.channel}, policy ${vmPackages.policy}${vmPackages.held ? ' (held: nothing is offered)' : ''}.` : 'Follows no channel.'} The guest last reported{' '}
+            {vmPackages.reportedAt ? formatTime(vmPackages.reportedAt) : 'nothing yet'}
+            {vmPackages.pushedTo ? `; the offer is on host ${vmPackages.pushedTo}` : ''}.
+          </p>
+          <table className="table responsive">
+            <TableHead columns={['Package', 'Installed', 'Offered', 'Pending']} actions />
+            <tbody>
+              {(() => {
+                const names = [...new Set([...vmPackages.installed, ...vmPackages.offered, ...vmPackages.pending].map((p) => p.name))].sort();
+                const version = (list: VmPackages['installed'], name: string) => list.find((p) => p.name === name)?.version ?? '—';
+                if (names.length === 0) return <EmptyRow columns={5}>No package.</EmptyRow>;
+                return names.map((name) => (
+                  <tr key={name} data-vm-package={name}>
+                    <td data-label="Package">{name}</td>
+                    <td data-label="Installed">{version(vmPackages.installed, name)}</td>
+                    <td data-label="Offered">{version(vmPackages.offered, name)}</td>
+                    <td data-label="Pending">{version(vmPackages.pending, name)}</td>
+                    <td className="row-actions">
+                      {vmPackages.pending.some((p) => p.name === name) && (
+                        <button type="button" onClick={() => api.approveVmPackages(vmPackages.vm, [name]).then(setVmPackages, setError)}>
+                          Approve<span className="visually-hidden"> {name}</span>
+                        </button>
+                      )}
+                    </td>
+                  </tr>
+                ));
+              })()}
+            </tbody>
+          </table>
+          <button type="button" onClick={() => setVmPackages(undefined)}>
+            Close VM packages
+          </button>
+        </section>
+      )}
     </>
   );
 }

@@ -9,6 +9,7 @@ import { Link, navigate } from '../router.js';
 import { cloudInitSummary } from '../media.js';
 import { VmCloudInit } from './VmCloudInit.js';
 import { VmDevices } from './VmDevices.js';
+import { VmFirewall } from './NetworksPage.js';
 import { VmMigrateDialog } from './VmMigrateDialog.js';
 import { TableHead } from '../components/TableHead.js';
 
@@ -219,6 +220,10 @@ export function VmPage({ id }: { id: string }) {
             <dd>{vm.spec.forwards.length ? vm.spec.forwards.map((f) => `${f.hostPort} → ${f.guestPort}`).join(', ') : '—'}</dd>
             <dt>Autostart</dt>
             <dd>{vm.autostart ? 'yes' : 'no'}</dd>
+            <dt>High availability</dt>
+            <dd>
+              <HaSwitch vm={vm} disabled={deleted} onUpdated={(updated) => vmState.setData(() => updated)} />
+            </dd>
             <dt>Owner</dt>
             <dd>{vm.owner}</dd>
             <dt>Created</dt>
@@ -254,6 +259,8 @@ export function VmPage({ id }: { id: string }) {
       <VmDevices vm={vm} ops={ops} disabled={deleted} />
 
       <VmCloudInit vm={vm} disabled={deleted} />
+
+      {!deleted && <VmFirewall vm={vm} />}
 
       <Snapshots vm={vm} ops={ops} disabled={deleted} />
 
@@ -331,6 +338,55 @@ function TabButton({ selected, controls, onSelect, id, children }: { selected: b
     >
       {children}
     </button>
+  );
+}
+
+/**
+ * The VM's HA flag as a switch (`PUT /api/v1/vms/{id}/ha`): it shows the
+ * manager's value (kept current by `vm.updated` events), and a refusal (a VM
+ * whose disks are not all on shared pools) in the manager's words.
+ */
+function HaSwitch({ vm, disabled, onUpdated }: { vm: Vm; disabled: boolean; onUpdated: (vm: Vm) => void }) {
+  const { api } = useApp();
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(undefined);
+  const id = useId();
+  const on = vm.spec.ha === true;
+  return (
+    <div className="ha-switch">
+      <label htmlFor={`${id}-ha`}>
+        <input
+          id={`${id}-ha`}
+          type="checkbox"
+          role="switch"
+          checked={on}
+          aria-checked={on}
+          aria-label="High availability"
+          aria-describedby={`${id}-ha-help`}
+          disabled={busy || disabled}
+          onChange={(event) => {
+            const enabled = event.target.checked;
+            setBusy(true);
+            setError(undefined);
+            api.setVmHa(vm.id, enabled).then(
+              (updated) => {
+                setBusy(false);
+                onUpdated(updated);
+              },
+              (cause: unknown) => {
+                setBusy(false);
+                setError(cause);
+              },
+            );
+          }}
+        />{' '}
+        {busy ? 'Saving…' : on ? 'On' : 'Off'}
+      </label>
+      <p id={`${id}-ha-help`} className="help">
+        Restarted on another host when its host is lost, once that host is fenced. Only for VMs whose disks are all on shared pools.
+      </p>
+      <ErrorNote error={error} onDismiss={() => setError(undefined)} />
+    </div>
   );
 }
 

@@ -369,6 +369,147 @@ export class VmcastFollowRepository extends EntityRepository<VmcastFollowRecord,
   }
 }
 
+export const vmcastPackageStates = ['published', 'available', 'verified', 'quarantined'] as const;
+/** A package of a channel (a signed tar.gz with an install script): published here (channelId) or received (subscriptionId). */
+export interface VmcastPackageRecord {
+  id: string;
+  channelId: string | null;
+  subscriptionId: string | null;
+  name: string;
+  version: string;
+  state: string;
+  /** The signed manifest (see vmcasting/manifest.ts, `PackageManifest`). */
+  manifest: Record<string, unknown>;
+  sha256: string;
+  sizeBytes: number;
+  url: string;
+  keyId: string;
+  signature: string;
+  reason: string | null;
+  rev: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface VmcastPackageFilter {
+  channelId?: string;
+  subscriptionId?: string;
+  state?: string | string[];
+  name?: string;
+}
+
+export class VmcastPackageRepository extends EntityRepository<VmcastPackageRecord, VmcastPackageFilter> {
+  constructor(context: StoreContext) {
+    super(context, {
+      table: 'vmcast_packages',
+      kind: 'package',
+      fields: {
+        id: column.id('id'),
+        channelId: column.id('channel_id', { nullable: true }),
+        subscriptionId: column.id('subscription_id', { nullable: true }),
+        name: column.text('name'),
+        version: column.text('version'),
+        state: column.text('state'),
+        manifest: column.json('manifest'),
+        sha256: column.text('sha256'),
+        sizeBytes: column.integer('size_bytes'),
+        url: column.text('url'),
+        keyId: column.text('key_id'),
+        signature: column.text('signature'),
+        reason: column.text('reason', { nullable: true }),
+        ...versionColumns,
+      },
+      order: ['createdAt', 'id'],
+      filters: {
+        channelId: filterBy.reference('channel_id') as never,
+        subscriptionId: filterBy.reference('subscription_id') as never,
+        state: filterBy.equals('state'),
+        name: filterBy.equals('name') as never,
+      },
+      references: ['channelId', 'subscriptionId'],
+      versioned: true,
+      validate: (v) => {
+        checkNotEmpty('package', 'name', v.name);
+        checkNotEmpty('package', 'version', v.version);
+        oneOf('package', 'state', v.state, vmcastPackageStates);
+      },
+    });
+  }
+
+  async create(input: Omit<VmcastPackageRecord, 'id' | 'rev' | 'createdAt' | 'updatedAt'>): Promise<VmcastPackageRecord> {
+    return this.insert({ ...this.newIdentity(), ...input });
+  }
+
+  async update(id: string, patch: Partial<Pick<VmcastPackageRecord, 'state' | 'reason' | 'keyId' | 'signature'>>, options: UpdateOptions = {}): Promise<VmcastPackageRecord> {
+    return this.patch(id, patch, options);
+  }
+
+  /** Every package of a channel or a subscription, oldest first. */
+  async all(filter: VmcastPackageFilter): Promise<VmcastPackageRecord[]> {
+    return listEvery((query) => this.list(query), filter);
+  }
+}
+
+/** A package name and version (what a guest has, or is offered). */
+export interface PackageVersionEntry {
+  name: string;
+  version: string;
+}
+
+/** One VM's packages: approvals (notify), the offer last pushed and where, and the guest's last report. */
+export interface VmPackagesRecord {
+  id: string;
+  vmId: string;
+  /** Package name → the version the operator approved (notify policy). */
+  approved: Record<string, string>;
+  offered: PackageVersionEntry[];
+  installed: PackageVersionEntry[];
+  reportedAt: string | null;
+  pushedHostId: string | null;
+  pushedAt: string | null;
+  rev: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+type VmPackagesPatch = Partial<Pick<VmPackagesRecord, 'approved' | 'offered' | 'installed' | 'reportedAt' | 'pushedHostId' | 'pushedAt'>>;
+
+export class VmPackagesRepository extends EntityRepository<VmPackagesRecord, Record<string, never>> {
+  constructor(context: StoreContext) {
+    super(context, {
+      table: 'vm_packages',
+      kind: 'VM packages',
+      fields: {
+        id: column.id('id'),
+        vmId: column.id('vm_id'),
+        approved: column.json('approved'),
+        offered: column.json('offered'),
+        installed: column.json('installed'),
+        reportedAt: column.timestamp('reported_at', { nullable: true }),
+        pushedHostId: column.id('pushed_host_id', { nullable: true }),
+        pushedAt: column.timestamp('pushed_at', { nullable: true }),
+        ...versionColumns,
+      },
+      order: ['id'],
+      filters: {},
+      references: ['vmId'],
+      versioned: true,
+      validate: () => undefined,
+    });
+  }
+
+  async byVm(vmId: string): Promise<VmPackagesRecord | undefined> {
+    return this.tryGetWhere({ vmId });
+  }
+
+  /** The VM's row, made empty when it has none yet, then patched. */
+  async put(vmId: string, patch: VmPackagesPatch): Promise<VmPackagesRecord> {
+    const existing = await this.byVm(vmId);
+    if (existing) return this.patch(existing.id, patch, {});
+    return this.insert({ ...this.newIdentity(), vmId, approved: {}, offered: [], installed: [], reportedAt: null, pushedHostId: null, pushedAt: null, ...patch });
+  }
+}
+
 /** The VMcasting tables, grouped: `store.vmcast.releases`, ... */
 export class VmcastRepositories {
   readonly metadata: ApplianceMetadataRepository;
@@ -377,6 +518,9 @@ export class VmcastRepositories {
   readonly subscriptions: VmcastSubscriptionRepository;
   readonly releases: VmcastReleaseRepository;
   readonly follows: VmcastFollowRepository;
+  /** Channel packages (0010_guest_packages). */
+  readonly packages: VmcastPackageRepository;
+  readonly vmPackages: VmPackagesRepository;
 
   constructor(context: StoreContext) {
     this.metadata = new ApplianceMetadataRepository(context);
@@ -385,5 +529,7 @@ export class VmcastRepositories {
     this.subscriptions = new VmcastSubscriptionRepository(context);
     this.releases = new VmcastReleaseRepository(context);
     this.follows = new VmcastFollowRepository(context);
+    this.packages = new VmcastPackageRepository(context);
+    this.vmPackages = new VmPackagesRepository(context);
   }
 }

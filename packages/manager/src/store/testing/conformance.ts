@@ -851,6 +851,48 @@ export function describeStoreConformance(name: string, harness: StoreHarness): v
       });
     });
 
+    describe('networks (0007_networks)', () => {
+      it('keeps networks, security groups, VM NICs and host rules; uniques, references and cascades hold', async () => {
+        const base = { kind: 'nat', subnet: '10.50.0.0/24', gateway: '10.50.0.1', uplink: 'eth0', mtu: null, labels: { zone: 'a' }, owner: 'alice', lab: null };
+        const net = await store.net.networks.create({ ...base, name: 'pub', vni: 4096 });
+        expect(await store.net.networks.getByName('pub')).toEqual(net);
+        expect((await rejectionOf(store.net.networks.create({ ...base, name: 'pub', vni: 4097 }))).code).toBe('conflict');
+        expect((await rejectionOf(store.net.networks.create({ ...base, name: 'other', vni: 4096 }))).code).toBe('conflict');
+        expect((await rejectionOf(store.net.networks.create({ ...base, name: 'bad', kind: 'wormhole', vni: 4098 }))).code).toBe('invalid');
+        const edited = await store.net.networks.update(net.id, { mtu: 1400 }, { expectedRev: 1 });
+        expect(edited).toMatchObject({ mtu: 1400, rev: 2, labels: { zone: 'a' } });
+        expect((await rejectionOf(store.net.networks.update(net.id, { mtu: 1300 }, { expectedRev: 1 }))).code).toBe('precondition_failed');
+
+        const web = await store.net.groups.create({ name: 'web', description: '', rules: [{ direction: 'ingress', protocol: 'tcp', ports: { from: 80, to: 80 }, cidr: '10.0.0.0/8' }], owner: 'alice', lab: null });
+        expect((await store.net.groups.update(web.id, { rules: [] }, { expectedRev: 1 })).rules).toEqual([]);
+        expect((await rejectionOf(store.net.groups.create({ name: 'web', description: '', rules: [], owner: 'bob', lab: null }))).code).toBe('conflict');
+
+        const vm = (await store.vms.create(vmInput('netvm')))!;
+        const nic = { vmId: vm.id, nicIndex: 0, networkId: net.id, mac: '52:54:00:00:00:01', ip: '10.50.0.2', tap: 'dtnetvm0', groups: ['web'], settings: { lab: 'x' } };
+        const created = await store.net.nics.create(nic);
+        expect(await store.net.nics.ofVm(vm.id)).toEqual([created]);
+        expect((await rejectionOf(store.net.nics.create({ ...nic, nicIndex: 1, mac: '52:54:00:00:00:02', tap: 'dtnetvm1' }))).code).toBe('conflict'); // same address on the network
+        expect((await rejectionOf(store.net.nics.create({ ...nic, nicIndex: 1, ip: '10.50.0.3', tap: 'dtnetvm1' }))).code).toBe('conflict'); // same MAC
+        expect((await rejectionOf(store.net.nics.create({ ...nic, nicIndex: 0, ip: '10.50.0.3', mac: '52:54:00:00:00:02', tap: 'dtnetvm1' }))).code).toBe('conflict'); // same index
+        expect((await rejectionOf(store.net.nics.create({ ...nic, networkId: missingId, nicIndex: 1, ip: '10.50.0.3', mac: '52:54:00:00:00:02', tap: 'dtnetvm1' }))).code).toBe('invalid');
+        expect((await store.net.nics.update(created.id, { groups: [] })).groups).toEqual([]);
+        // A network with NICs cannot go.
+        expect((await rejectionOf(store.net.networks.delete(net.id))).code).toBe('conflict');
+
+        const rule = await store.net.hostRules.create({ networkId: net.id, protocol: 'tcp', ports: { from: 22, to: 22 }, cidr: '10.50.0.0/28', action: 'accept' });
+        clock.tick();
+        await store.net.hostRules.create({ networkId: null, protocol: 'any', ports: null, cidr: null, action: 'drop' });
+        expect((await store.net.hostRules.all()).map((r) => r.id)[0]).toBe(rule.id);
+        expect((await rejectionOf(store.net.hostRules.create({ networkId: null, protocol: 'gre', ports: null, cidr: null, action: 'drop' }))).code).toBe('invalid');
+
+        // Deleting the VM takes its NICs; then the network goes, with its host rules.
+        await store.vms.delete(vm.id);
+        expect(await store.net.nics.all()).toEqual([]);
+        await store.net.networks.delete(net.id);
+        expect((await store.net.hostRules.all()).map((r) => r.networkId)).toEqual([null]);
+      });
+    });
+
     describe('VMcasting (0006_vmcasting)', () => {
       it('keeps appliance metadata, keys, channels, subscriptions, releases and follows; cascades and uniques hold', async () => {
         const image = await store.images.create({ name: 'webapp', version: '2.0', format: 'qcow2', sizeBytes: 10, sha256: 'a'.repeat(64), source: 'vmcast:web' });
@@ -890,6 +932,100 @@ export function describeStoreConformance(name: string, harness: StoreHarness): v
         expect(await store.vmcast.releases.all({ subscriptionId: sub.id })).toEqual([]);
         expect(await store.vmcast.follows.byVm(vm.id)).toBeUndefined();
         expect((await store.vmcast.releases.all({ channelId: channel.id })).length).toBe(1);
+      });
+    });
+
+    describe('guest packages (0010_guest_packages)', () => {
+      it('keeps channel packages and each VM\'s packages; cascades hold', async () => {
+        const channel = await store.vmcast.channels.create({ name: 'pk', title: 'Pk', description: '' });
+        const sub = await store.vmcast.subscriptions.create({ name: 'pk', url: 'http://pub/feed.rss', pinnedKeys: [], allowedHosts: [], pollSeconds: 60 });
+        const base = { name: 'motd', manifest: { kind: 'package' }, sha256: 'b'.repeat(64), sizeBytes: 5_000_000_000, url: 'http://pub/p', keyId: 'k', signature: 's', reason: null };
+        const published = await store.vmcast.packages.create({ ...base, channelId: channel.id, subscriptionId: null, version: '1.0', state: 'published' });
+        const received = await store.vmcast.packages.create({ ...base, channelId: null, subscriptionId: sub.id, version: '1.0', state: 'available' });
+        expect((await store.vmcast.packages.all({ channelId: channel.id })).map((p) => p.id)).toEqual([published.id]);
+        expect((await store.vmcast.packages.update(received.id, { state: 'verified' })).state).toBe('verified');
+        expect((await store.vmcast.packages.all({ subscriptionId: sub.id, state: 'verified' }))[0]).toMatchObject({ sizeBytes: 5_000_000_000, manifest: { kind: 'package' } });
+        expect((await rejectionOf(store.vmcast.packages.update(received.id, { state: 'lost' }))).code).toBe('invalid');
+
+        const vm = (await store.vms.create(vmInput('pkg-vm')))!;
+        const row = await store.vmcast.vmPackages.put(vm.id, { approved: { motd: '1.0' } });
+        expect(row).toMatchObject({ approved: { motd: '1.0' }, offered: [], installed: [], reportedAt: null });
+        const reported = await store.vmcast.vmPackages.put(vm.id, { installed: [{ name: 'motd', version: '1.0' }], reportedAt: clock.iso(0) });
+        expect(reported).toMatchObject({ id: row.id, approved: { motd: '1.0' }, installed: [{ name: 'motd', version: '1.0' }] });
+        await store.vmcast.subscriptions.delete(sub.id);
+        expect(await store.vmcast.packages.all({ subscriptionId: sub.id })).toEqual([]);
+        await store.vms.delete(vm.id);
+        expect(await store.vmcast.vmPackages.byVm(vm.id)).toBeUndefined();
+      });
+    });
+
+    describe('appliance packages (0008_packages)', () => {
+      it('keeps packages with their manifest and images, one per name:version, and trusted keys', async () => {
+        const image = await store.images.create({ name: 'shop.web-0', version: '1', format: 'qcow2', sizeBytes: 10, sha256: 'c'.repeat(64), source: 'package:shop:1' });
+        const input = {
+          name: 'shop',
+          version: '1',
+          description: null,
+          formatVersion: 1,
+          manifest: { format: 'drover-eva', formatVersion: 1, vms: [{ name: 'web', disks: [{ file: 'disks/web-0.qcow2' }] }] },
+          images: { 'disks/web-0.qcow2': image.id },
+          signerKeyId: 'd'.repeat(64),
+          source: 'import',
+          origin: 'upload',
+          fileSizeBytes: 5_000_000_000,
+          fileSha256: 'e'.repeat(64),
+          owner: 'admin',
+        };
+        const created = await store.packages.create(input);
+        expect(await store.packages.get(created.id)).toEqual(created);
+        expect(created).toMatchObject({ ...input, images: { 'disks/web-0.qcow2': image.id } });
+        expect(await store.packages.tryRelease('shop', '1')).toEqual(created);
+        expect(await store.packages.tryRelease('shop', '2')).toBeUndefined();
+        expect((await rejectionOf(store.packages.create(input))).code).toBe('conflict');
+        expect((await rejectionOf(store.packages.create({ ...input, version: '2', source: 'floppy' }))).code).toBe('invalid');
+        const ova = await store.packages.create({ ...input, version: '2', source: 'ova', signerKeyId: null, fileSizeBytes: null, fileSha256: null });
+        expect(ova).toMatchObject({ signerKeyId: null, fileSizeBytes: null, fileSha256: null });
+        // Ordered by name, then id.
+        expect((await store.packages.list({ filter: { exactName: 'shop' } })).items.map((p) => p.id)).toEqual([created.id, ova.id].sort());
+        await store.packages.delete(created.id);
+        expect((await store.packages.all()).map((p) => p.id)).toEqual([ova.id]);
+
+        const key = await store.packageKeys.create({ keyId: 'f'.repeat(64), name: 'site-a', publicKey: 'pem' });
+        expect(await store.packageKeys.tryFind('site-a')).toEqual(key);
+        expect(await store.packageKeys.tryFind('f'.repeat(64))).toEqual(key);
+        expect((await rejectionOf(store.packageKeys.create({ keyId: 'f'.repeat(64), name: 'other', publicKey: 'pem' }))).code).toBe('conflict');
+        expect((await rejectionOf(store.packageKeys.create({ keyId: 'nothex', name: 'bad', publicKey: 'pem' }))).code).toBe('invalid');
+      });
+    });
+
+    describe('labs (0009_labs)', () => {
+      it('keeps labs with their networks, groups and VMs, one per name, rev-checked', async () => {
+        const input = {
+          name: 'class1',
+          state: 'deploying',
+          source: { kind: 'example', ref: 'web-db' },
+          manifest: { name: 'web-db', networks: [], vms: [{ name: 'db-1', image: 'db' }] },
+          networkMode: 'networks',
+          networks: [{ name: 'lan', network: 'class1-lan', kind: 'isolated', subnet: '10.213.0.0/24', manifestSubnet: '10.10.0.0/24', made: false }],
+          groups: [{ name: 'db', group: 'class1-db', made: false }],
+          vms: [{ name: 'db-1', vm: 'class1-db-1', vmId: null, order: 0, addresses: ['10.213.0.11'], endpoints: [] }],
+          labels: { course: 'net101' },
+          updatePolicy: 'pinned',
+          owner: 'admin',
+          project: null,
+          lastError: null,
+        };
+        const id = '3f0c6a52-4b43-4d0e-9d7e-2b8a1f6c0a11';
+        const lab = await store.labs.create(input, id);
+        expect(lab).toMatchObject({ ...input, id, rev: 1 });
+        expect(await store.labs.find('class1')).toEqual(lab);
+        expect((await rejectionOf(store.labs.create(input))).code).toBe('conflict');
+        const updated = await store.labs.update(lab.id, { state: 'running', networks: [{ ...input.networks[0]!, made: true }] }, { expectedRev: 1 });
+        expect(updated).toMatchObject({ state: 'running', rev: 2, networks: [{ made: true }] });
+        expect((await rejectionOf(store.labs.update(lab.id, { state: 'stopped' }, { expectedRev: 1 }))).code).toBe('precondition_failed');
+        expect((await store.labs.list({ filter: { state: 'running' } })).items.map((l) => l.name)).toEqual(['class1']);
+        await store.labs.delete(lab.id);
+        expect(await store.labs.tryFind('class1')).toBeUndefined();
       });
     });
 
@@ -1052,6 +1188,89 @@ export function describeStoreConformance(name: string, harness: StoreHarness): v
         expect(outcomes.filter(Boolean)).toHaveLength(5);
         expect(await store.reservations.sumByHost(host.id)).toEqual({ cpus: 5, memoryMiB: 5 * 512 });
         expect(await store.events.since(0)).toHaveLength(5);
+      });
+    });
+
+    describe('cluster: managers, leader, operation claims, secrets, snapshots', () => {
+      it('keeps one row per manager, forgets rows not seen, and grows the leader term', async () => {
+        const manager = { id: 'm-1', name: 'box/1', url: 'http://127.0.0.1:1', version: '0.1.0', pid: 1, startedAt: clock.iso() };
+        await store.cluster.heartbeat(manager);
+        clock.time += 5000;
+        await store.cluster.heartbeat({ ...manager, url: 'http://127.0.0.1:2' });
+        await store.cluster.heartbeat({ ...manager, id: 'm-2' });
+        const rows = await store.cluster.managers();
+        expect(rows.map((m) => [m.id, m.url, m.lastSeenAt])).toEqual([
+          ['m-1', 'http://127.0.0.1:2', clock.iso()],
+          ['m-2', 'http://127.0.0.1:1', clock.iso()],
+        ]);
+        expect(await store.cluster.removeManagersSeenBefore(clock.iso(1))).toBe(2);
+        expect(await store.cluster.leader()).toBeUndefined();
+        expect((await store.cluster.becomeLeader('m-1')).term).toBe(1);
+        expect(await store.cluster.becomeLeader('m-2')).toEqual({ managerId: 'm-2', term: 2, since: clock.iso() });
+        expect((await store.cluster.leader())?.managerId).toBe('m-2');
+      });
+
+      it('finds the unfinished operations of managers that are gone and moves their claim', async () => {
+        const op = (state: 'pending' | 'running' | 'done', targetId: string) => store.operations.create({ kind: 'vm.start', targetKind: 'vm', targetId, actor: 'alice', state });
+        const mine = await op('running', 't1');
+        const theirs = await op('running', 't2');
+        const unclaimed = await op('pending', 't3');
+        const finished = await op('done', 't4');
+        await store.transaction(async (tx) => {
+          await tx.cluster.claim(mine.id, 'alive');
+          await tx.cluster.claim(theirs.id, 'dead');
+          await tx.cluster.claim(finished.id, 'dead');
+        });
+        const orphans = await store.transaction(async (tx) => {
+          const found = await tx.cluster.orphans(['alive']);
+          for (const id of found) await tx.cluster.claim(id, 'alive');
+          return found;
+        });
+        expect(orphans.sort()).toEqual([theirs.id, unclaimed.id].sort());
+        expect(await store.cluster.claimOf(theirs.id)).toBe('alive');
+        expect(await store.transaction((tx) => tx.cluster.orphans(['alive']))).toEqual([]);
+        expect((await rejectionOf(store.cluster.orphans(['alive'])) as DroverError).code).toBe('internal');
+        expect((await rejectionOf(store.cluster.lockTarget('t1')) as DroverError).code).toBe('internal');
+        // Deleting an operation deletes its claim.
+        await store.operations.delete(theirs.id);
+        expect(await store.cluster.claimOf(theirs.id)).toBeUndefined();
+      });
+
+      it('keeps the first sealed secret of a name', async () => {
+        expect(await store.cluster.putSecretIfAbsent('ca/authority/ca.key', 'first')).toBe('first');
+        expect(await store.cluster.putSecretIfAbsent('ca/authority/ca.key', 'second')).toBe('first');
+        await store.cluster.putSecret('admin-token', 'x');
+        expect(await store.cluster.secretNames()).toEqual(['admin-token', 'ca/authority/ca.key']);
+      });
+
+      it('exports every table and loads it into an empty store of the same backend, refusing a non-empty one', async () => {
+        const host = await store.hosts.create(hostInput('h1', { labels: { rack: 'r1' } }));
+        const pool = await store.pools.create({ name: 'default', path: '/p', shared: true, hostIds: [host.id] });
+        const vm = await store.vms.create(vmInput('vm-1', { hostId: host.id, autostart: true, labels: { tier: 'web' } }));
+        // A clone created before its base's row sorts first: the load must still put the base first.
+        const base = await store.volumes.create({ poolId: pool.id, name: 'zz-base', sizeBytes: 10, format: 'qcow2' });
+        await store.volumes.create({ poolId: pool.id, name: 'aa-clone', sizeBytes: 10, format: 'qcow2', backingVolumeId: base.id, vmId: vm.id });
+        await store.events.append({ type: 'vm.updated', objectKind: 'vm', objectId: vm.id, data: { nested: { a: [1, 'two'] } } });
+        const snapshot = await store.exportSnapshot();
+        expect(snapshot.migrations).toEqual(allMigrations);
+        const copy = await (await harness.newDatabase()).open({ now: clock.now });
+        opened.push(copy);
+        const loaded = await copy.importSnapshot(JSON.parse(JSON.stringify(snapshot)));
+        expect(loaded).toEqual(await store.tableCounts());
+        expect(await copy.tableCounts()).toEqual(await store.tableCounts());
+        expect(await copy.vms.get(vm.id)).toEqual(vm);
+        expect((await copy.volumes.list({})).items).toEqual((await store.volumes.list({})).items);
+        expect(await copy.events.since(0)).toEqual(await store.events.since(0));
+        // New rows continue the copied numbering.
+        expect((await copy.events.append({ type: 'next', objectKind: 'vm', objectId: vm.id })).seq).toBeGreaterThan((await store.events.lastSeq()));
+        const refused = (await rejectionOf(copy.importSnapshot(snapshot))) as DroverError;
+        expect(refused.code).toBe('conflict');
+        expect(refused.message).toContain('not empty');
+        expect((await copy.events.since(0)).length).toBe(2);
+        await copy.importSnapshot(snapshot, { replace: true });
+        expect(await copy.tableCounts()).toEqual(await store.tableCounts());
+        expect((await rejectionOf(copy.importSnapshot({ ...snapshot, migrations: [...snapshot.migrations, '9999_future'] }))).message).toContain('newer schema');
+        expect((await rejectionOf(copy.importSnapshot({ format: 'x' } as never))).message).toContain('Not a Drover store snapshot');
       });
     });
   });

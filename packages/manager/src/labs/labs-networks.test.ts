@@ -1,0 +1,83 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- API answers are read as loose JSON in these tests */
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestCluster, type TestCluster } from '../testing/cluster.js';
+
+// A lab on Drover networks (the manager's network service, taps on a bridge of
+// the agent's host): its own isolated network and security groups, named after
+// the lab, with a subnet from the lab pool; the web VM reads its db over the
+// lab network; destroy removes VMs, network, groups, bridge and taps.
+
+let cluster: TestCluster;
+let bridge = '';
+const api = <T = any>(method: string, route: string, body?: unknown) => cluster.api<T>(method, route, body);
+
+
+function links(): string {
+  return execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
+}
+
+describe('a lab on Drover networks', () => {
+  let lab: any;
+
+  beforeAll(async () => {
+    cluster = await startTestCluster({ labs: { healthTimeoutMs: 240_000 } });
+  });
+
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  it('deploys on its own isolated network with groups named after the lab', async () => {
+    const answer = await api('POST', '/api/v1/labs', { name: 'n1', example: 'web-db' });
+    expect(answer.status, JSON.stringify(answer.body)).toBe(202);
+    const op = await cluster.waitOp(answer.body.id, 600_000);
+    expect(op.state, JSON.stringify(op)).toBe('done');
+    lab = (await api('GET', '/api/v1/labs/n1')).body;
+    expect(lab.networkMode).toBe('networks');
+    expect(lab.networks).toEqual([{ name: 'lan', network: 'n1-lan', kind: 'isolated', subnet: expect.stringMatching(/^10\.213\.\d+\.0\/24$/) }]);
+    const prefix = lab.networks[0].subnet.replace(/0\/24$/, '');
+    expect(lab.vms.map((v: any) => [v.vm, v.state, v.addresses])).toEqual([
+      ['n1-db-1', 'running', [`${prefix}11`]],
+      ['n1-db-2', 'running', [`${prefix}12`]],
+      ['n1-web-1', 'running', [`${prefix}21`]],
+      ['n1-web-2', 'running', [`${prefix}22`]],
+    ]);
+    // Each VM's NIC is on the lab's network with its lab address.
+    const nics = (await api('GET', '/api/v1/vms/n1-web-1/networks')).body.items;
+    expect(nics).toMatchObject([{ network: 'n1-lan', ip: `${prefix}21`, securityGroups: ['n1-web'] }]);
+    const network = (await api('GET', '/api/v1/networks/n1-lan')).body;
+    expect(network).toMatchObject({ name: 'n1-lan', kind: 'isolated', subnet: lab.networks[0].subnet, lab: 'n1' });
+    const groups = (await api('GET', '/api/v1/security-groups')).body.items.filter((g: any) => g.lab === 'n1').map((g: any) => g.name).sort();
+    expect(groups).toEqual(['n1-db', 'n1-web']);
+  }, 900_000);
+
+  it('isolates the lab: its bridge has no route in or out, and its groups are loaded into the host firewall', async () => {
+    const network = (await api('GET', '/api/v1/networks/n1-lan')).body;
+    bridge = `dbr${network.vni}`;
+    expect(links()).toContain(`${bridge}:`);
+    const ruleset = execFileSync('nft', ['list', 'table', 'inet', 'drover'], { encoding: 'utf8' });
+    expect(ruleset).toContain(`iifname "${bridge}" oifname != "${bridge}" drop`);
+    expect(ruleset).toContain(`oifname "${bridge}" iifname != "${bridge}" drop`);
+    // The db group's rule names the web group: its members' lab addresses are the allowed peers.
+    const prefix = lab.networks[0].subnet.replace(/0\/24$/, '');
+    expect(ruleset).toMatch(new RegExp(`elements = \\{ ${prefix.replaceAll('.', '\\.')}21, ${prefix.replaceAll('.', '\\.')}22 \\}`));
+    const groups = (await api('GET', '/api/v1/security-groups')).body.items.filter((g: any) => g.lab === 'n1');
+    expect(groups.find((g: any) => g.name === 'n1-db').rules).toMatchObject([{ direction: 'ingress', protocol: 'tcp', ports: { from: 7000, to: 7000 }, group: 'n1-web' }]);
+  }, 120_000);
+
+  it('destroys the lab with its network, groups, bridge and taps', async () => {
+    const vmIds = lab.vms.map((v: any) => v.vmId as string);
+    const answer = await api('DELETE', '/api/v1/labs/n1');
+    expect((await cluster.waitOp(answer.body.id, 600_000)).state).toBe('done');
+    expect((await api('GET', '/api/v1/labs')).body.items).toEqual([]);
+    expect((await api('GET', '/api/v1/vms')).body.items).toEqual([]);
+    expect((await api('GET', '/api/v1/networks/n1-lan')).status).toBe(404);
+    expect((await api('GET', '/api/v1/security-groups')).body.items.filter((g: any) => g.lab === 'n1')).toEqual([]);
+    const taps = vmIds.map((id: string) => `dt${id.replaceAll('-', '').slice(0, 10)}`);
+    for (const tap of taps) expect(links()).not.toContain(tap);
+    expect(bridge).not.toBe('');
+    for (let i = 0; i < 20 && links().includes(`${bridge}:`); i++) await new Promise((r) => setTimeout(r, 250));
+    expect(links()).not.toContain(`${bridge}:`);
+  }, 900_000);
+});
