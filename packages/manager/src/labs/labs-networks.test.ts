@@ -6,7 +6,7 @@ import { startTestCluster, type TestCluster } from '../testing/cluster.js';
 // A lab on Drover networks (the manager's network service, taps on a bridge of
 // the agent's host): its own isolated network and security groups, named after
 // the lab, with a subnet from the lab pool; the web VM reads its db over the
-// lab network; destroy removes VMs, network, groups, bridge and taps.
+// lab network (the page it serves holds its db's seeded value); destroy removes VMs, network, groups, bridge and taps.
 
 let cluster: TestCluster;
 let bridge = '';
@@ -51,6 +51,17 @@ describe('a lab on Drover networks', () => {
     const groups = (await api('GET', '/api/v1/security-groups')).body.items.filter((g: any) => g.lab === 'n1').map((g: any) => g.name).sort();
     expect(groups).toEqual(['n1-db', 'n1-web']);
   }, 900_000);
+
+  it('serves, on each web VM, a page built from its database over the lab network', async () => {
+    // The web VMs' health check waits for DROVER-WEB-DB, which a web VM prints once its own page shows
+    // the value its db holds; the db VMs were seeded by drover.dbinit. A db is reachable only over the
+    // lab network (its group admits the web group on port 7000): the value proves the path.
+    const prefix = lab.networks[0].subnet.replace(/0\/24$/, '');
+    for (const [web, db, address] of [['n1-web-1', 'db-1', `${prefix}11`], ['n1-web-2', 'db-2', `${prefix}12`]] as const) {
+      const log = String((await api<string>('GET', `/api/v1/vms/${web}/console/serial/log`)).body);
+      expect(log).toContain(`DROVER-WEB-DB ok db=${address}:7000 value=served-by-${db}`);
+    }
+  }, 120_000);
 
   it('isolates the lab: its bridge has no route in or out, and its groups are loaded into the host firewall', async () => {
     const network = (await api('GET', '/api/v1/networks/n1-lan')).body;
