@@ -206,7 +206,7 @@ export class PolicyService {
     });
   }
 
-  /** Resolves a host or image by id or name; a volume is `<host id or name>/<pool>/<volume>`; a network by its id or name as given. */
+  /** Resolves a host, image or network by id or name; a volume is `<host id or name>/<pool>/<volume>`. */
   private async objectOf(store: Store, kind: LabelledKind, ref: string): Promise<{ objectId: string; objectName: string }> {
     if (kind === 'host') {
       const host = await store.hosts.find(ref);
@@ -228,7 +228,9 @@ export class PolicyService {
       const host = await store.hosts.find(parts[0]!);
       return { objectId: `${host.id}/${parts[1]}/${parts[2]}`, objectName: `${host.name}/${parts[1]}/${parts[2]}` };
     }
-    return { objectId: ref, objectName: ref };
+    // A network of the manager (networks/): by id or name.
+    const network = await store.net.networks.find(ref);
+    return { objectId: network.id, objectName: network.name };
   }
 
   // ------------------------------------------------------------ policies

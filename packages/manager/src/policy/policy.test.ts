@@ -104,6 +104,32 @@ describe('security policy API', () => {
     await cluster.api('PUT', '/api/v1/policy/labels', { kind: 'image', object: 'web', label: null });
   });
 
+  it('labels networks, and refuses a VM a NIC on a network it shares no STE type with (nothing made)', async () => {
+    expect((await cluster.api('POST', '/api/v1/networks', { name: 'insecure', kind: 'isolated', subnet: '10.77.0.0/24' })).status).toBe(201);
+    const labelled = await cluster.api<{ kind: string; objectName: string }>('PUT', '/api/v1/policy/labels', { kind: 'network', object: 'insecure', label: `ACM:${P}:res_LogicalDiskPartition2(hda2)` });
+    expect(labelled.status).toBe(200);
+    expect(labelled.body).toMatchObject({ kind: 'network', objectName: 'insecure' });
+    expect((await cluster.api<ErrorAnswer>('PUT', '/api/v1/policy/labels', { kind: 'network', object: 'nonet', label: `ACM:${P}:res_EthernetCard` })).status).toBe(404);
+    // dom_HomeBanking (ste_PersonalFinances) may not be on a network labelled ste_InternetInsecure.
+    const denied = await cluster.api<ErrorAnswer>('POST', '/api/v1/vms', { name: 'bank3', image: 'web', memoryMiB: 96, securityLabel: `ACM:${P}:dom_HomeBanking`, networks: [{ network: 'insecure' }] });
+    expect(denied.status).toBe(403);
+    expect(denied.body.error).toMatchObject({ code: 'policy_denied', details: { reason: 'ste', kind: 'network' } });
+    expect(denied.body.error.message).toMatch(/may not use network "insecure".*shares no STE type/);
+    expect((await cluster.api('GET', '/api/v1/vms/bank3')).status).toBe(404);
+    // dom_Fun shares ste_InternetInsecure with it; the NIC gets its address.
+    const fun = await cluster.api<{ id: string }>('POST', '/api/v1/vms', { name: 'fun-net', image: 'web', memoryMiB: 96, securityLabel: `ACM:${P}:dom_Fun`, networks: [{ network: 'insecure' }] });
+    expect(fun.status).toBe(201);
+    expect((await cluster.api<{ items: Array<{ network: string; ip: string }> }>('GET', '/api/v1/vms/fun-net/networks')).body.items).toMatchObject([{ network: 'insecure', ip: '10.77.0.2' }]);
+    // Relabelled after the VM was defined: its start is refused too.
+    await cluster.api('PUT', '/api/v1/policy/labels', { kind: 'network', object: 'insecure', label: `ACM:${P}:res_EthernetCard` });
+    const start = await cluster.api<ErrorAnswer>('POST', '/api/v1/vms/fun-net/start', {});
+    expect(start.status).toBe(403);
+    expect(start.body.error.details).toMatchObject({ reason: 'ste', kind: 'network' });
+    expect((await cluster.api<{ state: string }>('GET', '/api/v1/vms/fun-net')).body.state).toBe('defined');
+    await cluster.api('PUT', '/api/v1/policy/labels', { kind: 'network', object: 'insecure', label: null });
+    expect((await cluster.api('DELETE', '/api/v1/vms/fun-net?wait=true')).status).toBeLessThan(300);
+  });
+
   it('explains a placement: host coverage and the whole filter chain', async () => {
     // ph1 is labelled dom_NetworkDomain: it covers ste_PersonalFinances but not ste_PersistentStorageA.
     await cluster.api('POST', '/api/v1/vms', { name: 'storage', image: 'web', memoryMiB: 96, securityLabel: `ACM:${P}:dom_StorageDomain` });

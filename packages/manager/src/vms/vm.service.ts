@@ -244,8 +244,10 @@ export class VmService {
         labels,
         autostart: request.autostart ?? false,
       });
-      // NICs on Drover networks: addresses and MACs allocated, or the whole VM refused.
-      await this.networks.bindNewVm(tx, vm, request.networks ?? []);
+      // NICs on Drover networks: addresses and MACs allocated, or the whole VM refused
+      // (STE too: each network must share a type with the VM).
+      const nics = await this.networks.bindNewVm(tx, vm, request.networks ?? []);
+      await this.checkNetworksUse(tx, vm, nics);
       return { vm, event: await tx.events.append(await this.vmEvent(tx, vm)) };
     });
     this.o.hub.publish(event);
@@ -368,6 +370,14 @@ export class VmService {
    * Places and reserves in one store transaction, so concurrent starts never
    * overcommit a host. A VM whose disks already live on a host goes back there.
    */
+  /** STE: a VM may have a NIC on a network only if they share a type (unlabelled networks are public). */
+  private async checkNetworksUse(store: Store, vm: VmRecord, nics: readonly { networkId: string }[]): Promise<void> {
+    for (const networkId of new Set(nics.map((nic) => nic.networkId))) {
+      const network = await store.net.networks.get(networkId);
+      await this.policy.checkResourceUse(vm, 'network', network.id, `network "${network.name}"`, store);
+    }
+  }
+
   private async placeAndReserve(store: Store, vm: VmRecord): Promise<{ host: HostRecord; event: NewEvent }> {
     const spec = specOf(vm);
     return store.transaction(async (tx) => {
@@ -375,6 +385,7 @@ export class VmService {
       this.checkState(current, 'start');
       // STE: the image it boots (labelled since the VM was defined, perhaps) must share a type with it.
       if (spec.imageId) await this.policy.checkResourceUse(current, 'image', spec.imageId, `image "${spec.image}"`, tx);
+      await this.checkNetworksUse(tx, current, await tx.net.nics.ofVm(current.id));
       const hostId = await this.placeAndReserveIn(tx, vm, {
         include: current.hostId ? [current.hostId] : (spec.hostInclude ?? []),
         exclude: spec.hostExclude ?? [],
