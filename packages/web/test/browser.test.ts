@@ -287,6 +287,8 @@ describe('web console in Chromium', () => {
     const terminal = page.getByTestId('serial-console');
     await terminal.locator('.xterm-rows').waitFor();
     await page.getByText('Connected', { exact: true }).waitFor();
+    // xterm.js draws only while the terminal is on screen (it pauses below the fold), as a user sees it.
+    await terminal.scrollIntoViewIfNeeded();
     await vi.waitFor(async () => expect(await terminal.locator('.xterm-rows').textContent()).toMatch(/DROVER-READY appliance=web/), { timeout: 30_000, interval: 250 });
     await shot('vm-serial-console');
     // The VM page of a running VM, with its serial console (xterm.js) connected.

@@ -81,7 +81,7 @@ export const uiOperations: Record<string, UiOperation> = {
   'POST /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}/resize': { control: 'Storage: volume Resize', client: 'resizeVolume', args: ['h1', 'p', 'v', 2097152] },
   'DELETE /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}': { control: 'Storage: volume Delete', client: 'deleteVolume', args: ['h1', 'p', 'v'] },
   'GET /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}/content': { control: 'Storage: volume Download (a link)', client: 'volumeContentUrl', args: ['h1', 'p', 'v'], via: 'url' },
-  'PUT /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}/content': { control: 'Storage: Upload… (XHR, for progress)', client: 'volumeContentUrl', args: ['h1', 'p', 'v'], via: 'url', source: "xhr.open('PUT'" },
+  'PUT /api/v1/hosts/{id}/pools/{pool}/volumes/{volume}/content': { control: 'Storage: Upload… (XHR, for progress)', client: 'volumeContentUrl', args: ['h1', 'p', 'v'], via: 'url', source: "uploadFile('PUT'" },
 
   'GET /api/v1/images': { control: 'Images page: Library; Create VM dialog: Image and ISO', client: 'images', args: [] },
   'POST /api/v1/images': { control: 'Images page: Import… (with live progress and Cancel import)', client: 'importImage', args: [{ name: 'i', source: { url: 'http://127.0.0.1/i.qcow2' } }] },
@@ -117,7 +117,7 @@ export const uiOperations: Record<string, UiOperation> = {
   'POST /api/v1/packages/export': { control: 'Packages page: Export VMs…', client: 'exportPackage', args: [{ name: 'p', version: '1', vms: ['v'] }] },
   'GET /api/v1/packages/{id}/file': { control: 'Packages page: package Download (a link)', client: 'packageFileUrl', args: ['p'], via: 'url' },
   'DELETE /api/v1/packages/{id}': { control: 'Packages page: package Delete…', client: 'deletePackage', args: ['p'] },
-  'POST /api/v1/packages/import/upload': { control: 'Packages page: Import… (XHR upload, for progress)', client: 'packageUploadUrl', args: ['eva'], via: 'url', source: "xhr.open('POST'" },
+  'POST /api/v1/packages/import/upload': { control: 'Packages page: Import… (XHR upload, for progress)', client: 'packageUploadUrl', args: ['eva'], via: 'url', source: "uploadFile('POST'" },
 
   'GET /api/v1/vms': { control: 'VM list; Dashboard: VMs', client: 'vms', args: [] },
   'POST /api/v1/vms': { control: 'Create VM dialog', client: 'createVm', args: [{ name: 'v', image: 'web' }] },

@@ -138,7 +138,13 @@ export class TapGuest {
       const text = this.output.slice(start).replace(/\r/g, '');
       const match = pattern.exec(text);
       if (match) {
-        const body = text.slice(0, match.index).split('\n').filter((l) => !l.includes(`"@@"${id}"@@`)).join('\n');
+        // The previous command's prompt ("[root@NAME ~]# ") may arrive after its marker, i.e. in this output: drop it.
+        const body = text
+          .slice(0, match.index)
+          .split('\n')
+          .filter((l) => !l.includes(`"@@"${id}"@@`))
+          .map((l) => l.replace(/^(\[[^\]\n]*@[^\]\n]*\][#$] )+/, ''))
+          .join('\n');
         return { status: Number(match[1]), out: body };
       }
       if (this.child.exitCode !== null) throw new Error(`${this.options.name} exited during "${command}"`);
