@@ -6,7 +6,8 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { expect } from 'vitest';
 import { startAgent, type AgentConfig, type RunningAgent } from '@drover/agent';
 import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
-import type { RunningManager } from '@drover/manager';
+import { defaultApplianceCacheDir } from '@drover/appliances';
+import { defaultManagerConfig, startManager, type RunningManager, type StartManagerOptions } from '@drover/manager';
 
 /**
  * Shared setup of the browser tests: where the built console and the
@@ -90,6 +91,19 @@ export async function logInWithToken(page: Page, url: string, token: string, hea
   await page.getByLabel('Admin token').fill(token);
   await page.getByRole('button', { name: 'Log in' }).click();
   await page.getByRole('heading', { level: 1, name: heading }).waitFor();
+}
+
+/** Starts a manager in `dataDir` on a free loopback port, serving the built console (500 ms heartbeat, the shared appliance cache). */
+export function startConsoleManager(dataDir: string, options?: StartManagerOptions): Promise<RunningManager> {
+  return startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), webRoot: distDir }, options);
+}
+
+/** Joins one agent named `hostName` (state in `stateDir`) to the manager and waits until it is online. */
+export async function joinHost(api: Api, manager: RunningManager, stateDir: string, hostName = 'h1'): Promise<RunningAgent> {
+  const join = await api<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
+  const agent = await startAgent(testAgentConfig(stateDir, { listen: `127.0.0.1:${await freePort()}`, hostName }), { join: { managerUrl: manager.url, token: join.body.token } });
+  await until(`${hostName} online`, async () => (await api('GET', '/api/v1/hosts')).body.items.some((h: any) => h.name === hostName && h.state === 'online'), 60_000, 100);
+  return agent;
 }
 
 /**

@@ -3,11 +3,10 @@ import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
-import { startAgent, type RunningAgent } from '@drover/agent';
-import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
-import { defaultApplianceCacheDir } from '@drover/appliances';
-import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
-import { distDir, launchChromium, logInWithToken, managerApi, prepareConsole, until } from './harness.js';
+import type { RunningAgent } from '@drover/agent';
+import { tempDir } from '@drover/agent/testing';
+import type { RunningManager } from '@drover/manager';
+import { joinHost, launchChromium, logInWithToken, managerApi, prepareConsole, startConsoleManager, until } from './harness.js';
 
 /**
  * The Packages page in real headless Chromium against a real manager and a
@@ -29,10 +28,8 @@ beforeAll(async () => {
   const stateDir = tempDir('web-pkg-h1');
   work = tempDir('web-pkg-files');
   dirs.push(dataDir, stateDir, work);
-  manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), webRoot: distDir });
-  const join = await api<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
-  agent = await startAgent(testAgentConfig(stateDir, { listen: `127.0.0.1:${await freePort()}`, hostName: 'h1' }), { join: { managerUrl: manager.url, token: join.body.token } });
-  await until('h1 online', async () => (await api('GET', '/api/v1/hosts')).body.items[0]?.state === 'online', 60_000, 100);
+  manager = await startConsoleManager(dataDir);
+  agent = await joinHost(api, manager, stateDir);
   // A VM that has run once (its disks exist on h1), stopped again; and a key to sign with.
   expect((await api('POST', '/api/v1/vms', { name: 'pk1', image: 'web', memoryMiB: 128 })).status).toBeLessThan(300);
   expect((await api('POST', '/api/v1/vms/pk1/start?wait=true', {})).body.state).toBe('done');

@@ -2,12 +2,11 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
-import { startAgent, type RunningAgent } from '@drover/agent';
-import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
-import { defaultApplianceCacheDir } from '@drover/appliances';
+import type { RunningAgent } from '@drover/agent';
+import { tempDir } from '@drover/agent/testing';
 import { XEN_EXAMPLE_POLICY_XML } from '@drover/core';
-import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
-import { distDir, launchChromium, logInWithToken, managerApi, prepareConsole, shots } from './harness.js';
+import type { RunningManager } from '@drover/manager';
+import { joinHost, launchChromium, logInWithToken, managerApi, prepareConsole, shots, startConsoleManager } from './harness.js';
 
 /**
  * The Policy page in real headless Chromium against a real manager and a real
@@ -30,13 +29,8 @@ beforeAll(async () => {
   const dataDir = tempDir('web-policy-manager');
   const stateDir = tempDir('web-policy-h1');
   dirs.push(dataDir, stateDir);
-  manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), webRoot: distDir });
-  const join = await api<{ token: string }>('POST', '/api/v1/hosts/join-tokens', {});
-  agent = await startAgent(testAgentConfig(stateDir, { listen: `127.0.0.1:${await freePort()}`, hostName: 'h1' }), { join: { managerUrl: manager.url, token: join.body.token } });
-  for (const deadline = Date.now() + 60_000; (await api('GET', '/api/v1/hosts')).body.items[0]?.state !== 'online'; ) {
-    if (Date.now() > deadline) throw new Error('h1 did not come online');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  manager = await startConsoleManager(dataDir);
+  agent = await joinHost(api, manager, stateDir);
   ({ browser, page } = await launchChromium());
   await logInWithToken(page, `${manager.url}/policy`, manager.adminToken, 'Security policy');
 }, 300_000);

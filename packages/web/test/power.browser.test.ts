@@ -4,9 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
 import type { RunningAgent } from '@drover/agent';
 import { tempDir } from '@drover/agent/testing';
-import { defaultApplianceCacheDir } from '@drover/appliances';
-import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
-import { distDir, importTinyImage, joinSharedPoolHosts, launchChromium, logInWithToken, managerApi, prepareConsole, shots } from './harness.js';
+import type { RunningManager } from '@drover/manager';
+import { importTinyImage, joinSharedPoolHosts, launchChromium, logInWithToken, managerApi, prepareConsole, shots, startConsoleManager } from './harness.js';
 
 /**
  * The maintenance and power controls of the Hosts page in real headless
@@ -32,7 +31,7 @@ beforeAll(async () => {
   const sharedDir = tempDir('web-power-shared');
   scriptDir = tempDir('web-power-scripts');
   dirs.push(dataDir, sharedDir, scriptDir);
-  manager = await startManager({ ...defaultManagerConfig(dataDir), listen: '127.0.0.1:0', heartbeatMs: 500, applianceCacheDir: defaultApplianceCacheDir(), webRoot: distDir });
+  manager = await startConsoleManager(dataDir);
   await joinSharedPoolHosts(api, manager, { prefix: 'web-power', hostNames: ['h1', 'h2'], sharedDir, dirs, agents });
   await importTinyImage(api, dataDir);
   expect((await api('POST', '/api/v1/vms', { name: 'vm1', image: 'tiny', memoryMiB: 64, hostInclude: [] })).status).toBe(201);

@@ -1,3 +1,5 @@
+import { createWriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { errors } from '@drover/core';
 import { positiveInt, type Session } from '../cli.js';
@@ -49,4 +51,23 @@ export function printPage<T>(session: Session, page: Page<T>, table: (items: T[]
 
 export function yesNo(value: boolean): string {
   return value ? 'yes' : 'no';
+}
+
+/**
+ * Saves the bytes of GET `path` to `file`, which must not exist yet (made
+ * 0600); a failed download removes the partial file. Answers the byte count.
+ */
+export async function downloadToNewFile(session: Session, path: string, file: string): Promise<number> {
+  const out = createWriteStream(file, { flags: 'wx', mode: 0o600 });
+  await new Promise<void>((resolve, reject) => {
+    out.once('open', () => resolve());
+    out.once('error', reject);
+  });
+  try {
+    return await (await session.client()).download(path, out);
+  } catch (error) {
+    out.destroy();
+    await rm(file, { force: true });
+    throw error;
+  }
 }

@@ -1,11 +1,11 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { readFile, rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import { apiCommand, type Cli } from '../cli.js';
 import { seg } from '../client.js';
 import { formatFields, formatTable } from '../output.js';
 import { errors, formatSize } from '@drover/core';
 import type { Operation, Package, PackageTrustedKey } from '@drover/api';
-import { withWaitOption } from './common.js';
+import { downloadToNewFile, withWaitOption } from './common.js';
 
 export function packageTable(packages: Package[]): string {
   return formatTable(
@@ -139,19 +139,7 @@ Example:
 
   apiCommand(pkg, 'download <package> <file>', "Save a package's signed .eva file to a new FILE").action(
     cli.action(async (session, [ref, file]) => {
-      const out = createWriteStream(file!, { flags: 'wx', mode: 0o600 });
-      await new Promise<void>((resolve, reject) => {
-        out.once('open', () => resolve());
-        out.once('error', reject);
-      });
-      let bytes: number;
-      try {
-        bytes = await (await session.client()).download(`/packages/${seg(ref!)}/file`, out);
-      } catch (error) {
-        out.destroy();
-        await rm(file!, { force: true });
-        throw error;
-      }
+      const bytes = await downloadToNewFile(session, `/packages/${seg(ref!)}/file`, file!);
       session.print({ package: ref, file, bytes }, () => `Saved package ${ref} to ${file} (${formatSize(bytes)}).\n`);
     }),
   );

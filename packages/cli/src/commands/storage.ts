@@ -1,11 +1,12 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { InvalidArgumentError } from 'commander';
 import { errors, formatSize, parseSize } from '@drover/core';
 import type { PoolInfo, VolumeInfo } from '@drover/api';
 import { apiCommand, type Cli } from '../cli.js';
 import { seg } from '../client.js';
 import { formatTable, orDash } from '../output.js';
+import { downloadToNewFile } from './common.js';
 
 export function poolTable(pools: PoolInfo[]): string {
   return formatTable(
@@ -134,19 +135,7 @@ Examples:
 
   apiCommand(volume, 'download <host> <pool> <name> <file>', "Save a volume's bytes to a new FILE (raw as it is, qcow2 as the qcow2 file)").action(
     cli.action(async (session, [host, poolName, name, file]) => {
-      const out = createWriteStream(file!, { flags: 'wx', mode: 0o600 });
-      await new Promise<void>((resolve, reject) => {
-        out.once('open', () => resolve());
-        out.once('error', reject);
-      });
-      let bytes: number;
-      try {
-        bytes = await (await session.client()).download(`${volumeOf(host!, poolName!, name!)}/content`, out);
-      } catch (error) {
-        out.destroy();
-        await rm(file!, { force: true });
-        throw error;
-      }
+      const bytes = await downloadToNewFile(session, `${volumeOf(host!, poolName!, name!)}/content`, file!);
       session.print({ volume: name, file, bytes }, () => `Saved volume ${name} to ${file} (${formatSize(bytes)}).\n`);
     }),
   );

@@ -1,8 +1,7 @@
-import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { netnsExec, netnsTryExec, ScratchNamespaces, tempDir, TestNetwork } from '@drover/agent/testing';
 import type { RunningManager } from '../manager.js';
-import { joinSharedHosts, managerApi, startNetworkManager, until } from '../testing/multihost.js';
+import { closeNetworkTest, joinSharedHosts, managerApi, startNetworkManager, until } from '../testing/multihost.js';
 
 /**
  * A VM's rules follow it through a live migration made by the manager: two
@@ -41,13 +40,7 @@ beforeAll(async () => {
   await routeVia('h1');
 }, 300_000);
 
-afterAll(async () => {
-  await manager?.close().catch(() => undefined);
-  await spaces.destroy();
-  await network?.destroy();
-  rmSync(dataDir, { recursive: true, force: true });
-  rmSync(sharedDir, { recursive: true, force: true });
-});
+afterAll(() => closeNetworkTest(manager, spaces, network, [dataDir, sharedDir]));
 
 describe('rules follow a VM migrated by the manager', () => {
   let tap: string;

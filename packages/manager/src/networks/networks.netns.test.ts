@@ -1,8 +1,7 @@
-import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { netnsExec, netnsTryExec, ScratchNamespaces, tempDir, TestNetwork } from '@drover/agent/testing';
 import type { RunningManager } from '../manager.js';
-import { joinHost, managerApi, startNetworkManager, until, waitHostsOnline } from '../testing/multihost.js';
+import { closeNetworkTest, joinHost, managerApi, startNetworkManager, until, waitHostsOnline } from '../testing/multihost.js';
 
 /**
  * Networks through the manager on real parts: a manager in this process, one
@@ -36,12 +35,7 @@ beforeAll(async () => {
   await netnsExec(blocked, 'ip', 'route', 'add', 'default', 'via', '10.234.3.1');
 }, 300_000);
 
-afterAll(async () => {
-  await manager?.close().catch(() => undefined);
-  await spaces.destroy();
-  await network?.destroy();
-  rmSync(dataDir, { recursive: true, force: true });
-});
+afterAll(() => closeNetworkTest(manager, spaces, network, [dataDir]));
 
 const curl = (namespace: string, url: string) => netnsTryExec(namespace, 'curl', '-s', '-m', '4', url);
 

@@ -8,6 +8,7 @@ import { tempDir } from '@drover/agent/testing';
 import type { EvaManifest, Operation } from '@drover/api';
 import { defaultManagerConfig } from '../config.js';
 import { startManager, type RunningManager } from '../manager.js';
+import { adminCall as api } from '../testing/auth-call.js';
 import { newPublisherKey, signBytes } from '../vmcasting/manifest.js';
 import { sha256Sums, writeEva } from './eva-format.js';
 import { tarHeader } from './tar.js';
@@ -27,12 +28,6 @@ let disks: { webRoot: string; dbRoot: string; dbData: string; backed: string; ke
 
 const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 const shaOf = (data: Buffer) => createHash('sha256').update(data).digest('hex');
-
-async function api<T = any>(m: RunningManager, method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${m.url}${route}`, { method, headers: { authorization: `Bearer ${m.adminToken}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
-  const text = await response.text();
-  return { status: response.status, body: (text && (response.headers.get('content-type') ?? '').includes('json') ? JSON.parse(text) : text) as T };
-}
 
 async function upload(m: RunningManager, data: Buffer): Promise<Operation> {
   const response = await fetch(`${m.url}/api/v1/packages/import/upload?wait=true`, { method: 'POST', headers: { authorization: `Bearer ${m.adminToken}`, 'content-type': 'application/octet-stream' }, body: data });

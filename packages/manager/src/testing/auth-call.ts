@@ -24,3 +24,11 @@ export function authCall(manager: () => RunningManager): (auth: CallAuth, method
     return { status: response.status, headers: response.headers, body: text && (response.headers.get('content-type') ?? '').includes('application/json') ? JSON.parse(text) : { text } };
   };
 }
+
+/** A JSON call to `m` with its admin token: a JSON answer parsed, any other answer's text as it is. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests read the API's answers as loose JSON
+export async function adminCall<T = any>(m: RunningManager, method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const response = await fetch(`${m.url}${route}`, { method, headers: { authorization: `Bearer ${m.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+  const text = await response.text();
+  return { status: response.status, body: (text && (response.headers.get('content-type') ?? '').includes('json') ? JSON.parse(text) : text) as T };
+}

@@ -1,8 +1,8 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- the multi-host tests read the API's JSON answers field by field */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { TestHost, TestNetwork } from '@drover/agent/testing';
+import type { ScratchNamespaces, TestHost, TestNetwork } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig, type ManagerConfig } from '../config.js';
 import { startManager, type RunningManager } from '../manager.js';
@@ -11,6 +11,17 @@ import { startManager, type RunningManager } from '../manager.js';
  * Shared set-up of the multi-host tests: a manager in this process and agents
  * in network namespaces (`TestNetwork`) joined to it over TLS.
  */
+
+/**
+ * The end of a test on a TestNetwork (its afterAll): the manager closed, the
+ * scratch namespaces and the network removed, then `dirs`.
+ */
+export async function closeNetworkTest(manager: RunningManager | undefined, spaces: ScratchNamespaces, network: TestNetwork | undefined, dirs: string[]): Promise<void> {
+  await manager?.close().catch(() => undefined);
+  await spaces.destroy();
+  await network?.destroy();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+}
 
 /**
  * Starts the manager in this process on `dataDir`: the API on loopback, the

@@ -1,6 +1,6 @@
 import { XMLParser } from 'fast-xml-parser';
 import { errors } from '@drover/core';
-import type { EvaReleaseManifest, PackageManifest, ReleaseManifest } from './manifest.js';
+import type { EvaReleaseManifest, PackageManifest, ReleaseManifest, SignedFileManifest } from './manifest.js';
 
 /** The namespace of Drover's RSS extension. */
 export const vmcastNamespace = 'https://drover.dev/ns/vmcast/1';
@@ -221,44 +221,33 @@ export function parseFeed(xml: string): ParsedFeed {
       const length = attrOf(enclosure, 'length');
       if (!url) throw new Error('it has no <enclosure url>');
       const enclosureLength = length !== undefined && /^\d{1,15}$/.test(length) ? Number(length) : -1;
+      /** A package or appliance package item: its sha256, signature and manifest, read (and refused) in this order. */
+      const signedFileItem = <K extends 'eva' | 'package'>(itemKind: K) => {
+        const sha256 = need('sha256');
+        if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error('<vmcast:sha256> is not 64 hex digits');
+        const signature = textOf(raw['vmcast:signature']);
+        const keyId = attrOf(raw['vmcast:signature'], 'keyId');
+        if (!signature || !keyId) throw new Error('it has no <vmcast:signature keyId>');
+        const manifest: SignedFileManifest & { kind: K } = {
+          kind: itemKind,
+          channel: textOf(channel['vmcast:channel']) ?? '',
+          name: need('name'),
+          version: need('version'),
+          description: textOf(raw['vmcast:description']) ?? '',
+          sha256,
+          sizeBytes: int('size'),
+        };
+        const pubDate = textOf(raw['pubDate']);
+        return { manifest, url, length: enclosureLength, keyId, signature, ...(pubDate ? { pubDate } : {}) };
+      };
       if (kind === 'eva') {
         const type = attrOf(enclosure, 'type');
         if (type !== evaEnclosureType) throw new Error(`its enclosure type "${(type ?? '').slice(0, 60)}" is not ${evaEnclosureType}`);
-        const sha256 = need('sha256');
-        if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error('<vmcast:sha256> is not 64 hex digits');
-        const signature = textOf(raw['vmcast:signature']);
-        const keyId = attrOf(raw['vmcast:signature'], 'keyId');
-        if (!signature || !keyId) throw new Error('it has no <vmcast:signature keyId>');
-        const manifest: EvaReleaseManifest = {
-          kind: 'eva',
-          channel: textOf(channel['vmcast:channel']) ?? '',
-          name: need('name'),
-          version: need('version'),
-          description: textOf(raw['vmcast:description']) ?? '',
-          sha256,
-          sizeBytes: int('size'),
-        };
-        const pubDate = textOf(raw['pubDate']);
-        evas.push({ manifest, url, length: enclosureLength, keyId, signature, ...(pubDate ? { pubDate } : {}) });
+        evas.push(signedFileItem('eva'));
         continue;
       }
       if (kind === 'package') {
-        const sha256 = need('sha256');
-        if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error('<vmcast:sha256> is not 64 hex digits');
-        const signature = textOf(raw['vmcast:signature']);
-        const keyId = attrOf(raw['vmcast:signature'], 'keyId');
-        if (!signature || !keyId) throw new Error('it has no <vmcast:signature keyId>');
-        const manifest: PackageManifest = {
-          kind: 'package',
-          channel: textOf(channel['vmcast:channel']) ?? '',
-          name: need('name'),
-          version: need('version'),
-          description: textOf(raw['vmcast:description']) ?? '',
-          sha256,
-          sizeBytes: int('size'),
-        };
-        const pubDate = textOf(raw['pubDate']);
-        packages.push({ manifest, url, length: enclosureLength, keyId, signature, ...(pubDate ? { pubDate } : {}) });
+        packages.push(signedFileItem('package'));
         continue;
       }
       const format = need('format');

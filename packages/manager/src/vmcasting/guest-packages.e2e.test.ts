@@ -20,8 +20,8 @@
  * manager's VMs are marked running on the agent's host in the store, which
  * fires the same `vm.updated` event a start does, and so the push.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { net } from '@drover/agent';
@@ -29,6 +29,7 @@ import { ScratchNamespaces, TapGuest, tempDir } from '@drover/agent/testing';
 import { defaultManagerConfig } from '../config.js';
 import { startManager, type RunningManager } from '../manager.js';
 import { startTestCluster, type TestCluster } from '../testing/cluster.js';
+import { motdPackage } from './test-support.js';
 
 const metadataMain = path.resolve(import.meta.dirname, '../../../agent/dist/net/metadata-main.js');
 const spaces = new ScratchNamespaces();
@@ -57,15 +58,7 @@ async function call<T = any>(m: RunningManager, method: string, route: string, b
 const b = <T = any>(method: string, route: string, body?: unknown) => cluster.api<T>(method, route, body);
 
 /** A package whose install script puts a page into the web appliance's document root. */
-function motd(version: string): string {
-  const root = path.join(dir, `motd-${version}`);
-  mkdirSync(path.join(root, 'files'), { recursive: true });
-  writeFileSync(path.join(root, 'files', 'motd.txt'), `motd ${version}\n`);
-  writeFileSync(path.join(root, 'install'), '#!/bin/sh\nset -e\ncp files/motd.txt /srv/www/motd.txt.new\nmv /srv/www/motd.txt.new /srv/www/motd.txt\n', { mode: 0o755 });
-  const out = path.join(dir, `motd-${version}.tar.gz`);
-  execFileSync('tar', ['--format=ustar', '-czf', out, '-C', root, '.']);
-  return readFileSync(out).toString('base64');
-}
+const motd = (version: string): string => motdPackage(dir, version);
 
 async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 180_000): Promise<T> {
   for (const deadline = Date.now() + timeoutMs; ; ) {

@@ -10,14 +10,14 @@
  * metadata address and reports back (`GET /api/v1/vms/{id}/packages`); the
  * pinned VM and the held VM get nothing until the hold is released.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { netnsTryExec, tempDir, TestNetwork } from '@drover/agent/testing';
 import { defaultManagerConfig } from '../config.js';
 import { startManager, type RunningManager } from '../manager.js';
 import { joinHost, managerApi, startNetworkManager, until, waitHostsOnline } from '../testing/multihost.js';
+import { motdPackage } from './test-support.js';
 
 const dataDir = tempDir('pkg-netns');
 let network: TestNetwork;
@@ -28,15 +28,7 @@ const api = managerApi(() => manager);
 const pub = managerApi(() => publisher);
 
 /** A package whose install script puts a page into the web appliance's document root. */
-function motd(version: string): string {
-  const root = path.join(dataDir, `motd-${version}`);
-  mkdirSync(path.join(root, 'files'), { recursive: true });
-  writeFileSync(path.join(root, 'files', 'motd.txt'), `motd ${version}\n`);
-  writeFileSync(path.join(root, 'install'), '#!/bin/sh\nset -e\ncp files/motd.txt /srv/www/motd.txt.new\nmv /srv/www/motd.txt.new /srv/www/motd.txt\n', { mode: 0o755 });
-  const out = path.join(dataDir, `motd-${version}.tar.gz`);
-  execFileSync('tar', ['--format=ustar', '-czf', out, '-C', root, '.']);
-  return readFileSync(out).toString('base64');
-}
+const motd = (version: string): string => motdPackage(dataDir, version);
 const packagesOf = async (vm: string) => (await api('GET', `/api/v1/vms/${vm}/packages`)).body;
 const installed = (view: any) => (view.installed as Array<{ name: string; version: string }>).map((p) => `${p.name} ${p.version}`);
 const serial = (vm: string) => fetch(`${manager.url}/api/v1/vms/${vm}/console/serial/log`, { headers: { authorization: `Bearer ${manager.adminToken}` } }).then((r) => r.text());

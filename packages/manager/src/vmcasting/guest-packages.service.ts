@@ -10,6 +10,7 @@ import type { DroverEvent, EventHub } from '../http/event-hub.js';
 import type { HostRecord, PackageVersionEntry, Store, VmcastPackageRecord, VmcastSubscriptionRecord, VmRecord } from '../store/index.js';
 import type { PackageFeedItem } from './feed.js';
 import { canonicalManifest, keyIdOf, signBytes, verifyBytes, type PackageManifest } from './manifest.js';
+import { checkPinnedSignature, itemRefusal } from './item-checks.js';
 import { inspectPackageArchive, maxPackageBytes } from './package-archive.js';
 import { compareVersions, type PollResult } from './vmcast.service.js';
 
@@ -54,8 +55,6 @@ const nameOk = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 const versionOk = /^[A-Za-z0-9_.+-]{1,64}$/;
 /** VM states in which the guest may be asking for packages: its host gets the offer. */
 const onHostStates = ['starting', 'running', 'paused'];
-
-class RefusedPackage extends Error {}
 
 /**
  * Package updates to guests: a channel carries packages (a signed tar.gz of
@@ -196,16 +195,7 @@ export class GuestPackageService {
         }
         continue;
       }
-      let reason: string | undefined;
-      try {
-        this.o.checkUrl(item.url, sub.allowedHosts, 'The enclosure URL');
-        if (item.length !== m.sizeBytes) throw new RefusedPackage(`the enclosure length ${item.length} differs from the signed size ${m.sizeBytes}`);
-        if (m.sizeBytes > maxPackageBytes) throw new RefusedPackage(`its size ${m.sizeBytes} is over the limit of ${maxPackageBytes} bytes`);
-        if (!nameOk.test(m.name) || !versionOk.test(m.version)) throw new RefusedPackage('its name or version is not valid');
-        this.checkSignature(sub, m, item.keyId, item.signature);
-      } catch (cause) {
-        reason = cause instanceof RefusedPackage || isDroverError(cause) ? (cause as Error).message : String(cause);
-      }
+      const reason = itemRefusal(sub, item, { checkUrl: this.o.checkUrl, maxBytes: maxPackageBytes, nameOk, versionOk, invalidName: 'its name or version is not valid' });
       const pkg = await this.o.store.vmcast.packages.create({
         channelId: null,
         subscriptionId: sub.id,
@@ -227,14 +217,6 @@ export class GuestPackageService {
       if (await this.download(pkg, sub, result)) fresh.add(pkg.id);
     }
     if (fresh.size > 0 || items.length > 0) await this.offerChannel(sub.id, fresh);
-  }
-
-  /** Throws with the reason unless `keyId` is pinned, not revoked, and its signature over the manifest verifies. */
-  private checkSignature(sub: VmcastSubscriptionRecord, m: PackageManifest, keyId: string, signature: string): void {
-    const pin = sub.pinnedKeys.find((p) => p.keyId === keyId);
-    if (!pin) throw new RefusedPackage(`it is signed by key ${keyId.slice(0, 16)}…, which is not pinned for this subscription`);
-    if (pin.revoked) throw new RefusedPackage(`it is signed by key ${keyId.slice(0, 16)}…, which is revoked`);
-    if (!verifyBytes(canonicalManifest(m), signature, pin.publicKey)) throw new RefusedPackage(`its signature does not verify with the pinned key ${keyId.slice(0, 16)}…`);
   }
 
   private async quarantined(pkg: VmcastPackageRecord, sub: VmcastSubscriptionRecord, label: string, reason: string, result: PollResult): Promise<void> {
@@ -301,7 +283,7 @@ export class GuestPackageService {
     const byName = new Map<string, VmcastPackageRecord[]>();
     for (const pkg of await this.o.store.vmcast.packages.all({ subscriptionId: sub.id, state: 'verified' })) {
       try {
-        this.checkSignature(sub, pkg.manifest as unknown as PackageManifest, pkg.keyId, pkg.signature);
+        checkPinnedSignature(sub, pkg.manifest as unknown as PackageManifest, pkg.keyId, pkg.signature);
       } catch {
         continue; // its key was revoked since (or unpinned): never offered
       }

@@ -19,13 +19,8 @@ export interface ReleaseManifest {
   labels: Record<string, string>;
 }
 
-/**
- * What a publisher signs for one package (files plus an `install` script, a
- * tar.gz): `kind: 'package'` keeps a release's signature from ever verifying
- * as a package's, and the other way round.
- */
-export interface PackageManifest {
-  kind: 'package';
+/** What a package and an appliance package manifest both sign (with a `kind` telling them apart). */
+export interface SignedFileManifest {
   channel: string;
   name: string;
   version: string;
@@ -35,18 +30,21 @@ export interface PackageManifest {
 }
 
 /**
+ * What a publisher signs for one package (files plus an `install` script, a
+ * tar.gz): `kind: 'package'` keeps a release's signature from ever verifying
+ * as a package's, and the other way round.
+ */
+export interface PackageManifest extends SignedFileManifest {
+  kind: 'package';
+}
+
+/**
  * What a publisher signs for one appliance package (an `.eva` file, see
  * docs/eva-packages.md) carried by a channel: `kind: 'eva'` keeps its
  * signature from verifying as a release's or a guest package's.
  */
-export interface EvaReleaseManifest {
+export interface EvaReleaseManifest extends SignedFileManifest {
   kind: 'eva';
-  channel: string;
-  name: string;
-  version: string;
-  description: string;
-  sha256: string;
-  sizeBytes: number;
 }
 
 /** Whether a stored release manifest is an appliance package's (the rest are qcow2 image releases). */

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -29,4 +29,19 @@ export function buildWebRelease(rootDisk: string, dir: string, version: string, 
   execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, out]);
   rmSync(work, { recursive: true, force: true });
   return out;
+}
+
+/**
+ * A guest package made under `dir`, as base64 of its tar.gz: its install
+ * script puts `motd.txt` saying "motd `version`" into the web appliance's
+ * document root.
+ */
+export function motdPackage(dir: string, version: string): string {
+  const root = path.join(dir, `motd-${version}`);
+  mkdirSync(path.join(root, 'files'), { recursive: true });
+  writeFileSync(path.join(root, 'files', 'motd.txt'), `motd ${version}\n`);
+  writeFileSync(path.join(root, 'install'), '#!/bin/sh\nset -e\ncp files/motd.txt /srv/www/motd.txt.new\nmv /srv/www/motd.txt.new /srv/www/motd.txt\n', { mode: 0o755 });
+  const out = path.join(dir, `motd-${version}.tar.gz`);
+  execFileSync('tar', ['--format=ustar', '-czf', out, '-C', root, '.']);
+  return readFileSync(out).toString('base64');
 }

@@ -11,6 +11,7 @@ import type { EvaManifest, Operation } from '@drover/api';
 import { defaultManagerConfig } from '../config.js';
 import { startManager, type RunningManager } from '../manager.js';
 import { writeEva } from '../packages/eva-format.js';
+import { adminCall as api } from '../testing/auth-call.js';
 import { renderFeed, type EvaFeedItem } from './feed.js';
 import { canonicalManifest, newPublisherKey, signBytes, type EvaReleaseManifest } from './manifest.js';
 
@@ -33,12 +34,6 @@ const ids: Record<string, string> = {};
 const evaFiles: Record<string, string> = {};
 
 const shaOf = (data: Buffer) => createHash('sha256').update(data).digest('hex');
-
-async function api<T = any>(m: RunningManager, method: string, route: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const response = await fetch(`${m.url}${route}`, { method, headers: { authorization: `Bearer ${m.adminToken}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
-  const text = await response.text();
-  return { status: response.status, body: (text && (response.headers.get('content-type') ?? '').includes('json') ? JSON.parse(text) : text) as T };
-}
 
 async function upload(m: RunningManager, data: Buffer): Promise<any> {
   const response = await fetch(`${m.url}/api/v1/packages/import/upload?wait=true`, { method: 'POST', headers: { authorization: `Bearer ${m.adminToken}`, 'content-type': 'application/octet-stream' }, body: data });

@@ -29,6 +29,7 @@ import type {
 import type { VmService } from '../vms/vm.service.js';
 import { enclosureType, evaEnclosureType, parseFeed, renderFeed, type EvaFeedItem, type FeedItem, type FeedKey } from './feed.js';
 import { GuestPackageService } from './guest-packages.service.js';
+import { itemRefusal } from './item-checks.js';
 import { canonicalManifest, endorsementBytes, isEvaManifest, keyIdOf, newPublisherKey, signBytes, verifyBytes, type EvaReleaseManifest, type ReleaseManifest } from './manifest.js';
 
 /** What VMcasting needs of the appliance package service (packages/manager/src/packages/package.service.ts). */
@@ -96,6 +97,7 @@ export interface FollowRequest {
 }
 
 const nameOk = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
+const releaseVersionOk = /^[A-Za-z0-9_.+-]{1,64}$/;
 
 /** Compares dotted versions numerically where both parts are numbers, else as text. */
 export function compareVersions(a: string, b: string): number {
@@ -623,38 +625,31 @@ export class VmcastService {
     for (const item of feed.items) {
       const m = item.manifest;
       if (known.some((r) => !isEvaManifest(r.manifest) && r.name === m.name && r.version === m.version)) continue;
-      const label = `${m.name} ${m.version}`;
-      let reason: string | undefined;
-      try {
-        this.checkUrl(item.url, sub.allowedHosts, 'The enclosure URL');
-        if (item.length !== m.sizeBytes) throw new RefusedRelease(`the enclosure length ${item.length} differs from the signed size ${m.sizeBytes}`);
-        if (m.sizeBytes > this.o.maxImageBytes) throw new RefusedRelease(`its size ${m.sizeBytes} is over the limit of ${this.o.maxImageBytes} bytes`);
-        if (!nameOk.test(m.name) || !/^[A-Za-z0-9_.+-]{1,64}$/.test(m.version)) throw new RefusedRelease('its name or version is not a valid image name');
-        const pin = sub.pinnedKeys.find((p) => p.keyId === item.keyId);
-        if (!pin) throw new RefusedRelease(`it is signed by key ${item.keyId.slice(0, 16)}…, which is not pinned for this subscription`);
-        if (pin.revoked) throw new RefusedRelease(`it is signed by key ${item.keyId.slice(0, 16)}…, which is revoked`);
-        if (!verifyBytes(canonicalManifest(m), item.signature, pin.publicKey)) throw new RefusedRelease(`its signature does not verify with the pinned key ${item.keyId.slice(0, 16)}…`);
-      } catch (cause) {
-        reason = cause instanceof RefusedRelease ? cause.message : isDroverError(cause) ? cause.message : String(cause);
-      }
-      const release = await this.o.store.vmcast.releases.create({
-        channelId: null,
-        subscriptionId: sub.id,
-        name: m.name,
-        version: m.version,
-        state: reason ? 'quarantined' : 'available',
-        manifest: m as unknown as Record<string, unknown>,
-        url: item.url,
-        keyId: item.keyId,
-        signature: item.signature,
-        imageId: null,
-        reason: reason ?? null,
-        receivedBytes: 0,
-      });
-      if (reason) await this.quarantined(release, label, reason, result);
+      await this.recordItem(sub, item, `${m.name} ${m.version}`, 'its name or version is not a valid image name', result);
     }
     await this.ingestEvas(sub, feed.evas, known, result);
     await this.packages.ingest(sub, feed.packages, result);
+  }
+
+  /** Records a release or appliance package item: available, or quarantined with the reason it was refused before download (see itemRefusal). */
+  private async recordItem(sub: VmcastSubscriptionRecord, item: FeedItem | EvaFeedItem, label: string, invalidName: string, result: PollResult): Promise<void> {
+    const m = item.manifest;
+    const reason = itemRefusal(sub, item, { checkUrl: (url, allowedHosts, what) => this.checkUrl(url, allowedHosts, what), maxBytes: this.o.maxImageBytes, nameOk, versionOk: releaseVersionOk, invalidName });
+    const release = await this.o.store.vmcast.releases.create({
+      channelId: null,
+      subscriptionId: sub.id,
+      name: m.name,
+      version: m.version,
+      state: reason ? 'quarantined' : 'available',
+      manifest: m as unknown as Record<string, unknown>,
+      url: item.url,
+      keyId: item.keyId,
+      signature: item.signature,
+      imageId: null,
+      reason: reason ?? null,
+      receivedBytes: 0,
+    });
+    if (reason) await this.quarantined(release, label, reason, result);
   }
 
   /** The feed's appliance packages: checked like releases (URL, size, pinned key, signature) before anything is downloaded. */
@@ -662,35 +657,7 @@ export class VmcastService {
     for (const item of evas) {
       const m = item.manifest;
       if (known.some((r) => isEvaManifest(r.manifest) && r.name === m.name && r.version === m.version)) continue;
-      const label = `${m.name} ${m.version} (appliance package)`;
-      let reason: string | undefined;
-      try {
-        this.checkUrl(item.url, sub.allowedHosts, 'The enclosure URL');
-        if (item.length !== m.sizeBytes) throw new RefusedRelease(`the enclosure length ${item.length} differs from the signed size ${m.sizeBytes}`);
-        if (m.sizeBytes > this.o.maxImageBytes) throw new RefusedRelease(`its size ${m.sizeBytes} is over the limit of ${this.o.maxImageBytes} bytes`);
-        if (!nameOk.test(m.name) || !/^[A-Za-z0-9_.+-]{1,64}$/.test(m.version)) throw new RefusedRelease('its name or version is not a valid package name');
-        const pin = sub.pinnedKeys.find((p) => p.keyId === item.keyId);
-        if (!pin) throw new RefusedRelease(`it is signed by key ${item.keyId.slice(0, 16)}…, which is not pinned for this subscription`);
-        if (pin.revoked) throw new RefusedRelease(`it is signed by key ${item.keyId.slice(0, 16)}…, which is revoked`);
-        if (!verifyBytes(canonicalManifest(m), item.signature, pin.publicKey)) throw new RefusedRelease(`its signature does not verify with the pinned key ${item.keyId.slice(0, 16)}…`);
-      } catch (cause) {
-        reason = cause instanceof RefusedRelease ? cause.message : isDroverError(cause) ? cause.message : String(cause);
-      }
-      const release = await this.o.store.vmcast.releases.create({
-        channelId: null,
-        subscriptionId: sub.id,
-        name: m.name,
-        version: m.version,
-        state: reason ? 'quarantined' : 'available',
-        manifest: m as unknown as Record<string, unknown>,
-        url: item.url,
-        keyId: item.keyId,
-        signature: item.signature,
-        imageId: null,
-        reason: reason ?? null,
-        receivedBytes: 0,
-      });
-      if (reason) await this.quarantined(release, label, reason, result);
+      await this.recordItem(sub, item, `${m.name} ${m.version} (appliance package)`, 'its name or version is not a valid package name', result);
     }
   }
 

@@ -2,6 +2,7 @@ import { useEffect, useId, useRef, useState } from 'react';
 import { listAll } from '../api/client.js';
 import type { Host, JoinTokenAnswer } from '../api/types.js';
 import { Dialog } from '../components/Dialog.js';
+import { FormActions } from '../components/FormActions.js';
 import { PageTitle } from '../components/PageTitle.js';
 import { ConfirmDialog, ErrorNote, Loading, Meter, StateBadge } from '../components/ui.js';
 import { ago, formatLabels, formatMiB, formatTime } from '../format.js';
@@ -161,14 +162,9 @@ function JoinTokenDialog({ onClose }: { onClose: () => void }) {
             ))}
           </select>
           <ErrorNote error={error} />
-          <div className="form-actions">
-            <button type="button" onClick={onClose}>
-              Cancel
-            </button>
-            <button type="submit" className="primary" disabled={busy}>
-              Create join token
-            </button>
-          </div>
+          <FormActions onCancel={onClose} busy={busy}>
+            Create join token
+          </FormActions>
         </form>
       ) : (
         <div className="form-grid">

@@ -2,6 +2,7 @@ import { useEffect, useId, useMemo, useRef, useState } from 'react';
 import { InputError, listAll } from '../api/client.js';
 import type { Image, ImageImport, Operation, Vm } from '../api/types.js';
 import { Dialog } from '../components/Dialog.js';
+import { FormActions } from '../components/FormActions.js';
 import { PageTitle } from '../components/PageTitle.js';
 import { ConfirmDialog, EmptyRow, ErrorNote, Loading, OperationOutcome, OperationProgress } from '../components/ui.js';
 import { formatBytes, formatTime, isActive } from '../format.js';
@@ -373,14 +374,9 @@ function ImportImageDialog({ onClose }: { onClose: () => void }) {
         </p>
 
         <ErrorNote error={error} />
-        <div className="form-actions">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={busy}>
-            {busy ? 'Starting…' : 'Import'}
-          </button>
-        </div>
+        <FormActions onCancel={onClose} busy={busy}>
+          {busy ? 'Starting…' : 'Import'}
+        </FormActions>
       </form>
     </Dialog>
   );

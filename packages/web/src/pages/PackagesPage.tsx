@@ -1,7 +1,9 @@
 import { useId, useState } from 'react';
-import { ApiError, csrfHeader, errorFromResponse, InputError, listAll } from '../api/client.js';
+import { InputError, listAll } from '../api/client.js';
+import { uploadFile } from '../api/upload.js';
 import type { Operation, Package } from '../api/types.js';
 import { Dialog } from '../components/Dialog.js';
+import { FormActions } from '../components/FormActions.js';
 import { PageTitle } from '../components/PageTitle.js';
 import { TableHead } from '../components/TableHead.js';
 import { ConfirmDialog, EmptyRow, ErrorNote, Loading, OperationOutcome } from '../components/ui.js';
@@ -21,31 +23,6 @@ const importPhases: Record<string, string> = {
 
 function label(p: Pick<Package, 'name' | 'version'>): string {
   return `${p.name}:${p.version}`;
-}
-
-/**
- * POST of a file as the request body with upload progress (fetch cannot
- * report it); the same CSRF header as every change. Answers the operation.
- */
-function uploadPackage(url: string, file: File, onProgress: (percent: number) => void): Promise<Operation> {
-  return new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
-    xhr.open('POST', url);
-    xhr.setRequestHeader('content-type', 'application/octet-stream');
-    xhr.setRequestHeader(csrfHeader, '1');
-    xhr.setRequestHeader('accept', 'application/json');
-    xhr.upload.onprogress = (event) => {
-      if (event.lengthComputable) onProgress(Math.round((event.loaded / event.total) * 100));
-    };
-    xhr.onload = () => {
-      if (xhr.status >= 200 && xhr.status < 300) return resolve(JSON.parse(xhr.responseText) as Operation);
-      const response = new Response(xhr.responseText, { status: xhr.status, statusText: xhr.statusText });
-      errorFromResponse(response).then(reject, reject);
-    };
-    xhr.onerror = () => reject(new ApiError(0, 'network', 'The upload was interrupted'));
-    onProgress(0);
-    xhr.send(file);
-  });
 }
 
 export function PackagesPage() {
@@ -185,8 +162,9 @@ function ImportPackageDialog({ onClose }: { onClose: () => void }) {
           event.preventDefault();
           setError(undefined);
           if (!file) return setError(new InputError('Choose a file'));
-          uploadPackage(api.packageUploadUrl(kind), file, setProgress).then(
-            (started) => {
+          uploadFile('POST', api.packageUploadUrl(kind), file, setProgress).then(
+            (text) => {
+              const started = JSON.parse(text) as Operation;
               track(started, `Import package ${file.name}`);
               follow(started);
             },
@@ -207,14 +185,9 @@ function ImportPackageDialog({ onClose }: { onClose: () => void }) {
         <p className="help">An .eva must be signed by a key this manager trusts (its own publisher keys, its subscriptions' pinned keys, or a key added with drover package trust).</p>
         {progress !== undefined && <progress max={100} value={progress} aria-label="Upload progress" />}
         <ErrorNote error={error} />
-        <div className="form-actions">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={progress !== undefined}>
-            {progress !== undefined ? 'Uploading…' : 'Import'}
-          </button>
-        </div>
+        <FormActions onCancel={onClose} busy={progress !== undefined}>
+          {progress !== undefined ? 'Uploading…' : 'Import'}
+        </FormActions>
       </form>
     </Dialog>
   );
@@ -297,14 +270,9 @@ function ExportPackageDialog({ onClose }: { onClose: () => void }) {
         </fieldset>
         <p className="help">The disks are copied as standalone qcow2 images; the file is signed with this manager's active publisher key and kept here.</p>
         <ErrorNote error={error} />
-        <div className="form-actions">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={busy}>
-            {busy ? 'Starting…' : 'Export'}
-          </button>
-        </div>
+        <FormActions onCancel={onClose} busy={busy}>
+          {busy ? 'Starting…' : 'Export'}
+        </FormActions>
       </form>
     </Dialog>
   );

@@ -1,7 +1,9 @@
 import { useEffect, useId, useState, type ReactNode } from 'react';
-import { ApiError, csrfHeader, errorFromResponse, InputError, listAll } from '../api/client.js';
+import { InputError, listAll } from '../api/client.js';
+import { uploadFile } from '../api/upload.js';
 import type { PoolInfo, VolumeInfo } from '../api/types.js';
 import { Dialog } from '../components/Dialog.js';
+import { FormActions } from '../components/FormActions.js';
 import { PageTitle } from '../components/PageTitle.js';
 import { ConfirmDialog, EmptyRow, ErrorNote, Loading, Meter } from '../components/ui.js';
 import { formatBytes, parseSize } from '../format.js';
@@ -251,14 +253,9 @@ function FormDialog({ title, submitLabel, onClose, onSubmit, children }: { title
       >
         {children}
         <ErrorNote error={error} />
-        <div className="form-actions">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={busy}>
-            {busy ? 'Working…' : submitLabel}
-          </button>
-        </div>
+        <FormActions onCancel={onClose} busy={busy}>
+          {busy ? 'Working…' : submitLabel}
+        </FormActions>
       </form>
     </Dialog>
   );
@@ -370,7 +367,7 @@ function UploadDialog({ host, pool, onClose, onDone }: { host: string; pool: str
       onClose={onClose}
       onSubmit={async () => {
         if (!file) throw new InputError('Choose a file first');
-        await upload(api.url(`/hosts/${encodeURIComponent(host)}/pools/${encodeURIComponent(pool)}/volumes/${encodeURIComponent(name.trim())}/content`), file, setProgress);
+        await uploadFile('PUT', api.url(`/hosts/${encodeURIComponent(host)}/pools/${encodeURIComponent(pool)}/volumes/${encodeURIComponent(name.trim())}/content`), file, setProgress);
         onDone();
       }}
     >
@@ -398,26 +395,4 @@ function UploadDialog({ host, pool, onClose, onDone }: { host: string; pool: str
       )}
     </FormDialog>
   );
-}
-
-/** PUT with upload progress (fetch cannot report it); the same CSRF header as every change. */
-function upload(url: string, file: File, onProgress: (percent: number) => void): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
-    xhr.open('PUT', url);
-    xhr.setRequestHeader('content-type', 'application/octet-stream');
-    xhr.setRequestHeader(csrfHeader, '1');
-    xhr.setRequestHeader('accept', 'application/json');
-    xhr.upload.onprogress = (event) => {
-      if (event.lengthComputable) onProgress(Math.round((event.loaded / event.total) * 100));
-    };
-    xhr.onload = () => {
-      if (xhr.status >= 200 && xhr.status < 300) return resolve();
-      const response = new Response(xhr.responseText, { status: xhr.status, statusText: xhr.statusText });
-      errorFromResponse(response).then(reject, reject);
-    };
-    xhr.onerror = () => reject(new ApiError(0, 'network', 'The upload was interrupted'));
-    onProgress(0);
-    xhr.send(file);
-  });
 }

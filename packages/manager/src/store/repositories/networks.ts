@@ -5,7 +5,7 @@ import { listEvery } from '../paging.js';
 import type { UpdateOptions } from '../types.js';
 import { EntityRepository, NamedEntityRepository } from './entity-repository.js';
 import { checkNotEmpty } from './field-checks.js';
-import { filterBy } from './list-filters.js';
+import { filterBy, type FilterSpec } from './list-filters.js';
 
 // ---------------------------------------------------------------- records
 
@@ -92,6 +92,10 @@ const oneOf = (kind: string, field: string, value: unknown, allowed: readonly st
   }
 };
 const versionColumns = { rev: column.integer('rev'), createdAt: column.timestamp('created_at'), updatedAt: column.timestamp('updated_at') };
+/** Who made a network or a security group, and the lab it belongs to (none outside a lab). */
+const labOwnedColumns = { owner: column.text('owner'), lab: column.text('lab', { nullable: true }) };
+/** Networks and security groups are listed by lab. */
+const byLab: FilterSpec<{ lab?: string }> = { lab: filterBy.equals('lab') };
 
 export class NetworkRepository extends NamedEntityRepository<NetworkRecord, { lab?: string }> {
   constructor(context: StoreContext) {
@@ -108,12 +112,11 @@ export class NetworkRepository extends NamedEntityRepository<NetworkRecord, { la
         mtu: column.integer('mtu', { nullable: true }),
         vni: column.integer('vni'),
         labels: column.json('labels'),
-        owner: column.text('owner'),
-        lab: column.text('lab', { nullable: true }),
+        ...labOwnedColumns,
         ...versionColumns,
       },
       order: ['name', 'id'],
-      filters: { lab: filterBy.equals('lab') as never },
+      filters: byLab,
       references: [],
       versioned: true,
       validate: (v) => {
@@ -146,12 +149,11 @@ export class SecurityGroupRepository extends NamedEntityRepository<SecurityGroup
         name: column.text('name'),
         description: column.text('description'),
         rules: column.json('rules'),
-        owner: column.text('owner'),
-        lab: column.text('lab', { nullable: true }),
+        ...labOwnedColumns,
         ...versionColumns,
       },
       order: ['name', 'id'],
-      filters: { lab: filterBy.equals('lab') as never },
+      filters: byLab,
       references: [],
       versioned: true,
       validate: (v) => {

@@ -5,7 +5,7 @@ import { listEvery } from '../paging.js';
 import type { UpdateOptions } from '../types.js';
 import { EntityRepository, NamedEntityRepository, type EntityDefinition } from './entity-repository.js';
 import { checkNotEmpty, checkRange } from './field-checks.js';
-import { filterBy } from './list-filters.js';
+import { filterBy, type FilterSpec } from './list-filters.js';
 
 // ---------------------------------------------------------------- records
 
@@ -128,6 +128,34 @@ const oneOf = (kind: string, field: string, value: unknown, allowed: readonly st
 
 /** The columns that end every versioned VMcasting record. */
 const versionColumns = { rev: column.integer('rev'), createdAt: column.timestamp('created_at'), updatedAt: column.timestamp('updated_at') };
+
+/** The columns a release and a package of a channel (or of a subscription) both start with. */
+const channelItemColumns = {
+  id: column.id('id'),
+  channelId: column.id('channel_id', { nullable: true }),
+  subscriptionId: column.id('subscription_id', { nullable: true }),
+  name: column.text('name'),
+  version: column.text('version'),
+  state: column.text('state'),
+  manifest: column.json('manifest'),
+};
+
+/** How the releases and the packages of a channel or a subscription are listed. */
+const channelItemFilters: FilterSpec<VmcastReleaseFilter> = {
+  channelId: filterBy.reference('channel_id'),
+  subscriptionId: filterBy.reference('subscription_id'),
+  state: filterBy.equals('state'),
+  name: filterBy.equals('name'),
+};
+
+/** Checks a release or a package of a channel: a name, a version and one of `states`. */
+function checkChannelItem(kind: string, states: readonly string[]): (v: { name?: unknown; version?: unknown; state?: unknown }) => void {
+  return (v) => {
+    checkNotEmpty(kind, 'name', v.name);
+    checkNotEmpty(kind, 'version', v.version);
+    oneOf(kind, 'state', v.state, states);
+  };
+}
 
 const metadataDefinition: EntityDefinition<ApplianceMetadataRecord, { imageId?: string }> = {
   table: 'appliance_metadata',
@@ -282,13 +310,7 @@ export class VmcastReleaseRepository extends EntityRepository<VmcastReleaseRecor
       table: 'vmcast_releases',
       kind: 'release',
       fields: {
-        id: column.id('id'),
-        channelId: column.id('channel_id', { nullable: true }),
-        subscriptionId: column.id('subscription_id', { nullable: true }),
-        name: column.text('name'),
-        version: column.text('version'),
-        state: column.text('state'),
-        manifest: column.json('manifest'),
+        ...channelItemColumns,
         url: column.text('url'),
         keyId: column.text('key_id'),
         signature: column.text('signature'),
@@ -298,19 +320,10 @@ export class VmcastReleaseRepository extends EntityRepository<VmcastReleaseRecor
         ...versionColumns,
       },
       order: ['createdAt', 'id'],
-      filters: {
-        channelId: filterBy.reference('channel_id') as never,
-        subscriptionId: filterBy.reference('subscription_id') as never,
-        state: filterBy.equals('state'),
-        name: filterBy.equals('name') as never,
-      },
+      filters: channelItemFilters,
       references: ['channelId', 'subscriptionId', 'imageId'],
       versioned: true,
-      validate: (v) => {
-        checkNotEmpty('release', 'name', v.name);
-        checkNotEmpty('release', 'version', v.version);
-        oneOf('release', 'state', v.state, vmcastReleaseStates);
-      },
+      validate: checkChannelItem('release', vmcastReleaseStates),
     });
   }
 
@@ -404,13 +417,7 @@ export class VmcastPackageRepository extends EntityRepository<VmcastPackageRecor
       table: 'vmcast_packages',
       kind: 'package',
       fields: {
-        id: column.id('id'),
-        channelId: column.id('channel_id', { nullable: true }),
-        subscriptionId: column.id('subscription_id', { nullable: true }),
-        name: column.text('name'),
-        version: column.text('version'),
-        state: column.text('state'),
-        manifest: column.json('manifest'),
+        ...channelItemColumns,
         sha256: column.text('sha256'),
         sizeBytes: column.integer('size_bytes'),
         url: column.text('url'),
@@ -420,19 +427,10 @@ export class VmcastPackageRepository extends EntityRepository<VmcastPackageRecor
         ...versionColumns,
       },
       order: ['createdAt', 'id'],
-      filters: {
-        channelId: filterBy.reference('channel_id') as never,
-        subscriptionId: filterBy.reference('subscription_id') as never,
-        state: filterBy.equals('state'),
-        name: filterBy.equals('name') as never,
-      },
+      filters: channelItemFilters,
       references: ['channelId', 'subscriptionId'],
       versioned: true,
-      validate: (v) => {
-        checkNotEmpty('package', 'name', v.name);
-        checkNotEmpty('package', 'version', v.version);
-        oneOf('package', 'state', v.state, vmcastPackageStates);
-      },
+      validate: checkChannelItem('package', vmcastPackageStates),
     });
   }
 
