@@ -308,7 +308,17 @@ export class PoolRegistry {
     const fs = await statfs(pool.path);
     const volumes = await this.volumeNames(name);
     let allocated = 0;
-    for (const v of volumes) allocated += (await stat(path.join(pool.path, v))).blocks * 512;
+    let count = 0;
+    for (const v of volumes) {
+      // A shared pool's volume may be deleted by another host between the listing and the stat: not counted.
+      const info = await stat(path.join(pool.path, v)).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return undefined;
+        throw error;
+      });
+      if (!info) continue;
+      allocated += info.blocks * 512;
+      count++;
+    }
     return {
       name: pool.name,
       path: pool.path,
@@ -316,7 +326,7 @@ export class PoolRegistry {
       capacityBytes: fs.blocks * fs.bsize,
       availableBytes: fs.bavail * fs.bsize,
       allocatedBytes: allocated,
-      volumes: volumes.length,
+      volumes: count,
     };
   }
 
