@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
@@ -23,8 +24,16 @@ export async function runVmcastBench(options: { smoke: boolean }): Promise<boole
     const importDir = path.join(dir, 'import');
     mkdirSync(importDir, { recursive: true });
     const image = path.join(importDir, 'big.qcow2');
-    // Every cluster allocated and written: the file is `size` bytes and more, like a full appliance disk.
-    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'preallocation=full', image, String(size)]);
+    // Random content, so that no step (the library's own import on the publisher, which
+    // converts and drops zero clusters) can make the file smaller: the release is `size`
+    // bytes and more, like a full appliance disk.
+    const raw = path.join(dir, 'big.raw');
+    const fd = openSync(raw, 'w');
+    const chunk = Buffer.alloc(16 * 1024 * 1024);
+    for (let written = 0; written < size; written += chunk.length) writeSync(fd, randomFillSync(chunk));
+    closeSync(fd);
+    execFileSync('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, image]);
+    rmSync(raw, { force: true });
     const fileBytes = statSync(image).size;
 
     // Baseline: sha256sum + cp of the same file.
@@ -51,7 +60,10 @@ export async function runVmcastBench(options: { smoke: boolean }): Promise<boole
     await call(publisher, 'POST', '/api/v1/images?wait=true', { name: 'big', version: '1', source: { path: image }, format: 'qcow2' });
     const key = await call(publisher, 'POST', '/api/v1/vmcast/keys', { name: 'bench' });
     await call(publisher, 'POST', '/api/v1/vmcast/channels', { name: 'bench' });
-    await call(publisher, 'POST', '/api/v1/vmcast/channels/bench/releases', { image: 'big:1' });
+    const release = (await call(publisher, 'POST', '/api/v1/vmcast/channels/bench/releases', { image: 'big:1' })) as { manifest: { sizeBytes?: number } };
+    // What travels is the release as signed: it must be the benchmark's file, not a compacted copy.
+    const releaseBytes = Number(release.manifest.sizeBytes);
+    if (!(releaseBytes >= fileBytes * 0.95)) throw new Error(`the release is ${releaseBytes} bytes, the file ${fileBytes}: the benchmark would not move the file it times`);
     await call(subscriber, 'POST', '/api/v1/vmcast/subscriptions', { name: 'bench', url: `${publisher.url}/api/v1/vmcast/channels/bench/feed.rss`, pinnedKeys: [key.publicKey] });
 
     // Timed: one poll that finds the release, downloads, verifies, inspects and stores it.
