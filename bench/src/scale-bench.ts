@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
 import { tempDir } from '@drover/agent/testing';
 import { openSqliteStore } from '@drover/manager';
 import { percentile, report } from './stats.js';
@@ -13,9 +14,12 @@ import { percentile, report } from './stats.js';
  * measured at N = 50 next to the same figures at N = 5 (smoke: 2 next to 5):
  *  - heartbeat load: the manager's CPU (utime + stime from /proc) over a quiet window;
  *  - API latency under that load: GET /api/v1/hosts and GET /api/v1/vms?limit=100, p50 and p99;
- *  - manager memory: RSS and V8 heap in use (its /metrics) per joined host (over the
- *    warmed-up manager alone), and per VM record in inventory (2,000 records added, every
- *    page listed); each the smallest of eight samples, so garbage counts little.
+ *  - manager memory per joined host (over the warmed-up manager alone) and per VM record
+ *    in inventory (2,000 records added, every page listed): the V8 heap in use right
+ *    after a full garbage collection (asked for through the manager's inspector, which
+ *    the bench opens on loopback), so what is counted is what the manager keeps; and
+ *    RSS from /proc, the smallest of eight samples (it moves with the allocator and is
+ *    only a rough figure).
  * Figures are reported; the only target is that the per-host heartbeat cost does not
  * grow with N (CPU per host at 50 ≤ 2× the one at 5).
  */
@@ -83,20 +87,61 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-/**
- * The manager's memory, the smallest of samples a moment apart (right after a burst the
- * heap still holds garbage): RSS from /proc, and the V8 heap in use from its /metrics.
- */
-async function settledMemory(pid: number, metrics: () => Promise<string>): Promise<{ rssKiB: number; heapKiB: number }> {
-  const rss: number[] = [];
-  const heap: number[] = [];
-  for (let i = 0; i < 8; i++) {
-    await new Promise((r) => setTimeout(r, 500));
-    rss.push(procStat(pid).rssKiB);
-    const used = /^drover_manager_nodejs_heap_size_used_bytes (\d+)/m.exec(await metrics());
-    if (used) heap.push(Number(used[1]) / 1024);
+/** A DevTools-protocol session with a process started with `--inspect=127.0.0.1:0`. */
+class Inspector {
+  private next = 1;
+  private readonly waiting = new Map<number, (result: Record<string, unknown>) => void>();
+  private constructor(private readonly socket: WebSocket) {
+    socket.on('message', (data) => {
+      const message = JSON.parse(String(data)) as { id?: number; result?: Record<string, unknown> };
+      if (message.id !== undefined) this.waiting.get(message.id)?.(message.result ?? {});
+    });
   }
-  return { rssKiB: Math.min(...rss), heapKiB: heap.length ? Math.min(...heap) : Number.NaN };
+  static async connect(child: ChildProcess): Promise<Inspector> {
+    const url = await new Promise<string>((resolve, reject) => {
+      let seen = '';
+      const timer = setTimeout(() => reject(new Error('the manager did not open its inspector')), 30_000);
+      const read = (chunk: Buffer) => {
+        seen += chunk.toString();
+        const match = /Debugger listening on (ws:\/\/\S+)/.exec(seen);
+        if (match) {
+          clearTimeout(timer);
+          child.stderr!.off('data', read);
+          resolve(match[1]!);
+        }
+      };
+      child.stderr!.on('data', read);
+    });
+    const socket = new WebSocket(url);
+    await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+    return new Inspector(socket);
+  }
+  call(method: string): Promise<Record<string, unknown>> {
+    const id = this.next++;
+    return new Promise((resolve) => {
+      this.waiting.set(id, resolve);
+      this.socket.send(JSON.stringify({ id, method }));
+    });
+  }
+  close(): void {
+    this.socket.close();
+  }
+}
+
+/**
+ * The manager's memory: the V8 heap in use after a full collection (twice, so what
+ * finalizers freed goes too), and RSS from /proc, the smallest of samples a moment apart.
+ */
+async function settledMemory(pid: number, inspector: Inspector): Promise<{ rssKiB: number; heapKiB: number }> {
+  await inspector.call('HeapProfiler.collectGarbage');
+  await inspector.call('HeapProfiler.collectGarbage');
+  const usage = await inspector.call('Runtime.getHeapUsage');
+  const rss: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    rss.push(procStat(pid).rssKiB);
+  }
+  return { rssKiB: Math.min(...rss), heapKiB: Number(usage.usedSize) / 1024 };
 }
 
 async function measure(agents: number, smoke: boolean): Promise<Figures> {
@@ -110,8 +155,13 @@ async function measure(agents: number, smoke: boolean): Promise<Figures> {
     const config = path.join(root, 'manager.yaml');
     writeFileSync(config, [`listen: 127.0.0.1:0`, `dataDir: ${dataDir}`, 'store: sqlite', 'appliances: false', 'webRoot: none', 'heartbeatMs: 1000', 'logLevel: error'].join('\n'));
     const managerReady = path.join(root, 'manager.ready');
-    const manager = spawn(process.execPath, [managerMain, '--config', config, '--ready-file', managerReady], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const manager = spawn(process.execPath, ['--inspect=127.0.0.1:0', managerMain, '--config', config, '--ready-file', managerReady], { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(manager);
+    const inspector = await Inspector.connect(manager);
+    manager.stderr!.on('data', (chunk: Buffer) => {
+      const text = chunk.toString().replace(/^(Debugger listening on|Debugger ending on|For help, see|Debugger attached|Waiting for the debugger).*\n/gm, '');
+      if (text) process.stderr.write(text);
+    });
     const { url, token } = (await waitFile(manager, managerReady, 'drover-manager')) as { url: string; token: string };
     const call = async (method: string, route: string, body?: unknown) => {
       const response = await fetch(`${url}${route}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
@@ -119,15 +169,13 @@ async function measure(agents: number, smoke: boolean): Promise<Figures> {
       if (response.status >= 300) throw new Error(`${method} ${route}: ${response.status} ${text}`);
       return text ? (JSON.parse(text) as Record<string, unknown>) : {};
     };
-    const metricsToken = readFileSync(path.join(dataDir, 'metrics-token'), 'utf8').trim();
-    const metrics = async () => (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${metricsToken}` } })).text();
     // Warm up first (the routes' first calls compile and cache), so the baseline is the manager at rest.
     for (let i = 0; i < 20; i++) {
       await call('GET', '/api/v1/hosts?limit=100');
       await call('GET', '/api/v1/vms?limit=100');
     }
     await new Promise((r) => setTimeout(r, smoke ? 2000 : 5000));
-    const alone = await settledMemory(manager.pid!, metrics);
+    const alone = await settledMemory(manager.pid!, inspector);
 
     // N agents join, ten at a time (each proves its key to the CA, then serves mutual TLS).
     for (let start = 0; start < agents; start += 10) {
@@ -159,7 +207,7 @@ async function measure(agents: number, smoke: boolean): Promise<Figures> {
     await new Promise((r) => setTimeout(r, windowMs));
     const after = procStat(manager.pid!);
     const cpuPercent = ((after.cpuMs - before.cpuMs) / windowMs) * 100;
-    const withHosts = await settledMemory(manager.pid!, metrics);
+    const withHosts = await settledMemory(manager.pid!, inspector);
 
     // API latency while the heartbeats go on: sequential requests.
     const rounds = smoke ? 30 : 300;
@@ -198,7 +246,8 @@ async function measure(agents: number, smoke: boolean): Promise<Figures> {
       const page = await call('GET', `/api/v1/vms?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
       cursor = page.next as string | undefined;
     } while (cursor);
-    const withVms = await settledMemory(manager.pid!, metrics);
+    const withVms = await settledMemory(manager.pid!, inspector);
+    inspector.close();
 
     const figures: Figures = {
       hosts: agents,
