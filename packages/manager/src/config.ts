@@ -48,6 +48,12 @@ export const ManagerConfigSchema = Type.Object(
     appliances: Type.Boolean(),
     applianceCacheDir: Type.String({ pattern: '^/' }),
     /** Directories `POST /api/v1/images` may copy a file from (`source.path`), judged by real path; default `<dataDir>/import`. */
+    /**
+     * Where imported images (`library/`) and packages (`packages/`) are kept; default the data
+     * directory. Several managers on one PostgreSQL must share it (one mount at the same path on
+     * each), since the store names files another manager may have to stream to an agent.
+     */
+    filesDir: Type.Optional(Type.String({ pattern: '^/' })),
     imageImportDirs: Type.Array(Type.String({ pattern: '^/' }), { maxItems: 64 }),
     /** The largest file an image import downloads or copies; at most what an agent accepts as a volume upload (8 GiB, the default). */
     imageMaxBytes: Type.Integer({ minimum: 1024 * 1024, maximum: maxVolumeUploadBytes }),

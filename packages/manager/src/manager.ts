@@ -105,7 +105,9 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     config.agentTimeoutMs,
   );
   const hub = new EventHub();
-  const images = new ImageLibrary(store, path.join(config.dataDir, 'images'));
+  // Imported images and packages: one directory every manager of the cluster sees (docs/scale-out.md).
+  const filesDir = config.filesDir ?? config.dataDir;
+  const images = new ImageLibrary(store, path.join(config.dataDir, 'images'), path.join(filesDir, 'library'));
   if (config.appliances) await images.registerAppliances(config.applianceCacheDir);
   const runner = new OperationRunner(store, hub, logger.child({ module: 'operations' }));
   const vms = new VmService({ store, runner, link, images, hub, logger: logger.child({ module: 'vms' }) });
@@ -143,7 +145,7 @@ export async function startManager(config: ManagerConfig, options: StartManagerO
     link,
     library: images,
     logger: logger.child({ module: 'packages' }),
-    dir: path.join(config.dataDir, 'packages'),
+    dir: path.join(filesDir, 'packages'),
     maxVirtualBytes: config.imageMaxVirtualBytes,
     downloadTimeoutMs: config.imageDownloadTimeoutMs,
     ...(options.packageLimits ? { limits: options.packageLimits } : {}),

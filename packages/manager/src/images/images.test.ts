@@ -21,7 +21,9 @@ const dataDir = tempDir('images-manager');
 const agentDir = tempDir('images-agent');
 const importDir = tempDir('images-import');
 const outsideDir = tempDir('images-outside');
-const libraryDir = path.join(dataDir, 'library');
+// The library lives in a files directory apart from the data directory (config `filesDir`, shared by several managers).
+const filesDir = tempDir('images-files');
+const libraryDir = path.join(filesDir, 'library');
 let manager: RunningManager;
 let agent: RunningAgent;
 let live: LiveIso;
@@ -106,6 +108,7 @@ beforeAll(async () => {
 
   manager = await startManager({
     ...defaultManagerConfig(dataDir),
+    filesDir,
     listen: '127.0.0.1:0',
     heartbeatMs: 500,
     applianceCacheDir: defaultApplianceCacheDir(),
@@ -130,7 +133,7 @@ afterAll(async () => {
     await agent?.close();
     await manager?.close();
     await new Promise((resolve) => server?.close(resolve));
-    for (const dir of [dataDir, agentDir, importDir, outsideDir]) rmSync(dir, { recursive: true, force: true });
+    for (const dir of [dataDir, filesDir, agentDir, importDir, outsideDir]) rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -143,6 +146,7 @@ describe('image import', () => {
     expect(image).toMatchObject({ name: 'live', version: '1', format: 'iso', sizeBytes: statSync(live.iso).size, source: path.join(importDir, 'live.iso') });
     expect((await api<Image>('GET', '/api/v1/images/live')).body.id).toBe(image.id);
     expect(libraryFiles()).toEqual(['live-1.iso']);
+    expect(existsSync(path.join(dataDir, 'library'))).toBe(false);
 
     const created = await api<Vm>('POST', '/api/v1/vms', { name: 'iso-boot', iso: 'live', memoryMiB: 96 });
     expect(created.status).toBe(201);

@@ -51,9 +51,7 @@ export class PowerPolicyService {
   constructor(private readonly o: PowerPolicyServiceOptions) {
     o.runner.register('power.night-plan', {
       run: (ctx) => this.runNight(ctx),
-      recover: async () => {
-        throw errors.unavailable('The night plan was interrupted by a manager restart; moves already made stay, run it again to finish');
-      },
+      recover: (ctx) => this.recoverNight(ctx),
     });
     o.runner.register('power.wake', {
       run: (ctx) => this.runWake(ctx),
@@ -187,6 +185,33 @@ export class PowerPolicyService {
     const result = { kind: 'night-plan', at: this.now().toISOString(), moved: plan.moves.length - failed.filter((f) => f.what.startsWith('move')).length, poweredOff, hostsUsed: plan.hostsUsed, lowerBound: plan.lowerBound, ffd: plan.ffd, failed };
     await this.setState({ mode: 'night', since: this.now().toISOString(), lastRun: result });
     return result;
+  }
+
+  /**
+   * The manager running the night plan died (a leader killed in the middle of
+   * its consolidation; the next leader adopted the plan). The move it was
+   * waiting for is an operation of its own, adopted with it and finished or
+   * rolled back by the migration's recovery table; once every move the plan
+   * started has ended, the plan is made again from where the cluster is now
+   * and run, so the consolidation finishes. Not when the policy's window has
+   * closed meanwhile: then the schedule wakes the hosts instead, and the plan
+   * ends failed.
+   */
+  private async recoverNight(ctx: OperationContext): Promise<unknown> {
+    const from = ctx.op.phase;
+    await ctx.phase('recover', ctx.op.progress, `after a manager restart, from phase "${from}"`);
+    const actor = `system:night-plan:${ctx.op.id}`;
+    for (const deadline = Date.now() + 900_000; ; ) {
+      const moving = await this.o.store.operations.list({ limit: 1, filter: { actor, state: ['pending', 'running'] } });
+      if (moving.items.length === 0) break;
+      if (Date.now() > deadline) throw errors.timeout(`The night plan's move (operation ${moving.items[0]!.id}) did not end after a manager restart`, { operationId: moving.items[0]!.id });
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const policy = await this.policy();
+    if (policy?.enabled && !inWindow(parseWindow(policy.window), policy.timeZone, this.now())) {
+      throw errors.unavailable(`The night plan was interrupted by a manager restart in phase "${from}" and its window has closed; moves already made stay`, { phase: from });
+    }
+    return this.runNight(ctx);
   }
 
   // ------------------------------------------------------------ wake
