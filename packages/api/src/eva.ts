@@ -188,7 +188,10 @@ export const PackageExport = Type.Object(
     name: Name,
     version: Version,
     description: Type.Optional(Type.String({ maxLength: 2000 })),
-    vms: Type.Array(Type.String({ minLength: 1, maxLength: 63 }), { minItems: 1, maxItems: 64, uniqueItems: true, description: 'The stopped VMs to export (ids or names)' }),
+    vms: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 63 }), { minItems: 1, maxItems: 64, uniqueItems: true, description: 'The stopped VMs to export (ids or names); or give lab' })),
+    lab: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 63, description: 'A deployed lab (id or name) whose VMs are all stopped: its VMs with their current disks, and its manifest\'s networks, groups, NICs, guest settings, start order and health checks' }),
+    ),
     signWith: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'The VMcasting key (name or key id) that signs the package; default: the newest active key' })),
     updatePolicy: Type.Optional(EvaUpdatePolicy),
   },

@@ -34,6 +34,12 @@ export const LabVm = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 38, pattern: '^[a-z0-9][a-z0-9-]*$', description: 'Lower-case letters, digits and "-" (the VM is named <lab>-<name>)' }),
     image: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.+-]+)?$', description: 'An image of the library: "name" or "name:version"' }),
+    dataImages: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.+-]+)?$' }), {
+        maxItems: 8,
+        description: 'qcow2 images of the library cloned as the VM\'s data disks after its root disk (a package VM\'s data disks)',
+      }),
+    ),
     cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
     memoryMiB: Type.Optional(Type.Integer({ minimum: 64, maximum: 1024 * 1024 })),
     nics: Type.Optional(Type.Array(EvaNic, { maxItems: 8 })),

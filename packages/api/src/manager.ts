@@ -98,6 +98,12 @@ export const VmCreate = Type.Object(
         },
       ),
     ),
+    dataImages: Type.Optional(
+      Type.Array(ImageRef({ description: 'A qcow2 disk image of the library' }), {
+        maxItems: 8,
+        description: 'Data disks after the root disk (vdb, vdc, … in this order), each a thin clone of a qcow2 disk image of the library (e.g. the data disks of an imported package); not with an appliance image, which brings its own',
+      }),
+    ),
     diskSizeBytes: Type.Optional(Type.Integer({ minimum: 1024 * 1024, maximum: 64 * 1024 ** 4, description: 'Without an image: an empty qcow2 disk of this size (to install onto from the ISO). With a disk image: the size of its clone (at least the image\'s virtual size)' })),
     cloudInit: Type.Optional(CloudInit),
     cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
@@ -114,7 +120,7 @@ export const VmCreate = Type.Object(
         { maxItems: 16 },
       ),
     ),
-    cmdline: Type.Optional(Type.String({ maxLength: 1024, pattern: '^[A-Za-z0-9_.:/@,+= -]*$', description: 'Extra kernel command-line settings (drover.* keys); appliance images only' })),
+    cmdline: Type.Optional(Type.String({ maxLength: 1024, pattern: '^[A-Za-z0-9_.:/@,+= -]*$', description: 'Extra kernel command-line settings (drover.* keys); appliance images and disk images booted by the appliance kernel (VMcasting releases, packages) only' })),
     autostart: Type.Optional(Type.Boolean()),
     evacuationPolicy: Type.Optional(EvacuationPolicySchema),
     project: Type.Optional(Name),
@@ -174,6 +180,7 @@ export const Vm = Type.Object({
     iso: Type.Optional(Type.String({ description: 'The attached ISO: "name:version" of a library image, or "pool/volume"' })),
     bootVolume: Type.Optional(Type.String({ description: 'The existing volume the appliance boots from ("pool/volume"), when given at creation' })),
     diskSizeBytes: Type.Optional(Type.Integer()),
+    dataImages: Type.Optional(Type.Array(Type.String(), { description: 'The images ("name:version") the data disks were cloned from, when given at creation' })),
     cloudInit: Type.Optional(
       Type.Object({ userDataBytes: Type.Integer(), metaDataBytes: Type.Optional(Type.Integer()), networkConfigBytes: Type.Optional(Type.Integer()) }, { description: 'The sizes of the cloud-init files (their content is not echoed back)' }),
     ),

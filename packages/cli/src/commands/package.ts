@@ -61,25 +61,29 @@ export function registerPackageCommands(cli: Cli): void {
     }),
   );
 
-  withWaitOption(apiCommand(pkg, 'export <name> <version> <vm...>', 'Export stopped VMs as a signed package (kept here, see download)'))
+  withWaitOption(apiCommand(pkg, 'export <name> <version> [vm...]', 'Export stopped VMs, or a stopped lab, as a signed package (kept here, see download)'))
+    .option('--lab <lab>', 'export this lab (its VMs stopped) instead of VMs: its manifest with the VMs\' current disks')
     .option('--sign-with <key>', 'the VMcasting key (name or key id) that signs it (default: the active key)')
     .option('--description <text>', 'what the package is')
     .addHelpText(
       'after',
       `
-The VMs must be stopped. Their disks are copied as standalone qcow2 images,
+The VMs must be stopped (a lab: drover lab stop). Every disk (root and data
+disks) is copied as a standalone qcow2 image,
 the manifest records CPUs, memory, labels, NICs with their networks and
 security groups, and guest settings; the file is signed with an Ed25519 key
 of this manager (drover vmcast key create) and imported here like any package.
 
 Example:
   $ drover package export web-db 1.0 web1 web2 db1 db2
+  $ drover package export class-lab 2.0 --lab class1
   $ drover package download web-db:1.0 ./web-db-1.0.eva`,
     )
     .action(
-      cli.action<{ wait: boolean; signWith?: string; description?: string }>(async (session, args, options) => {
+      cli.action<{ wait: boolean; lab?: string; signWith?: string; description?: string }>(async (session, args, options) => {
         const [name, version, ...vms] = args as [string, string, ...string[]];
-        const body = { name, version, vms, ...(options.signWith ? { signWith: options.signWith } : {}), ...(options.description ? { description: options.description } : {}) };
+        if ((vms.length === 0) === (options.lab === undefined)) throw errors.invalid('Give exactly one of VM names and --lab LAB');
+        const body = { name, version, ...(options.lab !== undefined ? { lab: options.lab } : { vms }), ...(options.signWith ? { signWith: options.signWith } : {}), ...(options.description ? { description: options.description } : {}) };
         const operation = await (await session.client()).post<Operation>('/packages/export', body);
         await session.followOperation(operation, { wait: options.wait, label: `export ${name}:${version}`, done: (final) => imported(final, `Exported ${name}:${version}.`) });
       }),

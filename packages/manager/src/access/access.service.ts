@@ -40,6 +40,8 @@ const scopableAreas = new Set(['vm', 'lab', 'operation', 'image', 'project']);
 
 export const adminUser = 'admin';
 const userNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$/;
+/** How many resolved bearer tokens are kept at most. */
+const keptTokenPrincipals = 1000;
 
 export function tokenHash(token: string): string {
   return createHash('sha256').update(token).digest('hex');
@@ -72,6 +74,10 @@ export class AccessService {
   private readonly now: () => number;
   private readonly refreshing = new Map<string, Promise<UserRecord>>();
   private readonly quotaLocks = new Map<string, Promise<unknown>>();
+  /** Resolved bearer tokens, by token, oldest first (see authenticateToken). */
+  private readonly tokenPrincipals = new Map<string, { change: string; expiresAtMs: number; principal: Principal }>();
+  /** Users last seen coming from LDAP: their principals are never kept. */
+  private readonly ldapUsers = new Set<string>();
 
   constructor(private readonly o: AccessServiceOptions) {
     this.now = o.now ?? Date.now;
@@ -101,16 +107,40 @@ export class AccessService {
 
   // ------------------------------------------------------------ authentication
 
-  /** The principal of a bearer token; 401 naming why (unknown, expired, revoked, user gone). */
-  async authenticateToken(token: string): Promise<Principal> {
+  /**
+   * The principal of a bearer token; 401 naming why (unknown, expired, revoked, user gone).
+   *
+   * Resolving a token takes several store reads, more than the rest of a list
+   * request, so the principal of each valid token is kept with the store's
+   * `changeToken` read before those reads. It is answered again only while the
+   * change token is the same, that is while no row of the database changed (a
+   * revoked or deleted token, a disabled or removed user, a changed role all
+   * write a row), and only while the token has not expired. Never kept:
+   * principals of LDAP users (their groups are re-read by age) and anything on
+   * a store without a change token (PostgreSQL), which are resolved every time.
+   * `read.change`, when given, is a change token the caller has just read (the
+   * HTTP server reads it once a request, for this and the VM list).
+   */
+  async authenticateToken(token: string, read?: { change: string | undefined }): Promise<Principal> {
     if (token.length > 512) throw errors.unauthenticated('That bearer token is not valid');
+    const change = read ? read.change : await this.o.store.changeToken();
+    const kept = change === undefined ? undefined : this.tokenPrincipals.get(token);
+    if (kept !== undefined && kept.change === change && kept.expiresAtMs > this.now()) return kept.principal;
     const record = await this.o.store.apiTokens.findByHash(tokenHash(token));
     if (!record) throw errors.unauthenticated('That bearer token is not valid (unknown token)');
     if (record.revokedAt !== null) throw errors.unauthenticated(`API token "${record.name}" was revoked at ${record.revokedAt}`);
-    if (record.expiresAt !== null && Date.parse(record.expiresAt) <= this.now()) throw errors.unauthenticated(`API token "${record.name}" expired at ${record.expiresAt}`);
+    const expiresAtMs = record.expiresAt === null ? Number.POSITIVE_INFINITY : Date.parse(record.expiresAt);
+    if (expiresAtMs <= this.now()) throw errors.unauthenticated(`API token "${record.name}" expired at ${record.expiresAt}`);
     // Tokens made before users existed act for the admin.
-    const principal = await this.principalOf(record.userName ?? adminUser, 'token');
-    return { ...principal, tokenId: record.id, grants: restrictGrants(principal.grants, record.scope) };
+    const userName = record.userName ?? adminUser;
+    const principal = await this.principalOf(userName, 'token');
+    const resolved: Principal = { ...principal, tokenId: record.id, grants: restrictGrants(principal.grants, record.scope) };
+    this.tokenPrincipals.delete(token);
+    if (change !== undefined && !this.ldapUsers.has(userName)) {
+      if (this.tokenPrincipals.size >= keptTokenPrincipals) this.tokenPrincipals.delete(this.tokenPrincipals.keys().next().value!);
+      this.tokenPrincipals.set(token, { change, expiresAtMs, principal: resolved });
+    }
+    return resolved;
   }
 
   /**
@@ -122,7 +152,10 @@ export class AccessService {
     let user = await this.o.store.users.tryGetByName(name);
     if (!user) throw errors.unauthenticated(`User "${name}" no longer exists`);
     if (user.disabled) throw errors.unauthenticated(`User "${name}" is disabled`);
-    if (user.source === 'ldap') user = await this.freshLdapUser(user);
+    if (user.source === 'ldap') {
+      this.ldapUsers.add(user.name);
+      user = await this.freshLdapUser(user);
+    } else this.ldapUsers.delete(user.name);
     if (user.bindings.length === 0) throw errors.unauthenticated(`User "${name}" holds no role (no longer in any group that grants one)`);
     let grantsOf = await this.grantsOf(user.bindings);
     if (tokenId) {
@@ -207,6 +240,11 @@ export class AccessService {
     const projectId = (await this.o.store.projects.projectsOfVms([vm.id])).get(vm.id);
     const project = projectId ? await this.o.store.projects.tryGet(projectId) : undefined;
     return { kind: 'vm', id: vm.id, owner: vm.owner, project: project?.name ?? null };
+  }
+
+  /** A lab as a scoped object: its owner (who deployed it) and its project's name. */
+  scopedLab(lab: { id: string; owner: string; project: string | null }): ScopedObject {
+    return { kind: 'lab', id: lab.id, owner: lab.owner, project: lab.project };
   }
 
   /** Which of `vms` the access reaches (all of them for a global grant). */

@@ -18,5 +18,7 @@ declare module 'fastify' {
     auditDenial?: string;
     /** Who the audit log names when no one is signed in (the user name of a failed sign-in). */
     auditActor?: string;
+    /** The store's change token, read once when a bearer token was checked (`Store.changeToken`; undefined on PostgreSQL). */
+    changeToken?: { value: string | undefined };
   }
 }

@@ -91,7 +91,7 @@ export interface Grant {
 
 /** An object a request addresses, for scope checks. */
 export interface ScopedObject {
-  kind: 'vm';
+  kind: 'vm' | 'lab';
   id: string;
   owner: string;
   /** The project's name, or null. */

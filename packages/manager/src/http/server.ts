@@ -248,7 +248,12 @@ export async function buildManagerServer(o: ManagerServerOptions) {
       return o.access.principalOf(user, 'ticket', tokenId);
     }
     const token = bearer(request);
-    if (token) return o.access.authenticateToken(token);
+    if (token) {
+      // Read once for the request: the kept principal of the token and the kept VM list pages are checked against it.
+      const change = token.length > 512 ? undefined : await o.store.changeToken();
+      request.changeToken = { value: change };
+      return o.access.authenticateToken(token, { change });
+    }
     const session = o.browserAuth.verifySession(cookieValue(request.headers.cookie, sessionCookie));
     if (session) {
       const [user, tokenId] = session.actor.split('#') as [string, string | undefined];
@@ -274,6 +279,12 @@ export async function buildManagerServer(o: ManagerServerOptions) {
       if (vm && !o.access.reaches(access, await o.access.scopedVm(vm))) {
         request.auditDenial = `VM "${vm.name}" is outside the scope of user "${access.principal.user}"`;
         throw errors.notFound('VM', params.id);
+      }
+    } else if (url.startsWith('/api/v1/labs/:id') && params?.id) {
+      const lab = await o.store.labs.tryFind(params.id);
+      if (lab && !o.access.reaches(access, o.access.scopedLab(lab))) {
+        request.auditDenial = `lab "${lab.name}" is outside the scope of user "${access.principal.user}"`;
+        throw errors.notFound('lab', params.id);
       }
     } else if (url.startsWith('/api/v1/operations/:id') && params?.id) {
       const op = await o.store.operations.tryGet(params.id);
@@ -487,6 +498,7 @@ export async function buildManagerServer(o: ManagerServerOptions) {
       },
       // The route's serializer for one VM: the same JSON the Page(Vm) schema makes.
       reply.compileSerializationSchema(Vm as unknown as Record<string, unknown>, '200') as (vm: Vm) => string,
+      request.changeToken,
     );
     // Bytes with a JSON content type: Fastify sends them as they are, without serializing again.
     return reply.type('application/json; charset=utf-8').send(page as never);

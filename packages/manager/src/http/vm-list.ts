@@ -73,10 +73,14 @@ export class VmListJson {
     private readonly limits: { vms: number; pageBytes: number } = { vms: 50_000, pageBytes: 32 * 1024 * 1024 },
   ) {}
 
-  /** The page as the API answers it, in UTF-8: `{"items":[…],"next":"…"}`, each VM in the JSON that `render` makes of it. */
-  async page(query: ListQuery<VmFilter>, render: (vm: Vm) => string): Promise<Buffer> {
+  /**
+   * The page as the API answers it, in UTF-8: `{"items":[…],"next":"…"}`, each VM in the JSON that `render` makes of it.
+   * `read`: the change token the request read already (when it checked its bearer token), read here otherwise.
+   * Any token read since the request arrived will do: an earlier one can only cost a miss.
+   */
+  async page(query: ListQuery<VmFilter>, render: (vm: Vm) => string, read?: { value: string | undefined }): Promise<Buffer> {
     const key = JSON.stringify([query.limit ?? null, query.after ?? null, query.filter ?? {}]);
-    const token = await this.store.changeToken();
+    const token = read ? read.value : await this.store.changeToken();
     const kept = this.#pages.get(key);
     if (kept !== undefined && token !== undefined && kept.token === token) return kept.body;
     const signature = await this.store.vms.pageSignature(query, ['id', 'rev', 'hostId']);

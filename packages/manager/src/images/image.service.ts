@@ -127,8 +127,8 @@ export class ImageService {
     do {
       const page = await this.o.store.vms.list({ limit: 1000, ...(after ? { after } : {}) });
       for (const vm of page.items) {
-        const spec = vm.spec as { imageId?: string; iso?: { imageId?: string } };
-        if (spec.imageId === imageId || spec.iso?.imageId === imageId) users.push(vm.name);
+        const spec = vm.spec as { imageId?: string; iso?: { imageId?: string }; dataImages?: Array<{ imageId: string }> };
+        if (spec.imageId === imageId || spec.iso?.imageId === imageId || spec.dataImages?.some((d) => d.imageId === imageId)) users.push(vm.name);
       }
       after = page.next;
     } while (after);

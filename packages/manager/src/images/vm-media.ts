@@ -26,6 +26,8 @@ export interface VmMedia {
   cloudInit?: CloudInit;
   /** The VM's root disk volume when it is not `<vmId>.root.qcow2` (a VMcasting update switched it). */
   rootVolume?: string;
+  /** Data disks after the root disk, each a thin clone of a qcow2 image of the library (volumes: dataVolumeName). */
+  dataImages?: Array<{ image: string; imageId: string }>;
 }
 
 /** The pool every VM's volumes live in on its host. */
@@ -34,6 +36,14 @@ export const vmPool = 'default';
 /** The volume an imported image becomes on a host: named by id, so a deleted and re-imported name never meets a stale copy. */
 export function imageVolumeName(image: { id: string; format: string }): string {
   return `image-${image.id}.${image.format === 'iso' ? 'iso' : 'qcow2'}`;
+}
+
+/**
+ * The volume of a VM's data disk `index` (0 for the first): `<vmId>.data.qcow2`
+ * (the name an appliance's data disk has), then `<vmId>.data2.qcow2`, ….
+ */
+export function dataVolumeName(vmId: string, index: number): string {
+  return index === 0 ? `${vmId}.data.qcow2` : `${vmId}.data${index + 1}.qcow2`;
 }
 
 /** The VM's ISO as the API shows it: "name:version" or "pool/volume". */
@@ -56,7 +66,7 @@ export function cloudInitSummary(cloudInit: CloudInit | undefined) {
  * Checks what a VmCreate asks to boot and resolves it against the library.
  * Every refusal is `invalid`, naming the field, before anything is stored.
  */
-export async function resolveVmMedia(request: VmCreate, library: ImageLibrary): Promise<{ media: VmMedia; minMemoryMiB: number; defaultMemoryMiB: number }> {
+export async function resolveVmMedia(request: VmCreate, library: ImageLibrary, store: Store): Promise<{ media: VmMedia; minMemoryMiB: number; defaultMemoryMiB: number }> {
   if (request.image === undefined && request.iso === undefined) {
     throw errors.invalid(`VM "${request.name}" needs an image or an iso to boot from`, { field: 'image' });
   }
@@ -64,6 +74,8 @@ export async function resolveVmMedia(request: VmCreate, library: ImageLibrary): 
   let minMemoryMiB = 64;
   let defaultMemoryMiB = 256;
   let appliance = false;
+  // A disk image booted by the appliance kernel (a VMcasting release, a package's appliance VM) takes drover.* settings too.
+  let kernelBoot = false;
   if (request.image !== undefined) {
     const image = await library.resolve(request.image);
     if (image.format === 'iso') throw errors.invalid(`Image "${request.image}" is an ISO: give it as "iso", not as "image"`, { field: 'image' });
@@ -79,6 +91,7 @@ export async function resolveVmMedia(request: VmCreate, library: ImageLibrary): 
       }
     } else {
       media.imageFormat = 'qcow2';
+      kernelBoot = (await store.vmcast.metadata.byImage(image.id))?.bootMethod === 'appliance-kernel';
       if (request.diskSizeBytes !== undefined) {
         const { virtualSize } = await QemuImg.info(library.fileOf(image), 'qcow2');
         if (request.diskSizeBytes < virtualSize) {
@@ -91,8 +104,18 @@ export async function resolveVmMedia(request: VmCreate, library: ImageLibrary): 
     if (!appliance) throw errors.invalid('bootVolume applies to appliance images only (they boot a kernel with the root file system on their first disk)', { field: 'bootVolume' });
     media.bootVolume = { pool: request.bootVolume.pool, volume: request.bootVolume.volume };
   }
-  if (!appliance && request.cmdline) {
+  if (!appliance && !kernelBoot && request.cmdline) {
     throw errors.invalid('cmdline applies to appliance images only (they boot a kernel); this VM boots from a disk or an ISO', { field: 'cmdline' });
+  }
+  if (request.dataImages?.length) {
+    if (appliance) throw errors.invalid(`dataImages do not apply to appliance image "${media.image}": appliances bring their own disks`, { field: 'dataImages' });
+    if (request.image === undefined) throw errors.invalid('dataImages need an image to boot from: they are the disks after its root disk', { field: 'dataImages' });
+    media.dataImages = [];
+    for (const ref of request.dataImages) {
+      const data = await library.resolve(ref, 'dataImages');
+      if (data.format !== 'qcow2') throw errors.invalid(`Data image "${ref}" is not a qcow2 disk image (its format is ${data.format})`, { field: 'dataImages', value: ref });
+      media.dataImages.push({ image: `${data.name}:${data.version}`, imageId: data.id });
+    }
   }
   if (typeof request.iso === 'string') {
     const iso = await library.resolve(request.iso, 'iso');
@@ -159,7 +182,9 @@ async function allSettled(work: Array<Promise<unknown>>): Promise<void> {
  * - an appliance: its kernel, initramfs and disks imported by path (once per
  *   host), thin clones `<vmId>.root.qcow2` (and `.data.qcow2`), kernel boot;
  * - an imported disk image: uploaded once per host, a thin clone
- *   `<vmId>.root.qcow2` (grown to diskSizeBytes), disk boot;
+ *   `<vmId>.root.qcow2` (grown to diskSizeBytes), disk boot (or the appliance
+ *   kernel, for a release or package VM made for it); its data images likewise,
+ *   thin clones `<vmId>.data.qcow2`, `<vmId>.data2.qcow2`, …;
  * - no image: an empty `<vmId>.root.qcow2` of diskSizeBytes, if asked;
  * - an ISO: a read-only CD-ROM, booted first (then the disk), except on an
  *   appliance, which boots its kernel and only sees the CD-ROM.
@@ -220,6 +245,12 @@ export async function prepareVmMedia(
     const base = await uploadImage(deps, host, image, signal);
     await ensure({ name: root, cloneOf: base, ...(media.diskSizeBytes !== undefined ? { sizeBytes: media.diskSizeBytes } : {}) });
     disks.push({ pool, volume: root });
+    // Data disks: each image uploaded once per host, a thin clone per VM (one after the other: uploads are large).
+    for (const [index, data] of (media.dataImages ?? []).entries()) {
+      const dataBase = await uploadImage(deps, host, await deps.store.images.get(data.imageId), signal);
+      await ensure({ name: dataVolumeName(vm.id, index), cloneOf: dataBase });
+      disks.push({ pool, volume: dataVolumeName(vm.id, index) });
+    }
     boot = { kind: media.iso ? 'cdrom' : 'disk' };
     // A VMcasting appliance release is a root disk booted by Drover's appliance kernel and initramfs.
     const metadata = await deps.store.vmcast.metadata.byImage(image.id);

@@ -258,8 +258,14 @@ export class LabService {
     const { name, manifest } = d;
     const plan = planLab(name, manifest);
     for (const vm of manifest.vms) {
-      if (!(await this.o.images.resolve(vm.image).then(() => true, () => false))) {
-        throw errors.invalid(`VM "${vm.name}" of lab "${name}" boots image "${vm.image}", which is not in the library`, { field: 'vms.image', value: vm.image });
+      const image = await this.o.images.resolve(vm.image).catch(() => undefined);
+      if (!image) throw errors.invalid(`VM "${vm.name}" of lab "${name}" boots image "${vm.image}", which is not in the library`, { field: 'vms.image', value: vm.image });
+      if (vm.guest?.cmdline?.trim() && image.format !== 'appliance' && (await this.o.store.vmcast.metadata.byImage(image.id))?.bootMethod !== 'appliance-kernel') {
+        throw errors.invalid(`VM "${vm.name}" of lab "${name}" boots its own disk (image "${vm.image}"): its guest.cmdline would reach nothing; only appliance-kernel VMs take kernel settings`, { field: 'vms.guest.cmdline' });
+      }
+      for (const data of vm.dataImages ?? []) {
+        const image = await this.o.images.resolve(data).catch(() => undefined);
+        if (image?.format !== 'qcow2') throw errors.invalid(`VM "${vm.name}" of lab "${name}" has data image "${data}", which is not a qcow2 disk image of the library`, { field: 'vms.dataImages', value: data });
       }
     }
     if (await this.o.store.labs.tryFind(name)) throw errors.conflict(`A lab named "${name}" exists already`, { name });
@@ -365,7 +371,7 @@ export class LabService {
     }
     await journal('vms', 10, `${manifest.vms.length} VMs`);
     for (const vm of manifest.vms) {
-      const record = await create(this.vmCreate(lab, vm));
+      const record = await create(await this.vmCreate(lab, vm));
       lab = await this.save(lab.id, { vms: lab.vms.map((v) => (v.name === vm.name ? { ...v, vmId: record.id } : v)) });
     }
     this.creators.delete(lab.id);
@@ -551,8 +557,14 @@ export class LabService {
     throw errors.timeout(`VM "${entry.vm}" did not pass its health check (${what}) within ${Math.round(timeoutMs / 1000)} s`, { vm: entry.vm });
   }
 
-  /** The VM a lab VM becomes: named <lab>-<vm>, labelled with its lab, on the lab's networks (or user networking with forwards). */
-  private vmCreate(lab: LabRecord, vm: LabVm): VmCreate {
+  /**
+   * The VM a lab VM becomes: named <lab>-<vm>, labelled with its lab, on the lab's networks (or user networking with forwards).
+   * Kernel settings go only to a VM that boots a kernel (an appliance, or a disk image booted by the appliance kernel);
+   * one that boots its own disk (an OVA's) has no command line to take them.
+   */
+  private async vmCreate(lab: LabRecord, vm: LabVm): Promise<VmCreate> {
+    const image = await this.o.images.resolve(vm.image);
+    const bootsKernel = image.format === 'appliance' || (await this.o.store.vmcast.metadata.byImage(image.id))?.bootMethod === 'appliance-kernel';
     const manifest = lab.manifest as unknown as LabManifest;
     const entry = lab.vms.find((v) => v.name === vm.name)!;
     const owners = addressOwners(manifest);
@@ -576,11 +588,12 @@ export class LabService {
     return {
       name: entry.vm,
       image: vm.image,
+      ...(vm.dataImages?.length ? { dataImages: vm.dataImages } : {}),
       ...(vm.cpus ? { cpus: vm.cpus } : {}),
       ...(vm.memoryMiB ? { memoryMiB: vm.memoryMiB } : {}),
       labels: { ...lab.labels, ...(vm.labels ?? {}), lab: lab.name, 'lab-vm': vm.name },
       ...(vm.securityLabel ? { securityLabel: vm.securityLabel } : {}),
-      cmdline,
+      ...(bootsKernel ? { cmdline } : {}),
       ...(lab.networkMode === 'user'
         ? { forwards: entry.endpoints.map((e) => ({ hostPort: e.hostPort, guestPort: e.guestPort })) }
         : {

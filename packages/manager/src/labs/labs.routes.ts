@@ -45,8 +45,10 @@ export async function registerLabRoutes(app: ManagerApp, deps: LabRouteDeps): Pr
   app.get('/api/v1/lab-examples', { config: { permission: 'lab.read' }, schema: { tags, summary: 'The labs shipped with Drover (deploy one with {"example": NAME})', response: { 200: Type.Object({ items: Type.Array(LabExample) }), ...errorResponses } } }, async () => ({
     items: labs.examples(),
   }));
-  app.get('/api/v1/labs', { config: { permission: 'lab.read' }, schema: { tags, summary: 'List labs', response: { 200: Type.Object({ items: Type.Array(Lab) }), ...errorResponses } } }, async () => ({
-    items: await Promise.all((await labs.list()).map((lab) => labs.toPublic(lab))),
+  // A caller without a global grant (a lab-user: own labs only; a project role: that project's labs) sees only the labs
+  // it reaches; GET/DELETE/POST /api/v1/labs/:id… of another lab answer 404 (http/server.ts, as for VMs).
+  app.get('/api/v1/labs', { config: { permission: 'lab.read' }, schema: { tags, summary: 'List labs (those the caller reaches)', response: { 200: Type.Object({ items: Type.Array(Lab) }), ...errorResponses } } }, async (request) => ({
+    items: await Promise.all((await labs.list()).filter((lab) => !request.access || access.reaches(request.access, access.scopedLab(lab))).map((lab) => labs.toPublic(lab))),
   }));
   app.post('/api/v1/labs', { config: { permission: 'lab.write' }, schema: { tags, summary: 'Deploy a lab from a package, a shipped example or a manifest: one operation (networks, groups, VMs, start in dependency order with health checks)', querystring: ActionQuery, body: LabCreate, response: { 200: Operation, 202: Operation, ...errorResponses } } }, async (request, reply) =>
     idempotent(request, reply, async (key) => operationAnswer(await labs.deploy(request.body, actor(request), creator(request, request.body.project), key), request.query.wait)),

@@ -5,12 +5,12 @@ import path from 'node:path';
 import type { IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { errors, SECURITY_LABEL_KEY } from '@drover/core';
-import type { EvaManifest, EvaVm, VolumeInfo } from '@drover/api';
+import type { EvaManifest, EvaVm, LabManifest, LabVm, VolumeInfo } from '@drover/api';
 import { QemuImg, runQemuImg } from '@drover/qemu';
 import type { AgentLink } from '../hosts/agent-link.js';
 import type { ImageLibrary } from '../images/image-library.js';
-import type { VmMedia } from '../images/vm-media.js';
-import type { HostRecord, Store, VmRecord } from '../store/index.js';
+import { dataVolumeName, type VmMedia } from '../images/vm-media.js';
+import type { HostRecord, LabRecord, Store, VmRecord } from '../store/index.js';
 
 /** Converting a large disk takes longer than qemu-img's default limits allow. */
 const convertOptions = { timeoutMs: 3_600_000, limits: { cpuSeconds: 3_600 } };
@@ -59,7 +59,7 @@ export class PackageExporter {
     return vms;
   }
 
-  /** The VM's writable disks: root (or its boot volume), an appliance's data disk, disks added through the API. */
+  /** The VM's writable disks: root (or its boot volume), an appliance's data disk or the clones of its data images, disks added through the API. */
   private async disksOf(vm: VmRecord): Promise<VmDiskSource[]> {
     const spec = vm.spec as unknown as VmMedia & { addedDisks?: Array<{ pool: string; volume: string; readOnly?: boolean }> };
     const disks: VmDiskSource[] = [];
@@ -67,6 +67,7 @@ export class PackageExporter {
     else if (spec.imageId || spec.diskSizeBytes) disks.push({ pool: 'default', volume: spec.rootVolume ?? `${vm.id}.root.qcow2`, role: 'root' });
     const image = spec.imageId ? await this.o.store.images.tryGet(spec.imageId) : undefined;
     if (image?.format === 'appliance' && (await this.o.library.manifest(image)).dataDisk) disks.push({ pool: 'default', volume: `${vm.id}.data.qcow2`, role: 'data' });
+    for (const index of (spec.dataImages ?? []).keys()) disks.push({ pool: 'default', volume: dataVolumeName(vm.id, index), role: 'data' });
     return [...disks, ...(spec.addedDisks ?? []).filter((d) => !d.readOnly).map((d) => ({ pool: d.pool, volume: d.volume, role: 'data' as const }))];
   }
 
@@ -102,7 +103,14 @@ export class PackageExporter {
    * Writes the VMs' standalone disks and boot files under `work` and returns
    * the manifest and the file of each path it names.
    */
-  async build(vms: VmRecord[], request: ExportRequest, work: string, progress: (done: number, total: number) => Promise<void>): Promise<{ manifest: EvaManifest; files: Map<string, string> }> {
+  async build(vms: VmRecord[], request: ExportRequest, work: string, progress: (done: number, total: number) => Promise<void>, lab?: LabRecord): Promise<{ manifest: EvaManifest; files: Map<string, string> }> {
+    // A lab's VMs are described by its manifest (names, networks, groups, NICs, guest settings, order, checks):
+    // what was deployed, not what the deploy made of it (lab names and addresses), so the package deploys anywhere.
+    const labManifest = lab ? (lab.manifest as unknown as LabManifest) : undefined;
+    const labVmOf = (vm: VmRecord): LabVm | undefined => {
+      const name = lab?.vms.find((v) => v.vmId === vm.id)?.name;
+      return labManifest?.vms.find((v) => v.name === name);
+    };
     await mkdir(path.join(work, 'disks'), { recursive: true, mode: 0o700 });
     await mkdir(path.join(work, 'files'), { recursive: true, mode: 0o700 });
     const files = new Map<string, string>();
@@ -149,6 +157,24 @@ export class PackageExporter {
         await progress(done, total);
       }
       // NICs on Drover networks: their networks (isolated in the package unless NAT) and security groups.
+      const fromLab = labVmOf(vm);
+      if (fromLab) {
+        evaVms.push({
+          name: fromLab.name,
+          cpus: spec.cpus,
+          memoryMiB: spec.memoryMiB,
+          boot,
+          disks,
+          nics: fromLab.nics ?? [],
+          ...(fromLab.securityLabel ? { securityLabel: fromLab.securityLabel } : {}),
+          ...(fromLab.labels && Object.keys(fromLab.labels).length ? { labels: fromLab.labels } : {}),
+          ...(fromLab.guest?.cmdline ? { guest: { cmdline: fromLab.guest.cmdline } } : {}),
+          ...(fromLab.dependsOn ? { dependsOn: fromLab.dependsOn } : {}),
+          ...(fromLab.healthCheck ? { healthCheck: fromLab.healthCheck } : {}),
+          ...(fromLab.startDelaySeconds !== undefined ? { startDelaySeconds: fromLab.startDelaySeconds } : {}),
+        });
+        continue;
+      }
       const nics: EvaVm['nics'] = [];
       for (const nic of (await this.o.store.net.nics.ofVm(vm.id)).sort((x, y) => x.nicIndex - y.nicIndex)) {
         const network = await this.o.store.net.networks.get(nic.networkId);
@@ -190,8 +216,8 @@ export class PackageExporter {
       name: request.name,
       version: request.version,
       ...(request.description ? { description: request.description } : {}),
-      networks: [...networks.values()],
-      securityGroups: [...groups.values()],
+      networks: labManifest ? labManifest.networks : [...networks.values()],
+      securityGroups: labManifest ? (labManifest.securityGroups ?? []) : [...groups.values()],
       vms: evaVms,
       updatePolicy: request.updatePolicy ?? { policy: 'pinned' },
     };

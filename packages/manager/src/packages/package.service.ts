@@ -654,11 +654,20 @@ export class PackageService {
   }
 
   /** Checks what can be checked now (the release is free, the VMs are stopped, the key exists), then submits the export. */
-  async submitExport(request: ExportRequest & { vms: string[]; signWith?: string }, actor: string, idempotencyKey?: string): Promise<OperationRecord> {
+  async submitExport(request: ExportRequest & { vms?: string[]; lab?: string; signWith?: string }, actor: string, idempotencyKey?: string): Promise<OperationRecord> {
+    if ((request.vms === undefined) === (request.lab === undefined)) throw errors.invalid('Give exactly one of "vms" or "lab" to export', { field: 'vms' });
     if (await this.o.store.packages.tryRelease(request.name, request.version)) throw errors.conflict(`Package "${request.name}:${request.version}" already exists; export another version`);
-    const vms = await this.exporter.checkVms(request.vms);
+    let refs = request.vms ?? [];
+    let labId: string | undefined;
+    if (request.lab !== undefined) {
+      const lab = await this.o.store.labs.find(request.lab);
+      if (lab.vms.some((v) => !v.vmId)) throw errors.conflict(`Lab "${lab.name}" is missing VMs (it is ${lab.state}); only a deployed lab can be exported`, { lab: lab.name });
+      refs = lab.vms.map((v) => v.vmId!);
+      labId = lab.id;
+    }
+    const vms = await this.exporter.checkVms(refs);
     const key = await this.signingKey(request.signWith);
-    const params = { ...request, vms: vms.map((v) => v.id), signWith: key.id };
+    const params = { ...request, vms: vms.map((v) => v.id), ...(labId ? { lab: labId } : {}), signWith: key.id };
     return this.o.runner.submit(
       { kind: 'package.export', targetKind: 'package', targetId: `${request.name}:${request.version}`, params: params as unknown as Record<string, unknown>, actor, idempotencyKey: idempotencyKey ?? null },
       `Package "${request.name}:${request.version}"`,
@@ -666,20 +675,21 @@ export class PackageService {
   }
 
   private async runExport(ctx: OperationContext): Promise<unknown> {
-    const p = ctx.op.params as unknown as ExportRequest & { vms: string[]; signWith: string };
+    const p = ctx.op.params as unknown as ExportRequest & { vms: string[]; lab?: string; signWith: string };
     const work = this.exportDir(ctx.op.id);
     await rm(work, { recursive: true, force: true });
     await mkdir(work, { recursive: true, mode: 0o700 });
     try {
       await ctx.phase('disks', 5);
       const vms = await this.exporter.checkVms(p.vms);
-      const { manifest, files } = await this.exporter.build(vms, p, work, (done, total) => ctx.progress(5 + Math.floor((done / total) * 55), { disks: done, of: total }));
+      const lab = p.lab ? await this.o.store.labs.get(p.lab) : undefined;
+      const { manifest, files } = await this.exporter.build(vms, p, work, (done, total) => ctx.progress(5 + Math.floor((done / total) * 55), { disks: done, of: total }), lab);
       await ctx.phase('write', 60);
       const key = await this.o.store.vmcast.keys.get(p.signWith);
       const file = path.join(work, 'package.eva');
       await writeEva(file, manifest, files, key);
       // Its own output goes through the same checks as any import: what is kept is what another manager will accept.
-      const record = await this.importFile(file, { actor: ctx.op.actor, source: 'export', origin: `VM ${vms.map((v) => v.name).join(', ')}`, phase: (name, progress) => ctx.phase(name, 60 + Math.floor(progress * 0.4)) });
+      const record = await this.importFile(file, { actor: ctx.op.actor, source: 'export', origin: lab ? `lab ${lab.name}` : `VM ${vms.map((v) => v.name).join(', ')}`, phase: (name, progress) => ctx.phase(name, 60 + Math.floor(progress * 0.4)) });
       return { package: publicPackage(record) };
     } finally {
       await rm(work, { recursive: true, force: true });
@@ -694,8 +704,8 @@ export class PackageService {
     const ids = Object.values(p.images);
     const users: string[] = [];
     for (const vm of await listVms(this.o.store)) {
-      const spec = vm.spec as { imageId?: string };
-      if (spec.imageId && ids.includes(spec.imageId)) users.push(vm.name);
+      const spec = vm.spec as { imageId?: string; dataImages?: Array<{ imageId: string }> };
+      if ((spec.imageId && ids.includes(spec.imageId)) || spec.dataImages?.some((d) => ids.includes(d.imageId))) users.push(vm.name);
     }
     if (users.length > 0) throw errors.conflict(`Package "${p.name}:${p.version}" is used by VM ${users.join(', ')}; delete those VMs first`, { usedBy: users });
     await this.o.store.packages.delete(p.id);

@@ -58,7 +58,7 @@ export async function registerPackageRoutes(app: ManagerApp, deps: PackageRouteD
     '/api/v1/packages/export',
     {
       config: { permission: 'package.write' },
-      schema: { tags: ['packages'], summary: 'Export stopped VMs as a signed .eva package (standalone disks, manifest from their records); the package is kept here and downloadable (an operation)', querystring: ActionQuery, body: PackageExport, response: { 200: Operation, 202: Operation, ...errorResponses } },
+      schema: { tags: ['packages'], summary: 'Export stopped VMs, or a stopped lab, as a signed .eva package (standalone disks, manifest from their records or the lab\'s manifest); the package is kept here and downloadable (an operation)', querystring: ActionQuery, body: PackageExport, response: { 200: Operation, 202: Operation, ...errorResponses } },
     },
     async (request, reply) => idempotent(request, reply, async (key) => operationAnswer(await packages.submitExport(request.body, actor(request), key), request.query.wait)),
   );

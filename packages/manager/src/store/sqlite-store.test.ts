@@ -138,6 +138,36 @@ describe('sqlite store', () => {
     }
   });
 
+  it('answers the change token while a transaction holds the connection, and it still moves with that transaction\'s writes', async () => {
+    const file = nextFile();
+    const store = await openSqliteStore({ file });
+    try {
+      const host = await store.hosts.create({ name: 'h1', address: 'a', certSerial: '1', certFingerprint: 'f', capacity: { cpus: 1, memoryMiB: 1 } });
+      const before = await store.changeToken();
+      let wrote!: () => void;
+      const written = new Promise<void>((resolve) => (wrote = resolve));
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      const transaction = store.transaction(async (tx) => {
+        await tx.hosts.update(host.id, { state: 'online' });
+        wrote();
+        await held;
+        throw new Error('rolled back');
+      });
+      await written;
+      // Read outside the transaction while it is open (Kysely's connection is held until it ends).
+      const during = await store.changeToken();
+      expect(during).not.toBe(before);
+      release();
+      await expect(transaction).rejects.toThrow('rolled back');
+      expect((await store.hosts.get(host.id)).state).not.toBe('online');
+      // Nothing kept under `before` can be answered after that transaction, committed or not.
+      expect(await store.changeToken()).not.toBe(before);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('refuses a database whose schema is newer than this version', async () => {
     const file = nextFile();
     await (await openSqliteStore({ file })).close();

@@ -29,6 +29,7 @@ export const sqliteBackend: Backend = {
   joinText: (expression, separator) => sql<string | null>`group_concat(${expression}, ${separator})`,
   // data_version moves when another connection commits; total_changes() counts every row this
   // connection inserted, updated or deleted (foreign-key actions included, rolled-back ones too).
+  // See also openSqliteStore, which reads the same two numbers without Kysely.
   changeToken: async (db) => {
     const { rows } = await sql<{ version: number; changes: number }>`select (select data_version from pragma_data_version) as version, total_changes() as changes`.execute(db);
     return `${rows[0]!.version}:${rows[0]!.changes}`;
@@ -56,6 +57,31 @@ function openDatabase(file: string, busyTimeoutMs: number): BetterSqlite3.Databa
 }
 
 /**
+ * The change token read straight from the connection, synchronously: it is read
+ * on every authenticated request (the token cache, the VM list), and going
+ * through Kysely cost ten times the query. Reading it outside Kysely's
+ * connection mutex is safe: it may then see the uncommitted rows of a
+ * transaction in flight, but what it vouches for is always read later through
+ * Kysely (after that transaction ended), and any write after the read still
+ * moves the token, so a kept answer can miss but never be stale.
+ */
+function directChangeToken(database: BetterSqlite3.Database): NonNullable<Backend['changeToken']> {
+  // Two statements: the pragma_data_version table-valued function cost twice the pragma itself.
+  const version = database.prepare('pragma data_version').pluck();
+  const changes = database.prepare('select total_changes()').pluck();
+  return async (db) => {
+    let token: string;
+    try {
+      token = `${version.get() as number}:${changes.get() as number}`;
+    } catch {
+      // The connection is busy with a statement still being iterated: wait for it through Kysely.
+      return sqliteBackend.changeToken!(db);
+    }
+    return token;
+  };
+}
+
+/**
  * Opens (creating if needed) the embedded store: one SQLite file, WAL mode,
  * foreign keys on, a busy timeout; migrates it to the latest schema.
  *
@@ -66,5 +92,5 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Stor
   const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
   const database = openDatabase(options.file, busyTimeoutMs);
   const db: StoreDatabase = new Kysely({ dialect: new DroverSqliteDialect({ database: sqliteDatabase(database) }) });
-  return Store.open(db, sqliteBackend, options);
+  return Store.open(db, { ...sqliteBackend, changeToken: directChangeToken(database) }, options);
 }

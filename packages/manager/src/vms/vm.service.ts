@@ -7,7 +7,7 @@ import type { HostRecord, NewEvent, OperationRecord, VmRecord } from '../store/t
 import type { EventHub } from '../http/event-hub.js';
 import type { AgentLink } from '../hosts/agent-link.js';
 import type { ImageLibrary } from '../images/image-library.js';
-import { cloudInitSummary, isoLabel, prepareVmMedia, resolveVmMedia, type VmMedia } from '../images/vm-media.js';
+import { cloudInitSummary, dataVolumeName, isoLabel, prepareVmMedia, resolveVmMedia, type VmMedia } from '../images/vm-media.js';
 import type { FirstPhase, OperationContext, OperationRunner } from '../operations/operation-runner.js';
 import { addedAgentDevices, VmDeviceService, type AddedDisk, type AddedNic } from './vm-devices.service.js';
 import { MigrationService } from './migration.service.js';
@@ -110,6 +110,7 @@ export function publicVm(vm: VmRecord, hostName: string | null): Vm {
       ...(spec.iso ? { iso: isoLabel(spec.iso)! } : {}),
       ...(spec.bootVolume ? { bootVolume: `${spec.bootVolume.pool}/${spec.bootVolume.volume}` } : {}),
       ...(spec.diskSizeBytes !== undefined ? { diskSizeBytes: spec.diskSizeBytes } : {}),
+      ...(spec.dataImages?.length ? { dataImages: spec.dataImages.map((d) => d.image) } : {}),
       ...(spec.cloudInit ? { cloudInit: cloudInitSummary(spec.cloudInit)! } : {}),
     },
     labels: vm.labels,
@@ -214,7 +215,7 @@ export class VmService {
 
   /** `admit` (quotas) sees the VM's CPUs and memory before anything is stored, and may refuse it. */
   async create(request: VmCreate, actor: string, admit?: (need: { cpus: number; memoryMiB: number }) => Promise<void>): Promise<VmRecord> {
-    const { media, minMemoryMiB, defaultMemoryMiB } = await resolveVmMedia(request, this.o.images);
+    const { media, minMemoryMiB, defaultMemoryMiB } = await resolveVmMedia(request, this.o.images, this.o.store);
     const memoryMiB = request.memoryMiB ?? defaultMemoryMiB;
     if (memoryMiB < minMemoryMiB) {
       throw errors.invalid(`Image "${media.image}" needs at least ${minMemoryMiB} MiB; ${memoryMiB} MiB asked`, { field: 'memoryMiB' });
@@ -566,6 +567,7 @@ export class VmService {
       await ctx.phase('volumes', 60);
       await this.o.link.deleteVolume(host, pool, `${vm.id}.root.qcow2`);
       await this.o.link.deleteVolume(host, pool, `${vm.id}.data.qcow2`);
+      for (let index = 1; index < (specOf(vm).dataImages ?? []).length; index++) await this.o.link.deleteVolume(host, pool, dataVolumeName(vm.id, index));
       // Volumes made for the VM by POST .../disks {sizeBytes}; attached existing volumes stay.
       for (const disk of specOf(vm).addedDisks ?? []) if (disk.created) await this.o.link.deleteVolume(host, disk.pool, disk.volume);
     }
