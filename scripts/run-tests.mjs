@@ -37,6 +37,8 @@ const serialFiles = [
   'packages/manager/src/migration.test.ts',
   // Runs its agent in the root namespace and loads Drover's nft tables and bridges there.
   'packages/manager/src/labs/labs-networks.test.ts',
+  // Its third manager deploys an imported package on the same lab networks (10.213.x, root namespace).
+  'packages/manager/src/labs/labs-export-import.test.ts',
   'packages/manager/src/cluster-capacity.test.ts',
   'packages/web/test/migrate.browser.test.ts',
   'packages/web/test/rebalance.browser.test.ts',

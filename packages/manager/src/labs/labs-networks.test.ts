@@ -1,7 +1,7 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- API answers are read as loose JSON in these tests */
-import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestCluster, type TestCluster } from '../testing/cluster.js';
+import { destroyLabAndExpectGone, destroyLabIfLeft, expectLabIsolated, expectWebShowsDb, labPrefix } from '../testing/labs.js';
 
 // A lab on Drover networks (the manager's network service, taps on a bridge of
 // the agent's host): its own isolated network and security groups, named after
@@ -12,11 +12,6 @@ let cluster: TestCluster;
 let bridge = '';
 const api = <T = any>(method: string, route: string, body?: unknown) => cluster.api<T>(method, route, body);
 
-
-function links(): string {
-  return execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
-}
-
 describe('a lab on Drover networks', () => {
   let lab: any;
 
@@ -25,6 +20,7 @@ describe('a lab on Drover networks', () => {
   });
 
   afterAll(async () => {
+    await destroyLabIfLeft(cluster, 'n1');
     await cluster?.close();
   });
 
@@ -36,7 +32,7 @@ describe('a lab on Drover networks', () => {
     lab = (await api('GET', '/api/v1/labs/n1')).body;
     expect(lab.networkMode).toBe('networks');
     expect(lab.networks).toEqual([{ name: 'lan', network: 'n1-lan', kind: 'isolated', subnet: expect.stringMatching(/^10\.213\.\d+\.0\/24$/) }]);
-    const prefix = lab.networks[0].subnet.replace(/0\/24$/, '');
+    const prefix = labPrefix(lab);
     expect(lab.vms.map((v: any) => [v.vm, v.state, v.addresses])).toEqual([
       ['n1-db-1', 'running', [`${prefix}11`]],
       ['n1-db-2', 'running', [`${prefix}12`]],
@@ -56,39 +52,21 @@ describe('a lab on Drover networks', () => {
     // The web VMs' health check waits for DROVER-WEB-DB, which a web VM prints once its own page shows
     // the value its db holds; the db VMs were seeded by drover.dbinit. A db is reachable only over the
     // lab network (its group admits the web group on port 7000): the value proves the path.
-    const prefix = lab.networks[0].subnet.replace(/0\/24$/, '');
-    for (const [web, db, address] of [['n1-web-1', 'db-1', `${prefix}11`], ['n1-web-2', 'db-2', `${prefix}12`]] as const) {
-      const log = String((await api<string>('GET', `/api/v1/vms/${web}/console/serial/log`)).body);
-      expect(log).toContain(`DROVER-WEB-DB ok db=${address}:7000 value=served-by-${db}`);
-    }
+    const prefix = labPrefix(lab);
+    await expectWebShowsDb(cluster, [
+      { web: 'n1-web-1', dbAddress: `${prefix}11`, value: 'served-by-db-1' },
+      { web: 'n1-web-2', dbAddress: `${prefix}12`, value: 'served-by-db-2' },
+    ]);
   }, 120_000);
 
-  it('isolates the lab: its bridge has no route in or out, and its groups are loaded into the host firewall', async () => {
-    const network = (await api('GET', '/api/v1/networks/n1-lan')).body;
-    bridge = `dbr${network.vni}`;
-    expect(links()).toContain(`${bridge}:`);
-    const ruleset = execFileSync('nft', ['list', 'table', 'inet', 'drover'], { encoding: 'utf8' });
-    expect(ruleset).toContain(`iifname "${bridge}" oifname != "${bridge}" drop`);
-    expect(ruleset).toContain(`oifname "${bridge}" iifname != "${bridge}" drop`);
-    // The db group's rule names the web group: its members' lab addresses are the allowed peers.
-    const prefix = lab.networks[0].subnet.replace(/0\/24$/, '');
-    expect(ruleset).toMatch(new RegExp(`elements = \\{ ${prefix.replaceAll('.', '\\.')}21, ${prefix.replaceAll('.', '\\.')}22 \\}`));
-    const groups = (await api('GET', '/api/v1/security-groups')).body.items.filter((g: any) => g.lab === 'n1');
-    expect(groups.find((g: any) => g.name === 'n1-db').rules).toMatchObject([{ direction: 'ingress', protocol: 'tcp', ports: { from: 7000, to: 7000 }, group: 'n1-web' }]);
+  it('isolates the lab: its bridge has no route in or out, the host cannot reach it, and its groups are loaded into the host firewall', async () => {
+    const prefix = labPrefix(lab);
+    bridge = await expectLabIsolated(cluster, 'n1', [`${prefix}21`, `${prefix}22`]);
   }, 120_000);
 
   it('destroys the lab with its network, groups, bridge and taps', async () => {
-    const vmIds = lab.vms.map((v: any) => v.vmId as string);
-    const answer = await api('DELETE', '/api/v1/labs/n1');
-    expect((await cluster.waitOp(answer.body.id, 600_000)).state).toBe('done');
+    await destroyLabAndExpectGone(cluster, lab, bridge);
     expect((await api('GET', '/api/v1/labs')).body.items).toEqual([]);
     expect((await api('GET', '/api/v1/vms')).body.items).toEqual([]);
-    expect((await api('GET', '/api/v1/networks/n1-lan')).status).toBe(404);
-    expect((await api('GET', '/api/v1/security-groups')).body.items.filter((g: any) => g.lab === 'n1')).toEqual([]);
-    const taps = vmIds.map((id: string) => `dt${id.replaceAll('-', '').slice(0, 10)}`);
-    for (const tap of taps) expect(links()).not.toContain(tap);
-    expect(bridge).not.toBe('');
-    for (let i = 0; i < 20 && links().includes(`${bridge}:`); i++) await new Promise((r) => setTimeout(r, 250));
-    expect(links()).not.toContain(`${bridge}:`);
   }, 900_000);
 });
