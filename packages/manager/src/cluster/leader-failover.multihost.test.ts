@@ -13,7 +13,7 @@ import { AgentLink } from '../hosts/agent-link.js';
 import { openPostgresStore, type Store } from '../store/index.js';
 import { startPostgres, type PostgresCluster } from '../store/testing/postgres.js';
 import type { HostRecord } from '../store/types.js';
-import { liveQemus, writePowerOff } from '../testing/multihost.js';
+import { liveQemus, until as pollUntil, writePowerOff } from '../testing/multihost.js';
 
 /**
  * Leader failover on real parts: one PostgreSQL started here, three real
@@ -124,14 +124,8 @@ async function api<T = any>(m: ManagerProcess, method: string, route: string, bo
   return { status: response.status, body: (await response.json().catch(() => ({}))) as T };
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000, everyMs = 100): Promise<T> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
+/** Polls every 100 ms: the kills must land while a phase lasts. */
+const until = <T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000, everyMs = 100): Promise<T> => pollUntil(what, probe, timeoutMs, everyMs);
 
 /** The one leader every live manager agrees on: the only one saying so on /healthz, and the one each names. */
 async function agreedLeader(timeoutMs = 30_000): Promise<ManagerProcess> {

@@ -1,51 +1,14 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- API answers are read as loose JSON in these tests */
 import { readdirSync, readFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestCluster, type TestCluster } from '../testing/cluster.js';
+import { dbRequest, endpoint, page } from '../testing/labs.js';
 
 // One manager, one real agent, real QEMU guests (TCG, 96 MiB): the web-db
 // example deployed once and shared by the assertions below, in order.
 
 let cluster: TestCluster;
 const api = <T = any>(method: string, route: string, body?: unknown) => cluster.api<T>(method, route, body);
-
-/** Sends line-protocol commands to a db appliance; its answers, without the final BYE. */
-function dbRequest(port: number, commands: readonly string[]): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    let data = '';
-    const socket = createConnection({ host: '127.0.0.1', port });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`db on port ${port}: no answer (got ${JSON.stringify(data)})`));
-    }, 10_000);
-    socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(`${[...commands, 'QUIT'].join('\n')}\n`));
-    socket.on('data', (d: string) => (data += d));
-    socket.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    socket.on('close', () => {
-      clearTimeout(timer);
-      const lines = data.replace(/\r/g, '').split('\n').filter(Boolean);
-      if (lines.at(-1) === 'BYE') resolve(lines.slice(0, -1));
-      else reject(new Error(`db on port ${port}: closed early (got ${JSON.stringify(data)})`));
-    });
-  });
-}
-
-async function page(port: number): Promise<string> {
-  const answer = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(10_000) });
-  return answer.text();
-}
-
-/** The loopback port forwarded to `guestPort` of lab VM `vm`. */
-function endpoint(lab: any, vm: string, guestPort: number): number {
-  const found = lab.vms.find((v: any) => v.name === vm)?.endpoints.find((e: any) => e.guestPort === guestPort);
-  if (!found) throw new Error(`no endpoint ${vm}:${guestPort} in ${JSON.stringify(lab.vms)}`);
-  return found.hostPort;
-}
 
 async function runOp(method: string, route: string, body?: unknown): Promise<any> {
   const answer = await api(method, route, body);

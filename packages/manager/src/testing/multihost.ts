@@ -48,13 +48,13 @@ export function managerApi<D = any>(manager: () => RunningManager): ManagerApi<D
   };
 }
 
-/** Polls `probe` every 200 ms until it gives a truthy value. */
-export async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
+/** Polls `probe` every `everyMs` (default 200 ms) until it gives a truthy value. */
+export async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 120_000, everyMs = 200): Promise<T> {
   for (const deadline = Date.now() + timeoutMs; ; ) {
     const value = await probe();
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }
 
