@@ -12,7 +12,8 @@ import { joinHost, launchChromium, logInWithToken, managerApi, prepareConsole, s
  * agent (h1): the shipped pentest example is deployed from the page (three
  * real QEMU guests, started in dependency order; on QEMU user networking, so
  * the test leaves the host's bridges and firewall alone),
- * shown with its VMs and their states, then destroyed from the page.
+ * shown with its VMs and their states, stopped and exported as a package,
+ * then destroyed from the page.
  */
 let manager: RunningManager | undefined;
 let agent: RunningAgent | undefined;
@@ -43,7 +44,7 @@ afterAll(async () => {
 }, 300_000);
 
 describe('Labs page', () => {
-  it('deploys the pentest example, shows its VMs running in their start order, and destroys it', async () => {
+  it('deploys the pentest example, shows its VMs running in their start order, exports it stopped, and destroys it', async () => {
     const deploy = page.getByRole('region', { name: 'Deploy a lab' });
     await deploy.getByLabel('From').selectOption('pentest');
     await deploy.getByLabel('Name').fill('class1');
@@ -68,6 +69,27 @@ describe('Labs page', () => {
       await panel.locator(`tr[data-lab-vm="${vm}"]`).getByText('running').waitFor({ timeout: 60_000 });
     }
     await page.screenshot({ path: path.join(shots, 'labs-deployed.png') });
+
+    // Stopped, the lab is exported from its panel as a signed package of its three VMs.
+    await panel.getByRole('button', { name: 'Stop lab class1' }).click();
+    await until('lab class1 stopped', async () => (await api<{ state: string }>('GET', '/api/v1/labs/class1')).body.state === 'stopped', 300_000, 1000);
+    await panel.getByLabel('Export as package').fill('class1-kit:2');
+    // Without a key to sign with, the manager's refusal is shown in its words and nothing is made.
+    await panel.getByRole('button', { name: 'Export lab class1' }).click();
+    await page.getByText('This manager has no active publisher key to sign the package').waitFor({ timeout: 60_000 });
+    expect((await api<{ items: unknown[] }>('GET', '/api/v1/packages')).body.items).toEqual([]);
+    expect((await api('POST', '/api/v1/vmcast/keys', { name: 'labs' })).status).toBe(201);
+    await panel.getByRole('button', { name: 'Export lab class1' }).click();
+    const exported = await until(
+      'package class1-kit:2',
+      async () => {
+        const answer = await api<{ manifest: { vms: Array<{ name: string }> } }>('GET', '/api/v1/packages/class1-kit:2');
+        return answer.status === 200 ? answer.body : undefined;
+      },
+      300_000,
+      1000,
+    );
+    expect(exported.manifest.vms.map((v) => v.name).sort()).toEqual(['attacker', 'target-db', 'target-old']);
 
     await panel.getByRole('button', { name: 'Destroy lab class1' }).click();
     await until('lab class1 destroyed', async () => (await api('GET', '/api/v1/labs/class1')).status === 404, 300_000, 1000);

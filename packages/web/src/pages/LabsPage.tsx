@@ -11,7 +11,7 @@ import { Link } from '../router.js';
  * Labs (docs/labs.md): deploy a shipped example or an imported package as a
  * lab; each lab with its networks and its VMs (state, start order, addresses),
  * and the actions on the whole lab: start, stop, snapshot, reset, clone,
- * destroy. Each action is one operation, followed in the activity panel.
+ * export as a package (stopped), destroy. Each action is one operation, followed in the activity panel.
  */
 export function LabsPage() {
   const { api, track } = useApp();
@@ -102,6 +102,7 @@ function LabPanel({ lab, run }: { lab: Lab; run: (label: string, action: () => P
   const { api } = useApp();
   const [cloneName, setCloneName] = useState('');
   const [snapshotName, setSnapshotName] = useState('');
+  const [packageName, setPackageName] = useState('');
   const title = `lab-${lab.name}`;
   return (
     <section className="panel" aria-labelledby={title} data-lab={lab.name}>
@@ -149,6 +150,21 @@ function LabPanel({ lab, run }: { lab: Lab; run: (label: string, action: () => P
         </label>
         <button type="button" onClick={() => void run(`Clone lab ${lab.name}`, async () => (cloneName ? api.cloneLab(lab.id, cloneName) : Promise.reject(new InputError('Name the clone'))))}>
           Clone<span className="visually-hidden"> lab {lab.name}</span>
+        </button>
+        <label>
+          Export as package <input value={packageName} onChange={(e) => setPackageName(e.target.value)} placeholder={`${lab.name}:1`} />
+        </label>
+        <button
+          type="button"
+          title="A signed .eva package of the lab's manifest and its VMs' disks (the lab must be stopped)"
+          onClick={() =>
+            void run(`Export lab ${lab.name}`, async () => {
+              const [name, version = '1'] = packageName.trim().split(':');
+              return name ? api.exportPackage({ name, version, lab: lab.id }) : Promise.reject(new InputError('Name the package (NAME or NAME:VERSION)'));
+            })
+          }
+        >
+          Export<span className="visually-hidden"> lab {lab.name}</span>
         </button>
         <button type="button" className="danger-outline" onClick={() => void run(`Destroy lab ${lab.name}`, () => api.destroyLab(lab.id))}>
           Destroy<span className="visually-hidden"> lab {lab.name}</span>
