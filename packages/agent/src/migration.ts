@@ -417,14 +417,14 @@ export class MigrationService {
       'tls-creds': tlsObject,
       'tls-hostname': request.tlsHostname,
     });
-    // Under TCG, QEMU marks a guest page dirty for migration only on a TLB miss: a page the vCPU keeps
-    // in its software TLB (the kernel's timer and scheduler data, say) is written again after it was
-    // sent without being sent again, and the destination's guest runs on stale memory (seen here: a
-    // kernel panic in the timer interrupt after a 90 s pre-copy, with or without auto-converge; the
-    // same QEMU on its own, without Drover, does it too). So under TCG the guest does not run while
-    // its memory is copied: it is paused here and continues on the destination (or here again after a
-    // cancel: `wasRunning` is in the marker). KVM tracks dirty pages itself; there the copy is live.
-    if (record.migration?.mode === 'live' && record.runtime?.accel === 'tcg') {
+    // Under TCG, QEMU 7.2 loses guest writes during a live copy when the guest's RAM block is a
+    // multiple of 256 KiB (its dirty-bitmap fast path does not re-arm the vCPU's TLB write
+    // tracking: a page written again after it was sent is not sent again, and the destination's
+    // guest panics). The agent gives TCG guests 8 KiB less RAM (`qemuMemoryArg`), which takes QEMU's
+    // page-by-page path, and the copy stays live. A QEMU started before that (an aligned RAM size
+    // under TCG) is still paused while its memory is copied: it continues on the destination (or
+    // here again after a cancel: `wasRunning` is in the marker). KVM tracks dirty pages itself.
+    if (record.migration?.mode === 'live' && record.runtime?.accel === 'tcg' && (await this.tcgCopyLosesPages(qmp))) {
       const live = this.hooks.live(record.id)!;
       if ((await qmp.queryStatus()).status === 'running') {
         await qmp.stop();
@@ -433,6 +433,12 @@ export class MigrationService {
     }
     await qmp.migrate(request.uri);
     return this.status(record.id);
+  }
+
+  /** Whether this TCG QEMU's RAM is a multiple of 256 KiB, the size QEMU 7.2 cannot copy live under TCG (see `perform`). */
+  private async tcgCopyLosesPages(qmp: QmpClient): Promise<boolean> {
+    const summary = await qmp.execute<{ 'base-memory': number }>('query-memory-size-summary');
+    return summary['base-memory'] % (256 * 1024) === 0;
   }
 
   /**

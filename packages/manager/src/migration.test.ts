@@ -506,7 +506,7 @@ describe('live migration between hosts in network namespaces', () => {
    */
   async function faultedMigration(
     label: string,
-    o: { slow: boolean; mirrorBandwidth?: number; reached: (op: any, source: HostRecord, dest: HostRecord) => Promise<boolean>; fault: (opId: string) => Promise<void>; expected: { states: string[]; moved?: boolean } },
+    o: { slow: boolean; downtimeMs?: number; mirrorBandwidth?: number; reached: (op: any, source: HostRecord, dest: HostRecord) => Promise<boolean>; fault: (opId: string) => Promise<void>; expected: { states: string[]; moved?: boolean } },
   ): Promise<any> {
     await allOnline();
     const hosts = await hostRecords();
@@ -518,7 +518,7 @@ describe('live migration between hosts in network namespaces', () => {
     const offset = source.text.length;
     const sampler = new Sampler(vmB.id, hosts, [source, dest]);
     try {
-      const answer = await api('POST', `/api/v1/vms/${vmB.id}/migrate`, { to, storage: true, ...(o.slow ? { bandwidth: 1024 * 1024 } : {}), ...(o.mirrorBandwidth ? { mirrorBandwidth: o.mirrorBandwidth } : {}) });
+      const answer = await api('POST', `/api/v1/vms/${vmB.id}/migrate`, { to, storage: true, ...(o.slow ? { bandwidth: 1024 * 1024 } : {}), ...(o.downtimeMs ? { downtimeMs: o.downtimeMs } : {}), ...(o.mirrorBandwidth ? { mirrorBandwidth: o.mirrorBandwidth } : {}) });
       expect(answer.status, JSON.stringify(answer.body)).toBe(202);
       const opId = answer.body.id as string;
       await until(`${label}: the moment of the fault`, async () => {
@@ -617,12 +617,16 @@ describe('live migration between hosts in network namespaces', () => {
     });
   }, 900_000);
 
-  // Its slow (1 MiB/s) pre-copy is the only one of this file that completes: under TCG it needs the
-  // guest paused during the copy (docs/migration.md, "TCG"), or the destination's guest runs on stale memory.
+  // Its slow (1 MiB/s) pre-copy is the only one of this file that completes: under TCG with QEMU 7.2 a live
+  // copy that long lost pages and the destination's guest panicked, unless the guest's RAM is not a multiple
+  // of 256 KiB (docs/migration.md, "TCG hosts"); the no-panic check below fails otherwise. With its writes all
+  // seen, the idle guest dirties a few hundred KiB/s even throttled: at 1 MiB/s a 300 ms downtime limit may
+  // never be reached within the 10-minute timeout (seen once), so this copy may stop for up to 5 s.
   it('the source agent restarted during pre-copy: QEMU migrates on, the agent reattaches, the migration completes', async () => {
     const from = network.hosts.find((h) => h.name === bHost) as TestHost;
     await faultedMigration('sourceAgentRestart', {
       slow: true,
+      downtimeMs: 5000,
       reached: prePerform,
       fault: async () => {
         await network.restartAgent(from);

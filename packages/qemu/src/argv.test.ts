@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DroverError } from '@drover/core';
-import { buildQemuArgv, escapeOptionValue, findQmpSocket, splitOptionString } from './argv.js';
+import { buildQemuArgv, escapeOptionValue, findQmpSocket, qemuMemoryArg, splitOptionString } from './argv.js';
 import type { QemuLaunchConfig } from './launch-config.js';
 
 function baseConfig(overrides: Partial<QemuLaunchConfig> = {}): QemuLaunchConfig {
@@ -43,6 +43,22 @@ function invalid(config: QemuLaunchConfig): DroverError {
 }
 
 describe('buildQemuArgv', () => {
+  it('gives a TCG guest 8 KiB less RAM, never a multiple of 256 KiB (QEMU 7.2 loses pages when migrating those live), and a KVM guest its MiB', () => {
+    const memoryOf = (config: QemuLaunchConfig) => {
+      const argv = buildQemuArgv(config);
+      return argv[argv.indexOf('-m') + 1];
+    };
+    for (const memoryMiB of [16, 128, 256, 4096]) {
+      expect(memoryOf(baseConfig({ memoryMiB }))).toBe(`${memoryMiB * 1024 - 8}k`);
+      expect(((memoryMiB * 1024 - 8) * 1024) % (256 * 1024)).not.toBe(0);
+      // QEMU rounds -m up to 8 KiB: the size stays as given.
+      expect(((memoryMiB * 1024 - 8) * 1024) % 8192).toBe(0);
+      expect(memoryOf(baseConfig({ memoryMiB, accel: 'kvm' }))).toBe(`${memoryMiB}M`);
+    }
+    expect(qemuMemoryArg('tcg', 256)).toBe('262136k');
+    expect(qemuMemoryArg('kvm', 256)).toBe('256M');
+  });
+
   it('builds the full command line of a kernel-booted VM', () => {
     expect(buildQemuArgv(baseConfig({ sandbox: true }))).toEqual([
       'qemu-system-x86_64',
@@ -55,7 +71,7 @@ describe('buildQemuArgv', () => {
       '-accel', 'tcg',
       '-cpu', 'qemu64',
       '-smp', '2',
-      '-m', '256M',
+      '-m', '262136k',
       '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
       '-pidfile', '/run/drover/web-1/qemu.pid',
       '-qmp', 'unix:/run/drover/web-1/qmp.sock,server=on,wait=off',

@@ -258,6 +258,25 @@ function diskArgs(disk: DiskConfig, bootIndex: number | undefined, ahciPort: num
   return ['-blockdev', optionString(file), '-blockdev', optionString(format), '-device', optionString(device, 'driver')];
 }
 
+/** What a TCG guest's RAM is short of its `memoryMiB` (see `qemuMemoryArg`). */
+export const tcgMemoryShortfallKiB = 8;
+
+/**
+ * The `-m` value of a guest. Under TCG the guest gets 8 KiB less than `memoryMiB`: QEMU before
+ * 9.0 (Debian 12 ships 7.2.22, which has the bug) loses guest writes during a live migration under TCG when the RAM
+ * block is a multiple of 64 pages (256 KiB). Its dirty-bitmap sync then takes a fast path that
+ * clears the dirty bits without re-arming the vCPUs' TLB write-tracking
+ * (`cpu_physical_memory_sync_dirty_bitmap`, fixed upstream in 9.0 by "physmem: Fix migration dirty
+ * bitmap coherency with TCG memory access"), so a page the vCPU keeps mapped is written again
+ * after it was sent and never sent again. A block of another size takes the page-by-page path,
+ * which re-arms the TLB. KVM tracks dirty pages itself: the guest gets `memoryMiB` exactly. (QEMU
+ * rounds `-m` up to 8 KiB, so 8 KiB is the smallest step that changes the block.) See
+ * docs/migration.md, "TCG hosts".
+ */
+export function qemuMemoryArg(accel: QemuLaunchConfig['accel'], memoryMiB: number): string {
+  return accel === 'tcg' ? `${memoryMiB * 1024 - tcgMemoryShortfallKiB}k` : `${memoryMiB}M`;
+}
+
 /**
  * Turns a launch config into a QEMU command line (`argv[0]` is `binary`). Validates
  * everything first and throws `invalid` naming the bad field; values are escaped for
@@ -286,7 +305,7 @@ export function buildQemuArgv(config: QemuLaunchConfig, binary = 'qemu-system-x8
     '-smp',
     String(config.cpus),
     '-m',
-    `${config.memoryMiB}M`,
+    qemuMemoryArg(config.accel, config.memoryMiB),
   ];
   if (config.sandbox === true) argv.push('-sandbox', sandboxOption);
   argv.push('-pidfile', config.pidFile);

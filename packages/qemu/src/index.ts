@@ -13,7 +13,7 @@ export type {
   QemuLaunchConfig,
 } from './launch-config.js';
 
-export { buildQemuArgv, escapeOptionValue, findQmpSocket, sandboxOption, splitOptionString } from './argv.js';
+export { buildQemuArgv, escapeOptionValue, findQmpSocket, qemuMemoryArg, sandboxOption, splitOptionString, tcgMemoryShortfallKiB } from './argv.js';
 
 export {
   diskBlockdevs,

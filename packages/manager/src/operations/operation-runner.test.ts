@@ -171,3 +171,32 @@ describe('a first phase named when submitting', () => {
     expect(ended.journal.map((j) => j.phase)).toEqual(['work']);
   });
 });
+
+describe('phases with joined writes', () => {
+  it('commits a phase\'s journal entry with its writes and events, or neither', async () => {
+    const seen: string[] = [];
+    runner.register('test.joined', {
+      run: async (ctx: OperationContext) => {
+        await ctx.phase('flip', 50, 'owner → b', async () => [{ type: 'test.flipped', objectKind: 'vm', objectId: 't9', data: { to: 'b' } }]);
+        seen.push(...ctx.op.journal.map((j) => j.phase));
+        // A write that fails takes its journal entry with it.
+        const failed = await rejectionOf(ctx.phase('never', 70, undefined, async () => {
+          throw errors.unavailable('the store write failed');
+        }));
+        expect(failed.message).toBe('the store write failed');
+        return { ok: true };
+      },
+      recover: async () => ({}),
+    });
+    const op = await runner.submit({ kind: 'test.joined', targetKind: 'vm', targetId: 't9', actor: 'alice' }, 'T9');
+    const ended = await runner.wait(op.id, 10_000);
+    expect(ended.state).toBe('done');
+    expect(seen).toEqual(['flip']);
+    expect(ended.journal.map((j) => j.phase)).toEqual(['flip']);
+    const events = (await store.events.since(0, 10_000)).filter((e) => e.objectId === 't9' || e.objectId === op.id);
+    expect(events.filter((e) => e.type === 'test.flipped')).toHaveLength(1);
+    // The flip's event precedes the operation update that journaled it, in the same commit.
+    const flipped = events.findIndex((e) => e.type === 'test.flipped');
+    expect(events[flipped + 1]).toMatchObject({ type: 'operation.updated', objectId: op.id });
+  });
+});

@@ -8,8 +8,12 @@ import type { EventHub } from '../http/event-hub.js';
 /** What an operation handler may do while it runs. */
 export interface OperationContext {
   op: OperationRecord;
-  /** Records a journaled phase and its progress (persisted before the handler goes on). */
-  phase(name: string, progress: number, note?: string): Promise<void>;
+  /**
+   * Records a journaled phase and its progress (persisted before the handler goes on). `also`'s
+   * store writes and events commit in the same transaction as the journal entry (one commit: a
+   * phase that starts with a write, e.g. a migration's owner flip, needs no second one).
+   */
+  phase(name: string, progress: number, note?: string, also?: JoinedWrites): Promise<void>;
   /** Reports progress within a phase (not journaled): the percentage, and live figures shown as the running operation's `result`. */
   progress(progress: number, detail?: Record<string, unknown>): Promise<void>;
   /**
@@ -206,14 +210,26 @@ export class OperationRunner {
       },
       logger,
       signal,
-      phase: async (name, progress, note) => {
+      phase: async (name, progress, note, also) => {
         // A cancel stops the next phase, unless the operation is already past the point where it could be cancelled.
         if (signal.aborted && handler.cancellable?.(op) !== false) signal.throwIfAborted();
-        op = await this.update(op, {
+        const patch = {
           phase: name,
           progress: Math.max(0, Math.min(100, Math.round(progress))),
           journal: [...op.journal, { phase: name, at: new Date().toISOString(), ...(note ? { note } : {}) }],
-        });
+        };
+        if (!also) {
+          op = await this.update(op, patch);
+          return;
+        }
+        let joined: NewEvent[] = [];
+        op = await this.recorded(
+          async (tx) => {
+            joined = await also(tx);
+            return tx.operations.update(op.id, patch);
+          },
+          () => joined,
+        );
       },
       progress: async (progress, detail) => {
         op = await this.update(op, { progress: Math.max(0, Math.min(100, Math.round(progress))), ...(detail ? { result: detail } : {}) });

@@ -8,7 +8,7 @@ import type { AgentLink } from '../hosts/agent-link.js';
 import type { ImageLibrary } from '../images/image-library.js';
 import { prepareVmMedia } from '../images/vm-media.js';
 import type { OperationContext, OperationRunner } from '../operations/operation-runner.js';
-import { agentToManagedState, type ManagedVmSpec, type VmService } from './vm.service.js';
+import { agentToManagedState, publicVm, type ManagedVmSpec, type VmService } from './vm.service.js';
 
 /**
  * Live migration of a running VM between two hosts, as the operation
@@ -165,6 +165,19 @@ function figures(status: MigrationStatus): Record<string, unknown> {
   return out;
 }
 
+/**
+ * What the run already knows when the switchover has started: the source's figures, and the
+ * volumes the destination got copies of (the source deletes them at `confirm`); a recovering
+ * manager knows none of it and asks again.
+ */
+interface LateFacts {
+  preCopy?: MigrationStatus;
+  continued?: MigrationStatus;
+  mirroredBytes?: number;
+  storage?: boolean;
+  deleteVolumes?: Array<{ pool: string; volume: string }>;
+}
+
 export class MigrationService {
   /** Background clean-ups of destinations that were unreachable when a migration rolled back. */
   private readonly cleanups = new Set<Promise<void>>();
@@ -203,13 +216,17 @@ export class MigrationService {
     // A host in maintenance is being evacuated: its VMs may leave it.
     if (source.state !== 'online' && source.state !== 'maintenance') throw errors.conflict(`The source host "${source.name}" is ${source.state}`, { reason: 'host-state', hostState: source.state });
 
-    const plan = await link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000);
+    // Both read-only: asked alongside (one round trip of waiting, not two).
+    const [plan, destFacts] = await Promise.all([
+      link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000),
+      link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
+    ]);
     if (plan.mode && plan.mode !== mode) throw errors.conflict(`VM "${vm.name}" is ${plan.mode} on host "${source.name}", not ${vm.state} as recorded; try again after the next heartbeat`, { state: vm.state });
     const cpuModel = plan.spec.cpuModel ?? specOf(vm).cpuModel;
     if (cpuModel && !dest.cpuModels.includes(cpuModel)) {
       throw errors.conflict(`Host "${dest.name}" does not offer CPU model "${cpuModel}" (it offers ${dest.cpuModels.join(', ')})`, { reason: 'cpu-model' });
     }
-    const local = mirrorSet(plan, await link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000));
+    const local = mirrorSet(plan, destFacts);
     if (local.length > 0 && request.storage !== true) {
       throw errors.conflict(
         `VM "${vm.name}" has disks that host "${dest.name}" cannot see (${local.map((d) => `${d.pool}/${d.volume}`).join(', ')}); pass "storage": true to copy them`,
@@ -279,13 +296,22 @@ export class MigrationService {
     const path = `/v1/vms/${vm.id}/migration`;
 
     await ctx.phase('begin', 5, `${source.name} → ${dest.name}`);
-    const plan = await link.call<MigrationPlan>(source, 'POST', `${path}/begin`, { operationId: ctx.op.id, destination: dest.name, mode: params.mode ?? 'live' }, agentCallMs);
-    const mirrored = mirrorSet(plan, await link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000));
+    // Alongside the source's begin: the destination's facts (read-only) and the import there of the
+    // image volumes the VM boots from (kernel, initrd, ISO: shared, read-only, kept like any image
+    // import; never the VM's own disks). All are awaited whatever happens, so a failure never
+    // leaves a call in flight behind the roll back.
+    const [begun, facts, images] = await Promise.allSettled([
+      link.call<MigrationPlan>(source, 'POST', `${path}/begin`, { operationId: ctx.op.id, destination: dest.name, mode: params.mode ?? 'live' }, agentCallMs),
+      link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
+      this.prepareImages(ctx, vm, dest),
+    ]);
+    for (const settled of [begun, facts, images]) if (settled.status === 'rejected') throw settled.reason;
+    const plan = (begun as PromiseFulfilledResult<MigrationPlan>).value;
+    const mirrored = mirrorSet(plan, (facts as PromiseFulfilledResult<HostFacts>).value);
     if (mirrored.length > 0 && !params.storage) throw errors.conflict(`VM "${vm.name}" has local disks; migrate with storage`);
     await holdForTest('begin');
 
     await ctx.phase('prepare', 10, mirrored.length > 0 ? `${mirrored.length} disk(s) to mirror` : 'shared storage: memory only');
-    await this.prepareImages(ctx, vm, dest);
     // The VM's taps, leases and rules exist on the destination (its reservation places it there) before the switchover.
     if (await this.o.vms.networks.hasNics(vm.id)) await this.o.vms.networks.pushHost(dest.id);
     const ready = await link.call<IncomingReady>(dest, 'POST', '/v1/migrations/incoming', { operationId: ctx.op.id, plan, sourceName: source.name, mirror: mirrored.map((d) => d.nodeName) }, agentCallMs);
@@ -306,22 +332,20 @@ export class MigrationService {
     const preCopy = await this.awaitSwitchover(ctx, vm, source, params);
 
     // Past this point the guest is paused on the source and a cancel is no longer possible.
-    await ctx.phase('switchover', 88, 'guest paused at pre-switchover; owner → destination');
+    // The owner flips with the phase's journal entry, in one commit (the guest is paused until `continue`);
+    // its `vm.updated` event commits with them. A restarted manager that finds `switchover` finds the owner flipped.
+    await ctx.phase('switchover', 88, 'guest paused at pre-switchover; owner → destination', async (tx) => {
+      const flipped = await tx.vms.update(vm.id, { hostId: dest.id });
+      return [{ type: 'vm.updated', objectKind: 'vm', objectId: vm.id, data: publicVm(flipped, dest.name) as unknown as Record<string, unknown> }];
+    });
     let continued: MigrationStatus | undefined;
     try {
-      const flipped = await this.o.store.vms.update(vm.id, { hostId: dest.id });
       await holdForTest('switchover');
-      // The guest is paused until `continue`: its event is published alongside, not before.
-      const published = this.o.vms.publish(flipped).catch((error: unknown) => ctx.logger.warn({ err: error }, 'publishing the owner flip failed'));
-      try {
-        continued = await link.call<MigrationStatus>(source, 'POST', `${path}/continue`, { timeoutMs: 60_000 }, 90_000);
-      } finally {
-        await published;
-      }
+      continued = await link.call<MigrationStatus>(source, 'POST', `${path}/continue`, { timeoutMs: 60_000 }, 90_000);
     } catch (error) {
       ctx.logger.warn({ err: error }, 'switchover did not answer; the destination decides');
     }
-    const extra = { preCopy, continued, mirroredBytes, storage: mirrored.length > 0 };
+    const extra: LateFacts = { preCopy, continued, mirroredBytes, storage: mirrored.length > 0, deleteVolumes: mirrored.map((d) => ({ pool: d.pool, volume: d.volume })) };
     if (continued?.status === 'completed') {
       // The usual case: the whole stream went out. The guest waits for the destination's `cont`, so finish
       // there at once (its `finish` waits for its own `completed`, the truth); anything odd goes to resolveLate.
@@ -415,7 +439,7 @@ export class MigrationService {
    * - Once `finish` was journaled the guest may have run there: the source is
    *   never resumed; a destination lost then leaves the VM in `error`.
    */
-  private async resolveLate(ctx: OperationContext, extra: { preCopy?: MigrationStatus; continued?: MigrationStatus; mirroredBytes?: number; storage?: boolean } = {}): Promise<unknown> {
+  private async resolveLate(ctx: OperationContext, extra: LateFacts = {}): Promise<unknown> {
     const { link } = this.o;
     const { vm, source, dest } = await this.hosts(ctx.op);
     const started = Date.now();
@@ -464,19 +488,21 @@ export class MigrationService {
     }
   }
 
-  private async forward(ctx: OperationContext, vm: VmRecord, source: HostRecord, dest: HostRecord, extra: { preCopy?: MigrationStatus; continued?: MigrationStatus; mirroredBytes?: number; storage?: boolean }): Promise<unknown> {
-    const { link, store } = this.o;
+  private async forward(ctx: OperationContext, vm: VmRecord, source: HostRecord, dest: HostRecord, extra: LateFacts): Promise<unknown> {
+    const { link } = this.o;
     await ctx.phase('finish', 92, `${dest.name} completed; starting the guest there`);
     const params = paramsOf(ctx.op);
     const after = params.mode === 'stopped' ? 'stop' : params.wasRunning === false ? 'pause' : 'run';
     const info = await link.call<VmInfo>(dest, 'POST', `/v1/migrations/incoming/${vm.id}/finish`, { timeoutMs: 60_000, after }, 90_000);
     await holdForTest('finish');
     const state = agentToManagedState(info);
-    const updated = await store.vms.update(vm.id, { state, hostId: dest.id, lastError: null });
-    await store.reservations.deleteByVm(vm.id);
-    await this.o.vms.publish(updated);
-
-    await ctx.phase('confirm', 96, `ending the source QEMU on ${source.name}`);
+    // One commit: the VM's state there, its reservation's end, its event and the `confirm` journal entry
+    // (a manager that dies before it recovers from `finish`, whose `finish` call answers again at once).
+    await ctx.phase('confirm', 96, `ending the source QEMU on ${source.name}`, async (tx) => {
+      const updated = await tx.vms.update(vm.id, { state, hostId: dest.id, lastError: null });
+      await tx.reservations.deleteByVm(vm.id);
+      return [{ type: 'vm.updated', objectKind: 'vm', objectId: vm.id, data: publicVm(updated, dest.name) as unknown as Record<string, unknown> }];
+    });
     await holdForTest('confirm');
     // The source's last console lines, read before its directory goes (for the guest-measured downtime).
     // Read alongside the confirm's own reads; the destination's ticks are awaited while the source is cleaned up.
@@ -485,12 +511,22 @@ export class MigrationService {
     let warning: string | undefined;
     let sourceFinal: MigrationStatus | undefined = extra.continued;
     try {
-      if (!sourceFinal || !sourceFinal.downtimeMs) sourceFinal = await link.call<MigrationStatus>(source, 'GET', `/v1/vms/${vm.id}/migration`, undefined, 10_000).catch(() => sourceFinal);
-      const sourceInfo = await link.vm(source, vm.id);
+      const known = sourceFinal;
+      const [finalStatus, sourceInfo] = await Promise.all([
+        known?.downtimeMs ? known : link.call<MigrationStatus>(source, 'GET', `/v1/vms/${vm.id}/migration`, undefined, 10_000).catch(() => known),
+        link.vm(source, vm.id),
+      ]);
+      sourceFinal = finalStatus;
       if (sourceInfo) {
-        const plan = await link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000);
-        // The disks that were copied: the destination has its own now.
-        const deleteVolumes = mirrorSet(plan, await link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000)).map((d) => ({ pool: d.pool, volume: d.volume }));
+        // The disks that were copied: the destination has its own now (known from `begin`, else asked again).
+        let deleteVolumes = extra.deleteVolumes;
+        if (!deleteVolumes) {
+          const [plan, facts] = await Promise.all([
+            link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000),
+            link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
+          ]);
+          deleteVolumes = mirrorSet(plan, facts).map((d) => ({ pool: d.pool, volume: d.volume }));
+        }
         // The source's console must be read before the confirm removes it.
         const tail = await sourceTail;
         guestGap = this.guestGap(vm, dest, tail).catch(() => undefined);
@@ -523,9 +559,9 @@ export class MigrationService {
 
   /**
    * The guest-measured downtime (`guestGapAroundSwitchover`), for guests that
-   * print counter ticks: the destination's console is read until it shows two
-   * ticks after the source's last one (at most ~1 s; usually at once, the
-   * confirm gave it time).
+   * print counter ticks: the destination's console is read until the first tick
+   * after the source's last one gives the gap (a garbled tick gives none: the
+   * next is awaited; at most ~1 s, usually at once, the confirm gave it time).
    */
   private async guestGap(vm: VmRecord, dest: HostRecord, sourceTail: string | undefined): Promise<number | undefined> {
     const last = sourceTail ? counterTicks(sourceTail).at(-1) : undefined;
@@ -533,7 +569,9 @@ export class MigrationService {
     for (let attempt = 0; attempt < 10; attempt++) {
       const head = await this.o.link.serialLog(dest, vm.id, 0).catch(() => undefined);
       if (!head) return undefined;
-      if (counterTicks(head.text).filter((tick) => tick.gen > last.gen).length >= 2 || attempt === 9) return guestGapAroundSwitchover(sourceTail!, head.text);
+      // The first tick after the source's last one gives the gap; a garbled one gives none, and the next is awaited.
+      const gap = counterTicks(head.text).some((tick) => tick.gen > last.gen) ? guestGapAroundSwitchover(sourceTail!, head.text) : undefined;
+      if (gap !== undefined || attempt === 9) return gap;
       await sleep(100);
     }
     return undefined;
