@@ -10,6 +10,8 @@ import { createConnection, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { runTool } from '../run.js';
 
+export { dbRequest } from './db-client.js';
+
 export interface RawDisk {
   path: string;
   format: 'qcow2' | 'raw';
@@ -256,37 +258,6 @@ export function freePort(): Promise<number> {
 export async function cloneDisk(backing: string, path: string): Promise<string> {
   await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, path]);
   return path;
-}
-
-/**
- * Sends db protocol lines to 127.0.0.1:port, then QUIT, and returns the
- * replies (without the final BYE).
- */
-export function dbRequest(port: number, commands: readonly string[], timeoutMs = 10_000): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    let data = '';
-    const socket = createConnection({ host: '127.0.0.1', port });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`db on port ${port}: no complete answer within ${timeoutMs} ms (got ${JSON.stringify(data)})`));
-    }, timeoutMs);
-    socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(`${[...commands, 'QUIT'].join('\n')}\n`));
-    socket.on('data', (d: string) => (data += d));
-    socket.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    socket.on('close', () => {
-      clearTimeout(timer);
-      const lines = data.replace(/\r/g, '').split('\n').filter((l) => l.length > 0);
-      if (lines[lines.length - 1] !== 'BYE') {
-        reject(new Error(`db on port ${port}: connection closed early (got ${JSON.stringify(data)})`));
-      } else {
-        resolve(lines.slice(0, -1));
-      }
-    });
-  });
 }
 
 /** GET http://127.0.0.1:port/path with a timeout. */

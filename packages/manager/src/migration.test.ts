@@ -11,6 +11,7 @@ import type { VmInfo } from '@drover/api';
 import { counterLines, tempDir, TestNetwork, type TestHost } from '@drover/agent/testing';
 import { buildAppliance, defaultApplianceCacheDir } from '@drover/appliances';
 import { AgentLink } from './hosts/agent-link.js';
+import { managerClientCredentials } from './testing/multihost.js';
 import type { HostRecord } from './store/types.js';
 
 /**
@@ -311,12 +312,7 @@ beforeAll(async () => {
     stateDirs.set(host.name, stateDir);
   }
   await allOnline();
-  const ca = path.join(dataDir, 'ca');
-  const credentials = {
-    caPem: readFileSync(path.join(ca, 'authority', 'ca.crt'), 'utf8'),
-    certPem: readFileSync(path.join(ca, 'manager-client', 'client.crt'), 'utf8'),
-    keyPem: readFileSync(path.join(ca, 'manager-client', 'client.key'), 'utf8'),
-  };
+  const credentials = managerClientCredentials(dataDir);
   link = new AgentLink(() => credentials, () => false, 10_000);
 }, 300_000);
 

@@ -13,7 +13,7 @@ import { AgentLink } from '../hosts/agent-link.js';
 import { openPostgresStore, type Store } from '../store/index.js';
 import { startPostgres, type PostgresCluster } from '../store/testing/postgres.js';
 import type { HostRecord } from '../store/types.js';
-import { liveQemus, until as pollUntil, writePowerOff } from '../testing/multihost.js';
+import { liveQemus, managerClientCredentials, until as pollUntil, writePowerOff } from '../testing/multihost.js';
 
 /**
  * Leader failover on real parts: one PostgreSQL started here, three real
@@ -341,12 +341,7 @@ beforeAll(async () => {
     return list.length === 3 && list.every((h) => h.state === 'online');
   }, 120_000, 200);
   hosts = new Map((await store.hosts.list({ limit: 10 })).items.map((h) => [h.name, h]));
-  const ca = path.join(leader.dataDir, 'ca');
-  const credentials = {
-    caPem: readFileSync(path.join(ca, 'authority', 'ca.crt'), 'utf8'),
-    certPem: readFileSync(path.join(ca, 'manager-client', 'client.crt'), 'utf8'),
-    keyPem: readFileSync(path.join(ca, 'manager-client', 'client.key'), 'utf8'),
-  };
+  const credentials = managerClientCredentials(leader.dataDir);
   link = new AgentLink(() => credentials, () => false, 10_000);
 }, 600_000);
 

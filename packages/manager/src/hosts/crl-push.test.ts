@@ -15,6 +15,7 @@ import { agentDispatcherOptions, mtlsJson, type MtlsAnswer } from '../pki/agent-
 import { ClusterCa } from '../pki/cluster-ca.js';
 import { generateCrl } from '../pki/openssl-ca.js';
 import { startTestCluster, type TestCluster } from '../testing/cluster.js';
+import { managerClientCredentials } from '../testing/multihost.js';
 
 interface CrlStatus {
   crlNumber: string;
@@ -36,14 +37,7 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, tim
 }
 
 /** The manager's own client credentials, as it keeps them in its CA directory. */
-function managerCredentials(cluster: TestCluster) {
-  const dir = path.join(cluster.dataDir, 'ca');
-  return {
-    caPem: readFileSync(path.join(dir, 'authority', 'ca.crt'), 'utf8'),
-    certPem: readFileSync(path.join(dir, 'manager-client', 'client.crt'), 'utf8'),
-    keyPem: readFileSync(path.join(dir, 'manager-client', 'client.key'), 'utf8'),
-  };
-}
+const managerCredentials = (cluster: TestCluster) => managerClientCredentials(cluster.dataDir);
 
 /** One call to an agent on a new TLS connection, with the given client certificate (the manager's by default). */
 function agentCall<T>(cluster: TestCluster, url: string, method: string, route: string, body?: unknown, client?: { certPem: string; keyPem: string }): Promise<MtlsAnswer<T>> {

@@ -98,6 +98,16 @@ export class ImageLibrary {
     return { prefix: `${image.name}-${image.version}`, kernel: manifest.kernel, initrd: manifest.initrd, cmdline: manifest.cmdline };
   }
 
+  /** Whether a disk image boots with the appliance kernel (a VMcasting release or package VM made for it) rather than from its own disk. */
+  async bootsApplianceKernel(image: Pick<ImageRecord, 'id'>): Promise<boolean> {
+    return (await this.store.vmcast.metadata.byImage(image.id))?.bootMethod === 'appliance-kernel';
+  }
+
+  /** Whether a VM of this image boots a kernel, and so takes kernel settings: an appliance, or a disk image booted by the appliance kernel. */
+  async bootsKernel(image: Pick<ImageRecord, 'id' | 'format'>): Promise<boolean> {
+    return image.format === 'appliance' || (await this.bootsApplianceKernel(image));
+  }
+
   /** The file of an imported image (qcow2 or iso) in the library directory. */
   fileOf(image: Pick<ImageRecord, 'name' | 'version' | 'format'>): string {
     if (image.format !== 'qcow2' && image.format !== 'iso') throw errors.internal(`Image "${image.name}:${image.version}" (${image.format}) has no file of its own in the library`);

@@ -16,7 +16,7 @@ import type { Store } from '../store/index.js';
 import type { ImageRecord, OperationRecord } from '../store/types.js';
 import { importFormat, sniffBytes, sniffImageFormat, type ImportFormat } from './image-format.js';
 import type { ImageLibrary } from './image-library.js';
-import { imageVolumeName, vmPool } from './vm-media.js';
+import { imageVolumeName, vmPool, vmsUsingImages } from './vm-media.js';
 
 export interface ImageServiceOptions {
   store: Store;
@@ -121,18 +121,8 @@ export class ImageService {
   }
 
   /** The names of the VMs that boot or attach `imageId`. */
-  async usedBy(imageId: string): Promise<string[]> {
-    const users: string[] = [];
-    let after: string | undefined;
-    do {
-      const page = await this.o.store.vms.list({ limit: 1000, ...(after ? { after } : {}) });
-      for (const vm of page.items) {
-        const spec = vm.spec as { imageId?: string; iso?: { imageId?: string }; dataImages?: Array<{ imageId: string }> };
-        if (spec.imageId === imageId || spec.iso?.imageId === imageId || spec.dataImages?.some((d) => d.imageId === imageId)) users.push(vm.name);
-      }
-      after = page.next;
-    } while (after);
-    return users;
+  usedBy(imageId: string): Promise<string[]> {
+    return vmsUsingImages(this.o.store, [imageId]);
   }
 
   private async publish(type: string, id: string, data: Record<string, unknown>): Promise<void> {

@@ -5,6 +5,7 @@ import type { CloudInit, VmCreate, VmSpec } from '@drover/api';
 import { QemuImg } from '@drover/qemu';
 import type { AgentLink } from '../hosts/agent-link.js';
 import type { Store } from '../store/index.js';
+import { listEvery } from '../store/paging.js';
 import type { HostRecord } from '../store/types.js';
 import type { ImageLibrary } from './image-library.js';
 
@@ -46,6 +47,17 @@ export function dataVolumeName(vmId: string, index: number): string {
   return index === 0 ? `${vmId}.data.qcow2` : `${vmId}.data${index + 1}.qcow2`;
 }
 
+/** The library images a VM's spec boots or attaches: its image, its ISO, its data images. */
+function imageIdsOf(media: Partial<Pick<VmMedia, 'imageId' | 'iso' | 'dataImages'>>): string[] {
+  return [media.imageId, media.iso && 'imageId' in media.iso ? media.iso.imageId : undefined, ...(media.dataImages ?? []).map((d) => d.imageId)].filter((id): id is string => id !== undefined);
+}
+
+/** The names of the VMs that boot or attach one of `imageIds` (an image, or a package's images, cannot go while they do). */
+export async function vmsUsingImages(store: Store, imageIds: readonly string[]): Promise<string[]> {
+  const vms = await listEvery((query) => store.vms.list(query));
+  return vms.filter((vm) => imageIdsOf(vm.spec as Partial<VmMedia>).some((id) => imageIds.includes(id))).map((vm) => vm.name);
+}
+
 /** The VM's ISO as the API shows it: "name:version" or "pool/volume". */
 export function isoLabel(iso: VmMedia['iso']): string | undefined {
   if (!iso) return undefined;
@@ -66,7 +78,7 @@ export function cloudInitSummary(cloudInit: CloudInit | undefined) {
  * Checks what a VmCreate asks to boot and resolves it against the library.
  * Every refusal is `invalid`, naming the field, before anything is stored.
  */
-export async function resolveVmMedia(request: VmCreate, library: ImageLibrary, store: Store): Promise<{ media: VmMedia; minMemoryMiB: number; defaultMemoryMiB: number }> {
+export async function resolveVmMedia(request: VmCreate, library: ImageLibrary): Promise<{ media: VmMedia; minMemoryMiB: number; defaultMemoryMiB: number }> {
   if (request.image === undefined && request.iso === undefined) {
     throw errors.invalid(`VM "${request.name}" needs an image or an iso to boot from`, { field: 'image' });
   }
@@ -91,7 +103,7 @@ export async function resolveVmMedia(request: VmCreate, library: ImageLibrary, s
       }
     } else {
       media.imageFormat = 'qcow2';
-      kernelBoot = (await store.vmcast.metadata.byImage(image.id))?.bootMethod === 'appliance-kernel';
+      kernelBoot = await library.bootsApplianceKernel(image);
       if (request.diskSizeBytes !== undefined) {
         const { virtualSize } = await QemuImg.info(library.fileOf(image), 'qcow2');
         if (request.diskSizeBytes < virtualSize) {
@@ -253,8 +265,7 @@ export async function prepareVmMedia(
     }
     boot = { kind: media.iso ? 'cdrom' : 'disk' };
     // A VMcasting appliance release is a root disk booted by Drover's appliance kernel and initramfs.
-    const metadata = await deps.store.vmcast.metadata.byImage(image.id);
-    if (metadata?.bootMethod === 'appliance-kernel') {
+    if (await deps.images.bootsApplianceKernel(image)) {
       const kernel = await deps.images.applianceKernel();
       await allSettled([
         ensure({ name: `${kernel.prefix}.kernel`, importFrom: kernel.kernel, format: 'raw' }),

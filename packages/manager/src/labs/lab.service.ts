@@ -260,7 +260,7 @@ export class LabService {
     for (const vm of manifest.vms) {
       const image = await this.o.images.resolve(vm.image).catch(() => undefined);
       if (!image) throw errors.invalid(`VM "${vm.name}" of lab "${name}" boots image "${vm.image}", which is not in the library`, { field: 'vms.image', value: vm.image });
-      if (vm.guest?.cmdline?.trim() && image.format !== 'appliance' && (await this.o.store.vmcast.metadata.byImage(image.id))?.bootMethod !== 'appliance-kernel') {
+      if (vm.guest?.cmdline?.trim() && !(await this.o.images.bootsKernel(image))) {
         throw errors.invalid(`VM "${vm.name}" of lab "${name}" boots its own disk (image "${vm.image}"): its guest.cmdline would reach nothing; only appliance-kernel VMs take kernel settings`, { field: 'vms.guest.cmdline' });
       }
       for (const data of vm.dataImages ?? []) {
@@ -563,8 +563,7 @@ export class LabService {
    * one that boots its own disk (an OVA's) has no command line to take them.
    */
   private async vmCreate(lab: LabRecord, vm: LabVm): Promise<VmCreate> {
-    const image = await this.o.images.resolve(vm.image);
-    const bootsKernel = image.format === 'appliance' || (await this.o.store.vmcast.metadata.byImage(image.id))?.bootMethod === 'appliance-kernel';
+    const bootsKernel = await this.o.images.bootsKernel(await this.o.images.resolve(vm.image));
     const manifest = lab.manifest as unknown as LabManifest;
     const entry = lab.vms.find((v) => v.name === vm.name)!;
     const owners = addressOwners(manifest);

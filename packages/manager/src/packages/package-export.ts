@@ -131,7 +131,7 @@ export class PackageExporter {
       const image = spec.imageId ? await this.o.store.images.tryGet(spec.imageId) : undefined;
       let kernel: { kernel: string; initrd: string; cmdline: string } | undefined;
       if (image?.format === 'appliance') kernel = await this.o.library.manifest(image);
-      else if (image && (await this.o.store.vmcast.metadata.byImage(image.id))?.bootMethod === 'appliance-kernel') kernel = await this.o.library.applianceKernel();
+      else if (image && (await this.o.library.bootsApplianceKernel(image))) kernel = await this.o.library.applianceKernel();
       if (kernel) {
         const kernelName = `files/kernel-${(await sha256File(kernel.kernel)).slice(0, 12)}`;
         const initrdName = `files/initrd-${(await sha256File(kernel.initrd)).slice(0, 12)}`;

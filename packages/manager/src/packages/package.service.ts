@@ -11,6 +11,7 @@ import { QemuImg, runQemuImg } from '@drover/qemu';
 import type { EventHub } from '../http/event-hub.js';
 import { shownUrl } from '../images/image.service.js';
 import type { ImageLibrary } from '../images/image-library.js';
+import { vmsUsingImages } from '../images/vm-media.js';
 import type { OperationContext, OperationRunner } from '../operations/operation-runner.js';
 import type { OperationRecord, PackageRecord, PackageTrustedKeyRecord, Store } from '../store/index.js';
 import { keyIdOf } from '../vmcasting/manifest.js';
@@ -702,11 +703,7 @@ export class PackageService {
   async remove(ref: string): Promise<void> {
     const p = await this.find(ref);
     const ids = Object.values(p.images);
-    const users: string[] = [];
-    for (const vm of await listVms(this.o.store)) {
-      const spec = vm.spec as { imageId?: string; dataImages?: Array<{ imageId: string }> };
-      if ((spec.imageId && ids.includes(spec.imageId)) || spec.dataImages?.some((d) => ids.includes(d.imageId))) users.push(vm.name);
-    }
+    const users = await vmsUsingImages(this.o.store, ids);
     if (users.length > 0) throw errors.conflict(`Package "${p.name}:${p.version}" is used by VM ${users.join(', ')}; delete those VMs first`, { usedBy: users });
     await this.o.store.packages.delete(p.id);
     for (const id of ids) {
@@ -723,15 +720,4 @@ export class PackageService {
   async packagesUsing(imageId: string): Promise<string[]> {
     return (await this.list()).filter((p) => Object.values(p.images).includes(imageId)).map((p) => `${p.name}:${p.version}`);
   }
-}
-
-async function listVms(store: Store) {
-  const out = [];
-  let after: string | undefined;
-  do {
-    const page = await store.vms.list({ limit: 1000, ...(after ? { after } : {}) });
-    out.push(...page.items);
-    after = page.next;
-  } while (after);
-  return out;
 }

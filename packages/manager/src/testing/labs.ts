@@ -1,7 +1,7 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- the lab tests read the API's JSON answers field by field */
 import { execFileSync } from 'node:child_process';
-import { createConnection } from 'node:net';
 import { expect } from 'vitest';
+export { dbRequest } from '@drover/appliances/testing';
 import type { TestCluster } from './cluster.js';
 
 /**
@@ -98,31 +98,6 @@ export async function destroyLabIfLeft(cluster: TestCluster | undefined, name: s
   if (!cluster) return;
   const found = await cluster.api('GET', `/api/v1/labs/${name}`).catch(() => undefined);
   if (found?.status === 200) await cluster.api('DELETE', `/api/v1/labs/${name}?wait=true`).catch(() => undefined);
-}
-
-/** Sends line-protocol commands to a db appliance; its answers, without the final BYE. */
-export function dbRequest(port: number, commands: readonly string[]): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    let data = '';
-    const socket = createConnection({ host: '127.0.0.1', port });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`db on port ${port}: no answer (got ${JSON.stringify(data)})`));
-    }, 10_000);
-    socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(`${[...commands, 'QUIT'].join('\n')}\n`));
-    socket.on('data', (d: string) => (data += d));
-    socket.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    socket.on('close', () => {
-      clearTimeout(timer);
-      const lines = data.replace(/\r/g, '').split('\n').filter(Boolean);
-      if (lines.at(-1) === 'BYE') resolve(lines.slice(0, -1));
-      else reject(new Error(`db on port ${port}: closed early (got ${JSON.stringify(data)})`));
-    });
-  });
 }
 
 export async function page(port: number): Promise<string> {

@@ -12,6 +12,16 @@ import { startManager, type RunningManager } from '../manager.js';
  * in network namespaces (`TestNetwork`) joined to it over TLS.
  */
 
+/** The manager's client certificate, its key and the cluster CA, read from its data directory (to call agents as the manager does). */
+export function managerClientCredentials(dataDir: string): { caPem: string; certPem: string; keyPem: string } {
+  const ca = path.join(dataDir, 'ca');
+  return {
+    caPem: readFileSync(path.join(ca, 'authority', 'ca.crt'), 'utf8'),
+    certPem: readFileSync(path.join(ca, 'manager-client', 'client.crt'), 'utf8'),
+    keyPem: readFileSync(path.join(ca, 'manager-client', 'client.key'), 'utf8'),
+  };
+}
+
 /**
  * The end of a test on a TestNetwork (its afterAll): the manager closed, the
  * scratch namespaces and the network removed, then `dirs`.

@@ -8,7 +8,7 @@ import type { AgentLink } from '../hosts/agent-link.js';
 import type { ImageLibrary } from '../images/image-library.js';
 import { prepareVmMedia } from '../images/vm-media.js';
 import type { OperationContext, OperationRunner } from '../operations/operation-runner.js';
-import { agentToManagedState, publicVm, type ManagedVmSpec, type VmService } from './vm.service.js';
+import { agentToManagedState, vmUpdatedEvent, type ManagedVmSpec, type VmService } from './vm.service.js';
 
 /**
  * Live migration of a running VM between two hosts, as the operation
@@ -335,8 +335,7 @@ export class MigrationService {
     // The owner flips with the phase's journal entry, in one commit (the guest is paused until `continue`);
     // its `vm.updated` event commits with them. A restarted manager that finds `switchover` finds the owner flipped.
     await ctx.phase('switchover', 88, 'guest paused at pre-switchover; owner → destination', async (tx) => {
-      const flipped = await tx.vms.update(vm.id, { hostId: dest.id });
-      return [{ type: 'vm.updated', objectKind: 'vm', objectId: vm.id, data: publicVm(flipped, dest.name) as unknown as Record<string, unknown> }];
+      return [vmUpdatedEvent(await tx.vms.update(vm.id, { hostId: dest.id }), dest.name)];
     });
     let continued: MigrationStatus | undefined;
     try {
@@ -501,7 +500,7 @@ export class MigrationService {
     await ctx.phase('confirm', 96, `ending the source QEMU on ${source.name}`, async (tx) => {
       const updated = await tx.vms.update(vm.id, { state, hostId: dest.id, lastError: null });
       await tx.reservations.deleteByVm(vm.id);
-      return [{ type: 'vm.updated', objectKind: 'vm', objectId: vm.id, data: publicVm(updated, dest.name) as unknown as Record<string, unknown> }];
+      return [vmUpdatedEvent(updated, dest.name)];
     });
     await holdForTest('confirm');
     // The source's last console lines, read before its directory goes (for the guest-measured downtime).

@@ -84,6 +84,11 @@ export async function hostNamesOf(store: Store, vms: ReadonlyArray<Pick<VmRecord
   return new Map((await store.hosts.getMany(ids)).map((host) => [host.id, host.name]));
 }
 
+/** The `vm.updated` event of a VM whose host's name is known. */
+export function vmUpdatedEvent(vm: VmRecord, hostName: string | null): NewEvent {
+  return { type: 'vm.updated', objectKind: 'vm', objectId: vm.id, data: publicVm(vm, hostName) as unknown as Record<string, unknown> };
+}
+
 /**
  * A VM as the API shows it. It depends on the record and its host's name only:
  * the list route keeps each VM's JSON while its rev, host and host name stay the
@@ -196,8 +201,7 @@ export class VmService {
    * fsync) and handed to the hub once the transaction committed.
    */
   private async vmEvent(tx: Store, vm: VmRecord): Promise<NewEvent> {
-    const hostName = vm.hostId ? ((await tx.hosts.tryGet(vm.hostId))?.name ?? null) : null;
-    return { type: 'vm.updated', objectKind: 'vm', objectId: vm.id, data: publicVm(vm, hostName) as unknown as Record<string, unknown> };
+    return vmUpdatedEvent(vm, vm.hostId ? ((await tx.hosts.tryGet(vm.hostId))?.name ?? null) : null);
   }
 
   /** Many VMs at once (a list page): the hosts are read in one query, not once per VM. */
@@ -215,7 +219,7 @@ export class VmService {
 
   /** `admit` (quotas) sees the VM's CPUs and memory before anything is stored, and may refuse it. */
   async create(request: VmCreate, actor: string, admit?: (need: { cpus: number; memoryMiB: number }) => Promise<void>): Promise<VmRecord> {
-    const { media, minMemoryMiB, defaultMemoryMiB } = await resolveVmMedia(request, this.o.images, this.o.store);
+    const { media, minMemoryMiB, defaultMemoryMiB } = await resolveVmMedia(request, this.o.images);
     const memoryMiB = request.memoryMiB ?? defaultMemoryMiB;
     if (memoryMiB < minMemoryMiB) {
       throw errors.invalid(`Image "${media.image}" needs at least ${minMemoryMiB} MiB; ${memoryMiB} MiB asked`, { field: 'memoryMiB' });
@@ -367,10 +371,6 @@ export class VmService {
     return placed.hostId;
   }
 
-  /**
-   * Places and reserves in one store transaction, so concurrent starts never
-   * overcommit a host. A VM whose disks already live on a host goes back there.
-   */
   /** STE: a VM may have a NIC on a network only if they share a type (unlabelled networks are public). */
   private async checkNetworksUse(store: Store, vm: VmRecord, nics: readonly { networkId: string }[]): Promise<void> {
     for (const networkId of new Set(nics.map((nic) => nic.networkId))) {
@@ -379,6 +379,10 @@ export class VmService {
     }
   }
 
+  /**
+   * Places and reserves in one store transaction, so concurrent starts never
+   * overcommit a host. A VM whose disks already live on a host goes back there.
+   */
   private async placeAndReserve(store: Store, vm: VmRecord): Promise<{ host: HostRecord; event: NewEvent }> {
     const spec = specOf(vm);
     return store.transaction(async (tx) => {
