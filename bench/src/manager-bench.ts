@@ -11,7 +11,7 @@ import { defaultManagerConfig, startManager, type RunningManager } from '@drover
 import { killProcess, QemuImg, readProcessInfo, waitForExit, type QemuLaunchConfig } from '@drover/qemu';
 import type { LoadConfig, LoadResult } from './manager-load.js';
 import { qemuShapeOf, rawCounterConfig, rawQemuKill, rawQemuStart } from './raw-qemu.js';
-import { median, now, report, timed } from './stats.js';
+import { journalPhases, median, medianPhases, now, report, timed } from './stats.js';
 
 /**
  * The manager's benchmark, each figure next to a baseline measured in the same run:
@@ -163,6 +163,7 @@ async function listBench(smoke: boolean): Promise<boolean> {
 // ------------------------------------------------------------------ 2. create + start
 
 interface OperationBody {
+  id: string;
   state: string;
   error: { message: string } | null;
   result: { state?: string; pid?: number } | null;
@@ -247,19 +248,23 @@ async function startBench(smoke: boolean): Promise<boolean> {
     const rawRuns: number[] = [];
     const plainRuns: number[] = [];
     const virshRuns: number[] = [];
+    const startPhases: Array<Record<string, number>> = [];
     let virshError: string | undefined;
     for (let i = 0; i < rounds; i++) {
       // ---- through the API; the VM is deleted before the raw round
       const name = `bench-start-${i}`;
       names.push(name);
       let created = 0;
+      let startSent = 0;
       const viaApi = await timed(async () => {
         const t0 = now();
         const answer = await api<{ state: string }>('POST', '/api/v1/vms', { name, image: 'counter', memoryMiB: 128 });
         if (answer.status !== 201) throw new Error(`POST /api/v1/vms answered ${answer.status}: ${JSON.stringify(answer.body)}`);
         created = now() - t0;
+        startSent = Date.now();
         return done('POST', `/api/v1/vms/${name}/start?wait=true`, {});
       });
+      startPhases.push(journalPhases(await manager.store.operations.get(viaApi.value.id), startSent, Date.now()));
       const result = viaApi.value.result;
       if (result?.state !== 'running' || result.pid === undefined) throw new Error(`start of ${name} ended with ${JSON.stringify(result)}`);
       managedPids.add(result.pid);
@@ -303,6 +308,7 @@ async function startBench(smoke: boolean): Promise<boolean> {
       report({ name: 'API create + start vs plain raw', figure: median(apiRuns), baseline: median(plainRuns), baselineName: `raw spawn without the ${ports} root ports`, unit: 'ms' });
     }
     process.stdout.write(`  of which POST /vms ${median(creates).toFixed(1)} ms, POST start?wait=true ${median(starts).toFixed(1)} ms (medians)\n`);
+    process.stdout.write(`  where the start's time goes (its journal, median ms): ${medianPhases(startPhases)}\n`);
     if (!virsh) process.stdout.write(`${'virsh create'.padEnd(34)} libvirt not installed: skipped\n`);
     else if (virshError !== undefined) process.stdout.write(`${'virsh create'.padEnd(34)} failed, skipped: ${virshError}\n`);
     else report({ name: 'API create + start vs virsh', figure: median(apiRuns), baseline: median(virshRuns), baselineName: 'virsh create', unit: 'ms' });

@@ -50,3 +50,34 @@ export function report(c: Comparison): boolean {
   );
   return met;
 }
+
+/** An operation as the API answers it, with the fields `journalPhases` reads. */
+export interface JournaledOperation {
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  journal: Array<{ phase: string; at: string }>;
+}
+
+/**
+ * Milliseconds of each part of an operation, from its journal: the request until the
+ * operation exists, its queueing, each journaled phase until the next, the last one
+ * until the operation ended, and the answer until the client had it (`sent` and
+ * `answered` are the client's wall clock, Date.now()).
+ */
+export function journalPhases(op: JournaledOperation, sent: number, answered: number): Record<string, number> {
+  const at = (iso: string | null): number => (iso ? Date.parse(iso) : Number.NaN);
+  const phases: Record<string, number> = { request: at(op.createdAt) - sent, queued: at(op.startedAt) - at(op.createdAt) };
+  op.journal.forEach((entry, index) => {
+    const end = index + 1 < op.journal.length ? at(op.journal[index + 1]!.at) : at(op.finishedAt);
+    phases[entry.phase] = (phases[entry.phase] ?? 0) + end - at(entry.at);
+  });
+  phases.answer = answered - at(op.finishedAt);
+  return phases;
+}
+
+/** The median of each named part over several rounds, as `name ms, name ms…`. */
+export function medianPhases(rounds: Array<Record<string, number>>): string {
+  const names = [...new Set(rounds.flatMap((r) => Object.keys(r)))];
+  return names.map((name) => `${name} ${median(rounds.map((r) => r[name] ?? 0)).toFixed(0)}`).join(', ');
+}

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -93,6 +94,36 @@ describe('bad input to the agent API', () => {
     expect((await t.client.request('POST', '/v1/vms', goodSpec('other'))).status).toBe(409);
     expect(snapshotState()).toBe(before);
     expect((await t.client.request('DELETE', `/v1/vms/${first.body.id}`)).status).toBe(204);
+  });
+});
+
+describe('a start that makes its volumes (StartRequest.ensure)', () => {
+  it('refuses, changing nothing, when an import or a clone\'s base is missing; otherwise makes the clone and boots', async () => {
+    const id = randomUUID();
+    const spec = { ...goodSpec('ensured'), id, disks: [{ pool: 'default', volume: 'ensured.root.qcow2' }] };
+    const clone = { name: 'ensured.root.qcow2', cloneOf: app.root };
+    const start = (volumes: unknown[]) => t.client.request<{ state?: string; error?: { code: string; message: string; details: { missingVolumes: string[] } } }>('POST', `/v1/vms/${id}/start`, { spec, ensure: { pool: 'default', volumes } });
+    const before = snapshotState();
+    // An import the host does not have: the start does not import (the manager does, apart).
+    const noKernel = await start([{ name: 'absent.kernel', importFrom: '/nonexistent/vmlinuz', format: 'raw' }, clone]);
+    expect(noKernel.status).toBe(404);
+    expect(noKernel.body.error).toMatchObject({ code: 'not_found', details: { missingVolumes: ['absent.kernel'] } });
+    expect(noKernel.body.error!.message).toMatch(/lacks "absent.kernel"/);
+    // A clone whose base is not in the pool.
+    const noBase = await start([{ name: 'ensured.root.qcow2', cloneOf: 'absent-base.qcow2' }]);
+    expect(noBase.body.error).toMatchObject({ code: 'not_found', details: { missingVolumes: ['absent-base.qcow2'] } });
+    expect(snapshotState()).toBe(before);
+    // Everything there but the VM's own clone: made, and the VM runs on it.
+    const started = await start([{ name: app.kernel, importFrom: '/nonexistent/vmlinuz', format: 'raw' }, { name: app.root, importFrom: '/nonexistent/root', format: 'qcow2' }, clone]);
+    expect(started.status).toBe(200);
+    expect(started.body.state).toBe('running');
+    expect(await readQcow2Header(path.join(t.stateDir, 'pools', 'default', 'ensured.root.qcow2'))).toMatchObject({ backing: app.root });
+    // Present now: a second start request with the same list leaves the clone as it is.
+    expect((await t.client.request('POST', `/v1/vms/${id}/force-off`, {})).status).toBe(200);
+    expect((await start([clone])).status).toBe(200);
+    expect((await t.client.request('POST', `/v1/vms/${id}/force-off`, {})).status).toBe(200);
+    expect((await t.client.request('DELETE', `/v1/vms/${id}`)).status).toBe(204);
+    expect((await t.client.request('DELETE', '/v1/pools/default/volumes/ensured.root.qcow2')).status).toBe(204);
   });
 });
 

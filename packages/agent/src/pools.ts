@@ -412,6 +412,47 @@ export class PoolRegistry {
   private readonly creating = new Map<string, Promise<unknown>>();
 
   /** Runs `make` for a new volume, after any earlier creation of the same name has ended (no race on its temporary file). */
+  /**
+   * The volumes a start needs (`StartRequest.ensure`): those that exist are left as they
+   * are; missing thin clones and empty disks are made. A missing import, or a clone whose
+   * base is missing, is returned (nothing is made then): a start does not wait for imports.
+   */
+  async ensureForStart(poolName: string, volumes: VolumeCreate[]): Promise<{ missing: string[] }> {
+    const present = new Map(await Promise.all(volumes.map(async (v) => [v.name, await this.exists(poolName, v.name)] as const)));
+    const has = async (name: string) => present.get(name) ?? (await this.exists(poolName, name));
+    const wanted = volumes.filter((v) => !present.get(v.name));
+    const missing: string[] = [];
+    for (const volume of wanted) {
+      if ('importFrom' in volume) missing.push(volume.name);
+      else if ('cloneOf' in volume && !(await has(volume.cloneOf))) missing.push(volume.cloneOf);
+    }
+    if (missing.length > 0) return { missing: [...new Set(missing)] };
+    await Promise.all(
+      wanted.map(async (volume) => {
+        try {
+          await this.createVolume(poolName, volume);
+        } catch (cause) {
+          // Made meanwhile by another request: it is there, which is what the start needs.
+          if (!(isDroverError(cause) && cause.code === 'conflict')) throw cause;
+        }
+      }),
+    );
+    return { missing: [] };
+  }
+
+  /** The import running on this host, which the next one waits for. */
+  private importing: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Imports run one at a time on a host, whoever asks (each is a qemu-img convert
+   * under its own memory limit): a manager may ask for all of a VM's volumes at once.
+   */
+  private async oneImportAtATime(run: () => Promise<void>): Promise<void> {
+    const turn = this.importing.then(run);
+    this.importing = turn.catch(() => undefined);
+    await turn;
+  }
+
   private async oneAtATime<T>(poolName: string, volume: string, make: () => Promise<T>): Promise<T> {
     const key = `${poolName}/${volume}`;
     const earlier = this.creating.get(key);
@@ -555,8 +596,10 @@ export class PoolRegistry {
         await this.createThinClone(base, volumeFormat(request.cloneOf), partial, request.sizeBytes);
       } else if ('importFrom' in request) {
         const source = await resolveImportSource(request.importFrom, this.importDirs);
-        await QemuImg.inspectUntrusted(source, request.format);
-        await QemuImg.convert(source, request.format, partial, format);
+        await this.oneImportAtATime(async () => {
+          await QemuImg.inspectUntrusted(source, request.format);
+          await QemuImg.convert(source, request.format, partial, format);
+        });
       } else {
         await QemuImg.create(partial, format, request.sizeBytes);
       }

@@ -119,16 +119,6 @@ export const StopRequest = Type.Object(
 );
 export type StopRequest = Static<typeof StopRequest>;
 
-/**
- * `POST /v1/vms/:vm/start`. With `spec`, the VM is defined first when the host
- * does not have it, or its definition replaced when it is stopped (as `PUT`
- * would): one request for what would be a define and a start.
- */
-export const StartRequest = Type.Object(
-  { spec: Type.Optional(VmSpec) },
-  { additionalProperties: false },
-);
-export type StartRequest = Static<typeof StartRequest>;
 
 export const SnapshotRequest = Type.Object(
   { name: Name, withMemory: Type.Optional(Type.Boolean({ description: 'Include RAM and device state (running VMs; default true)' })) },
@@ -196,6 +186,34 @@ export const VolumeCreate = Type.Union([
   ),
 ]);
 export type VolumeCreate = Static<typeof VolumeCreate>;
+
+/**
+ * `POST /v1/vms/:vm/start`. With `spec`, the VM is defined first when the host
+ * does not have it, or its definition replaced when it is stopped (as `PUT`
+ * would): one request for what would be a define and a start. With `ensure`,
+ * the volumes the VM boots from are checked and its own made first, so a start
+ * on a host that has the VM's image needs no other request.
+ */
+export const StartRequest = Type.Object(
+  {
+    spec: Type.Optional(VmSpec),
+    ensure: Type.Optional(Type.Object(
+      {
+        pool: Name,
+        volumes: Type.Array(VolumeCreate, { maxItems: 64 }),
+      },
+      {
+        additionalProperties: false,
+        description:
+          'Volumes the start needs, as volume creations: one that exists is left as it is; a missing thin clone or empty disk is made; ' +
+          'a missing import, or a clone whose base is missing, refuses the start with not_found and details.missingVolumes, changing nothing ' +
+          '(imports are slow: the manager makes them in a step of their own, then starts again)',
+      },
+    )),
+  },
+  { additionalProperties: false },
+);
+export type StartRequest = Static<typeof StartRequest>;
 
 export const VolumeResize = Type.Object(
   { sizeBytes: Type.Integer({ minimum: 1024 * 1024, maximum: 64 * 1024 ** 4 }) },

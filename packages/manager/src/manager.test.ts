@@ -157,6 +157,20 @@ describe('manager with a joined agent', () => {
     expect((await api<{ state: string }>('POST', '/api/v1/vms/auto/force-off?wait=true', {})).body.state).toBe('done');
   });
 
+  it('imports an image in a step of its own on a host without it; later starts bring their volumes in the start request', async () => {
+    const second = await api<{ id: string }>('POST', '/api/v1/vms', { name: 'second', image: 'counter', memoryMiB: 128 });
+    expect((await api<{ state: string }>('POST', `/api/v1/vms/${second.body.id}/start?wait=true`, {})).body.state).toBe('done');
+    const starts = (await manager.store.operations.list({ limit: 1000, filter: { kind: 'vm.start' } })).items.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    const phases = (op: (typeof starts)[number]) => op.journal.map((entry) => entry.phase);
+    // The host's first start: refused by the host for the missing image (nothing started), imported, booted.
+    expect(phases(starts[0]!)).toEqual(['prepare', 'boot', 'import', 'boot', 'confirm']);
+    expect(starts[0]!.journal[2]!.note).toMatch(/lacks .*kernel/);
+    // This one: its clones made by the start request itself, one request to the host.
+    expect(phases(starts.at(-1)!)).toEqual(['prepare', 'boot', 'confirm']);
+    expect((await agent.vms.get(second.body.id)).state).toBe('running');
+    expect((await api<{ state: string }>('POST', '/api/v1/vms/second/force-off?wait=true', {})).body.state).toBe('done');
+  });
+
   it('streams changes over SSE and WebSocket, and refuses to cancel an ended operation', async () => {
     const ws = new WebSocket(`${manager.url.replace('http', 'ws')}/api/v1/events/ws`, { headers: { authorization: `Bearer ${manager.adminToken}` } });
     await new Promise((resolve, reject) => {

@@ -244,6 +244,25 @@ describe('drover user|role|project|token|audit', () => {
 });
 
 describe('audit log', () => {
+  it('writes an action\'s record with the operation it submits: one record, the answer\'s status, in the chain', async () => {
+    const auditOf = async (id: string) => (await lastAudit('&action=DELETE')).filter((r) => (r as unknown as { target: string }).target === `/api/v1/vms/${id}`);
+    // Answered 202 at once, and 200 when waited for: one record each, as answered.
+    for (const [name, query, status] of [['audit-a', '', 202], ['audit-b', '?wait=true', 200]] as const) {
+      const vm = await call(admin(), 'POST', '/api/v1/vms', { name, image: 'counter' });
+      expect(vm.status).toBe(201);
+      const id = vm.body['id'] as string;
+      const removed = await call(admin(), 'DELETE', `/api/v1/vms/${id}${query}`);
+      expect(removed.status).toBe(status);
+      await call(admin(), 'GET', `/api/v1/operations/${removed.body['id'] as string}`);
+      expect(await auditOf(id)).toEqual([expect.objectContaining({ actor: 'admin', decision: 'allow', status, action: 'DELETE /api/v1/vms/:id' })]);
+    }
+    // A refused submission writes no operation and is recorded as answered.
+    const missing = await call(admin(), 'DELETE', '/api/v1/vms/no-such-vm');
+    expect(missing.status).toBe(404);
+    expect(await auditOf('no-such-vm')).toEqual([expect.objectContaining({ decision: 'error', status: 404 })]);
+    expect((await call(admin(), 'GET', '/api/v1/audit/verify')).body).toMatchObject({ ok: true });
+  });
+
   it('records changes with who, what, from where; exports JSON lines; a modified record makes verify fail', async () => {
     const records = await lastAudit();
     const created = records.find((r) => r.action === 'POST /api/v1/users' && r.status === 201);

@@ -1,4 +1,5 @@
 import type { Principal, RequestAccess } from './access.service.js';
+import type { RequestAudit } from './request-audit.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -18,6 +19,8 @@ declare module 'fastify' {
     auditDenial?: string;
     /** Who the audit log names when no one is signed in (the user name of a failed sign-in). */
     auditActor?: string;
+    /** The audit record an operation this request submits commits with (access/request-audit.ts). */
+    requestAudit?: RequestAudit;
     /** The store's change token, read once when a bearer token was checked (`Store.changeToken`; undefined on PostgreSQL). */
     changeToken?: { value: string | undefined };
   }

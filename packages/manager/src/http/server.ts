@@ -31,6 +31,8 @@ import {
 } from '@drover/api';
 import type { Store } from '../store/index.js';
 import type { OperationRecord } from '../store/types.js';
+import type { AuditDecision, NewAuditRecord } from '../store/access-types.js';
+import { withRequestAudit } from '../access/request-audit.js';
 import type { EventHub } from './event-hub.js';
 import type { HostService } from '../hosts/host.service.js';
 import { publicHost } from '../hosts/host.service.js';
@@ -301,6 +303,16 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     const vm = await o.store.vms.tryGet(op.targetId);
     return vm !== undefined && o.access.reaches(access, await o.access.scopedVm(vm));
   }
+  /** The audit log's record of a request. */
+  const auditRecord = (request: FastifyRequest, status: number, decision: AuditDecision, reason: string): NewAuditRecord => ({
+    actor: request.principal?.user ?? request.auditActor ?? 'anonymous',
+    action: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]!}`,
+    target: request.url.split('?')[0]!.slice(0, 512),
+    source: request.ip,
+    decision,
+    reason: reason.slice(0, 1000),
+    status,
+  });
   // Every change and every denial goes to the audit log before the answer leaves.
   app.addHook('onSend', async (request, reply, payload) => {
     const status = reply.statusCode;
@@ -316,16 +328,10 @@ export async function buildManagerServer(o: ManagerServerOptions) {
       }
     }
     if (!reason) reason = request.routeOptions.config?.permission ?? 'no route';
+    // Written with the operation the request submitted, as this answer says (access/request-audit.ts).
+    if (request.requestAudit?.written && request.requestAudit.entry.status === status && !denied) return payload;
     try {
-      await o.store.audit.append({
-        actor: request.principal?.user ?? request.auditActor ?? 'anonymous',
-        action: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]!}`,
-        target: request.url.split('?')[0]!.slice(0, 512),
-        source: request.ip,
-        decision: denied ? 'deny' : status >= 400 ? 'error' : 'allow',
-        reason: reason.slice(0, 1000),
-        status,
-      });
+      await o.store.audit.append(auditRecord(request, status, denied ? 'deny' : status >= 400 ? 'error' : 'allow', reason));
     } catch (error) {
       request.log.error({ err: error }, 'cannot write the audit log');
     }
@@ -364,7 +370,11 @@ export async function buildManagerServer(o: ManagerServerOptions) {
         return reply.status(previous.status).header('idempotent-replay', 'true').send(previous.response);
       }
     }
-    const answer = await run(key);
+    // An operation the request submits is answered 202 (200 when waited for): its audit record
+    // commits with the operation (access/request-audit.ts); the onSend hook writes one otherwise.
+    const status = (request.query as { wait?: boolean } | undefined)?.wait ? 200 : 202;
+    request.requestAudit = { entry: auditRecord(request, status, 'allow', request.routeOptions.config?.permission ?? 'no route'), written: false };
+    const answer = await withRequestAudit(request.requestAudit, () => run(key));
     if (key) await o.store.idempotency.put({ key, actor: actor(request), requestHash, status: answer.status, response: answer.body });
     return reply.status(answer.status).send(answer.body);
   }
@@ -588,7 +598,7 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     publicOperation(await o.runner.cancel(request.params.id, actor(request))),
   );
   app.get('/api/v1/operations/:id', { config: { permission: 'operation.read' }, schema: { tags: ['operations'], summary: 'Show an operation', params: OpRef, response: { 200: Operation, ...errorResponses } } }, async (request) =>
-    publicOperation(await o.store.operations.get(request.params.id)),
+    publicOperation(await o.runner.get(request.params.id)),
   );
 
   // ---------------------------------------------------------------- events

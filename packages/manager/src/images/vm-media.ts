@@ -218,22 +218,16 @@ export async function prepareVmMedia(
     const manifest = await deps.images.manifest(image);
     const prefix = `${image.name}-${image.version}`;
     const data = `${vm.id}.data.qcow2`;
-    // Imports one at a time, as before (each is a qemu-img convert under its own memory limit);
-    // on a host that has the image they are quick 409s.
-    let imports: Promise<unknown> = Promise.resolve();
-    const importOnce = (body: Record<string, unknown>) => {
-      const next = imports.then(() => ensure(body));
-      imports = next.catch(() => undefined);
-      return next;
-    };
-    // A clone is asked for first, alongside the imports: on a host that has the image it is all
-    // there is to do. Only when its base is missing (404) does it wait for the base's import.
+    // All asked for at once: on a host that has the image the imports are quick 409s and the
+    // clones all there is to do (the agent runs its imports one at a time, each a qemu-img
+    // convert under its own memory limit). Only a clone whose base is missing (404) waits for
+    // the base's import.
     const cloneOf = async (base: Record<string, unknown> & { name: string }, clone: string) => {
       try {
         await ensure({ name: clone, cloneOf: base.name });
       } catch (error) {
         if (!(error instanceof DroverError && error.code === 'not_found')) throw error;
-        await importOnce(base);
+        await ensure(base);
         await ensure({ name: clone, cloneOf: base.name });
       }
     };
@@ -241,8 +235,8 @@ export async function prepareVmMedia(
     const dataBase = manifest.dataDisk ? { name: `${prefix}.data.qcow2`, importFrom: manifest.dataDisk, format: 'qcow2' } : undefined;
     // A start waits for the slowest of these, not for their sum.
     await allSettled([
-      importOnce({ name: `${prefix}.kernel`, importFrom: manifest.kernel, format: 'raw' }),
-      importOnce({ name: `${prefix}.initrd`, importFrom: manifest.initrd, format: 'raw' }),
+      ensure({ name: `${prefix}.kernel`, importFrom: manifest.kernel, format: 'raw' }),
+      ensure({ name: `${prefix}.initrd`, importFrom: manifest.initrd, format: 'raw' }),
       ...(media.bootVolume ? [] : [cloneOf(rootBase, root)]),
       ...(dataBase ? [cloneOf(dataBase, data)] : []),
     ]);

@@ -8,6 +8,7 @@ import { openSqliteStore } from '../store/sqlite-store.js';
 import type { Store } from '../store/index.js';
 import { EventHub } from '../http/event-hub.js';
 import { OperationRunner, type OperationContext } from './operation-runner.js';
+import { withRequestAudit, type RequestAudit } from '../access/request-audit.js';
 
 /**
  * Cancellation as the runner implements it, on the real embedded store. The
@@ -117,6 +118,74 @@ describe('cancelling operations', () => {
     const op = await runner.submit({ kind: 'test.badundo', targetKind: 'vm', targetId: 't5', actor: 'alice' }, 'T5');
     await g.atGate;
     expect((await runner.cancel(op.id, 'alice')).state).toBe('failed');
+  });
+});
+
+describe('a phase entered without a commit (mark)', () => {
+  it('is the phase at once for cancels, is written with the next write, and its journal entry keeps its place', async () => {
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let reached!: () => void;
+    const atBoot = new Promise<void>((r) => (reached = r));
+    runner.register('test.mark', {
+      run: async (ctx) => {
+        await ctx.phase('download', 10);
+        ctx.mark('boot', 60, 'asking the host');
+        reached();
+        await released;
+        await ctx.progress(80);
+        await ctx.phase('settle', 90);
+        return {};
+      },
+      recover: async () => ({}),
+      compensate: async () => undefined,
+      cancellable: (op) => op.phase === 'download',
+    });
+    const seq = await store.events.lastSeq();
+    const op = await runner.submit({ kind: 'test.mark', targetKind: 'vm', targetId: 't8', actor: 'alice' }, 'T8');
+    await atBoot;
+    // Not in the store yet (no commit of its own), but what the runner shows (GET /operations/:id)…
+    expect((await store.operations.get(op.id)).phase).toBe('download');
+    expect((await runner.get(op.id)).phase).toBe('boot');
+    // …but a cancel sees it: refused, and the operation goes on.
+    expect(await rejectionOf(runner.cancel(op.id, 'alice'))).toMatchObject({ code: 'conflict', message: expect.stringContaining('"boot"') });
+    release();
+    const ended = await runner.wait(op.id, 10_000);
+    expect(ended.state).toBe('done');
+    expect(ended.journal.map((j) => [j.phase, j.note])).toEqual([
+      ['download', undefined],
+      ['boot', 'asking the host'],
+      ['settle', undefined],
+    ]);
+    // The progress write after the mark carried the phase: boot is seen, in order, without a write of its own.
+    const phases = (await store.events.since(seq)).filter((e) => e.objectId === op.id).map((e) => (e.data as { phase: string; progress: number }));
+    // Created pending, marked running (still "pending" as its phase), then one write per step.
+    expect(phases.map((p) => `${p.phase} ${p.progress}`)).toEqual(['pending 0', 'pending 0', 'download 10', 'boot 80', 'settle 90', 'done 100']);
+  });
+});
+
+describe('the submitting request\'s audit record', () => {
+  it('commits with the operation, before the operation acts; a refused submission leaves it unwritten', async () => {
+    const g = gated('download');
+    runner.register('test.audited', g.handler);
+    const entry = { actor: 'alice', action: 'POST /api/v1/things/:id/act', target: '/api/v1/things/t9/act', source: '127.0.0.1', decision: 'allow' as const, reason: 'thing.act', status: 202 };
+    const before = (await store.audit.list({ limit: 1000 })).length;
+    const audit: RequestAudit = { entry, written: false };
+    const op = await withRequestAudit(audit, () => runner.submit({ kind: 'test.audited', targetKind: 'vm', targetId: 't9', actor: 'alice' }, 'T9'));
+    await g.atGate;
+    // The handler has not finished: the record is there already, once.
+    expect(audit.written).toBe(true);
+    const records = (await store.audit.list({ limit: 1000 }));
+    expect(records.length).toBe(before + 1);
+    expect(records.filter((r) => r.target === entry.target)).toEqual([expect.objectContaining({ ...entry })]);
+    // A second submission on the busy target is refused: its request's record is left to the HTTP layer.
+    const refused: RequestAudit = { entry: { ...entry, target: '/api/v1/things/t9/again' }, written: false };
+    expect(await rejectionOf(withRequestAudit(refused, () => runner.submit({ kind: 'test.audited', targetKind: 'vm', targetId: 't9', actor: 'alice' }, 'T9')))).toMatchObject({ code: 'conflict' });
+    expect(refused.written).toBe(false);
+    expect((await store.audit.list({ limit: 1000 })).length).toBe(before + 1);
+    g.release();
+    expect((await runner.wait(op.id, 10_000)).state).toBe('done');
+    expect((await store.audit.verify()).ok).toBe(true);
   });
 });
 

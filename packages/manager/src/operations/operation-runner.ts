@@ -4,6 +4,7 @@ import { DroverError, errors, isDroverError } from '@drover/core';
 import type { Store } from '../store/index.js';
 import type { NewEvent, OperationRecord } from '../store/types.js';
 import type { EventHub } from '../http/event-hub.js';
+import { takeRequestAudit } from '../access/request-audit.js';
 
 /** What an operation handler may do while it runs. */
 export interface OperationContext {
@@ -14,6 +15,13 @@ export interface OperationContext {
    * phase that starts with a write, e.g. a migration's owner flip, needs no second one).
    */
   phase(name: string, progress: number, note?: string, also?: JoinedWrites): Promise<void>;
+  /**
+   * Enters a phase that needs no commit of its own: one that a recovery would not act on
+   * differently (it asks the host either way) and that matters only to this manager, e.g. a
+   * start's `boot`, after which a cancel is refused. The operation is in it at once for
+   * `cancellable` and `signal`; its journal entry is written with the operation's next write.
+   */
+  mark(name: string, progress: number, note?: string): void;
   /** Reports progress within a phase (not journaled): the percentage, and live figures shown as the running operation's `result`. */
   progress(progress: number, detail?: Record<string, unknown>): Promise<void>;
   /**
@@ -89,6 +97,8 @@ export class OperationRunner {
   private readonly handlers = new Map<string, OperationHandler>();
   private readonly running = new Map<string, Promise<void>>();
   private readonly cancels = new Map<string, AbortController>();
+  /** The operations running here as their handlers see them (a phase entered by `mark` is not in the store yet). */
+  private readonly live = new Map<string, () => OperationRecord>();
   /** This manager's id in the cluster (cluster/): every operation it creates or adopts is claimed under it. */
   private owner: string | undefined;
 
@@ -134,6 +144,7 @@ export class OperationRunner {
       throw errors.conflict(`${label} is busy with operation ${busy.id} (${busy.kind}, ${busy.phase})`, { operationId: busy.id });
     }
     let first: NewEvent[] = [];
+    let audited = () => undefined as void;
     const op = await this.recorded(async (tx) => {
       // Checked again under a lock on the target: another manager may be submitting on it right now.
       await tx.cluster.lockTarget(request.targetId);
@@ -161,8 +172,11 @@ export class OperationRunner {
           : {}),
       });
       if (this.owner) await tx.cluster.claim(created.id, this.owner);
+      // The request's audit record commits with its operation (access/request-audit.ts).
+      audited = await takeRequestAudit(tx);
       return created;
     }, () => first);
+    audited();
     this.start(op, handler, 'run');
     return op;
   }
@@ -204,6 +218,23 @@ export class OperationRunner {
     let op = initial;
     const logger = this.logger.child({ op: op.id, kind: op.kind });
     let last: { name: string; at: string; also: JoinedWrites } | undefined;
+    // A phase entered by `mark` and not written yet: every write of the operation carries it.
+    let marked = false;
+    const save = async (patch: Parameters<Store['operations']['update']>[1]) => {
+      const unsaved = marked ? { phase: op.phase, progress: op.progress, journal: op.journal } : {};
+      marked = false;
+      op = await this.update(op, { ...unsaved, ...patch });
+    };
+    const enter = (name: string, progress: number, note?: string) => {
+      // A cancel stops the next phase, unless the operation is already past the point where it could be cancelled.
+      if (signal.aborted && handler.cancellable?.(op) !== false) signal.throwIfAborted();
+      return {
+        phase: name,
+        progress: Math.max(0, Math.min(100, Math.round(progress))),
+        journal: [...op.journal, { phase: name, at: new Date().toISOString(), ...(note ? { note } : {}) }],
+      };
+    };
+    this.live.set(op.id, () => op);
     const ctx: OperationContext = {
       get op() {
         return op;
@@ -211,13 +242,8 @@ export class OperationRunner {
       logger,
       signal,
       phase: async (name, progress, note, also) => {
-        // A cancel stops the next phase, unless the operation is already past the point where it could be cancelled.
-        if (signal.aborted && handler.cancellable?.(op) !== false) signal.throwIfAborted();
-        const patch = {
-          phase: name,
-          progress: Math.max(0, Math.min(100, Math.round(progress))),
-          journal: [...op.journal, { phase: name, at: new Date().toISOString(), ...(note ? { note } : {}) }],
-        };
+        const patch = enter(name, progress, note);
+        marked = false;
         if (!also) {
           op = await this.update(op, patch);
           return;
@@ -231,18 +257,22 @@ export class OperationRunner {
           () => joined,
         );
       },
+      mark: (name, progress, note) => {
+        op = { ...op, ...enter(name, progress, note) };
+        marked = true;
+      },
       progress: async (progress, detail) => {
-        op = await this.update(op, { progress: Math.max(0, Math.min(100, Math.round(progress))), ...(detail ? { result: detail } : {}) });
+        await save({ progress: Math.max(0, Math.min(100, Math.round(progress))), ...(detail ? { result: detail } : {}) });
       },
       lastPhase: (name, also) => {
         last = { name, at: new Date().toISOString(), also };
       },
     };
     try {
-      if (op.state === 'pending') op = await this.update(op, { state: 'running', startedAt: new Date().toISOString() });
+      if (op.state === 'pending') await save({ state: 'running', startedAt: new Date().toISOString() });
       const result = mode === 'run' ? await handler.run(ctx) : await handler.recover(ctx);
       const finished = { state: 'done', progress: 100, phase: 'done', result: result ?? null, finishedAt: new Date().toISOString() } as const;
-      if (last === undefined) op = await this.update(op, finished);
+      if (last === undefined) await save(finished);
       else {
         // The last phase's writes first, so its events (the VM's new state) come before the operation's end.
         const { name, at, also } = last;
@@ -270,11 +300,13 @@ export class OperationRunner {
       }
       // Cancelled means stopped and undone; a cancel whose undo failed is a failure.
       if (signal.aborted && (state === 'rolled_back' || !handler.compensate)) state = 'cancelled';
-      op = await this.update(op, {
+      await save({
         state,
         error: { code: error.code, message: error.message, details: error.details },
         finishedAt: new Date().toISOString(),
       });
+    } finally {
+      this.live.delete(op.id);
     }
   }
 
@@ -321,7 +353,7 @@ export class OperationRunner {
    * for the end, then undo it with the opposite action.
    */
   async cancel(id: string, actor: string): Promise<OperationRecord> {
-    const op = await this.store.operations.get(id);
+    const op = await this.get(id);
     if (!active.includes(op.state as (typeof active)[number])) {
       throw errors.conflict(`Operation ${id} has already ended (${op.state})`, { state: op.state });
     }
@@ -335,6 +367,11 @@ export class OperationRunner {
     }
     controller.abort(errors.cancelled(`Cancelled by ${actor} in phase "${op.phase}"`, { actor, phase: op.phase }));
     return this.wait(id, 60_000);
+  }
+
+  /** The operation as it is now: as its handler sees it when it runs here (with a phase entered by `mark`), else as stored. */
+  async get(id: string): Promise<OperationRecord> {
+    return this.live.get(id)?.() ?? this.store.operations.get(id);
   }
 
   /** Resolves with the operation once it has ended (or as it is at the timeout). */

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { DroverError, errors, placeVm, type HostCandidate, type PlacementRequest } from '@drover/core';
-import type { EvacuationPolicy, Vm, VmCreate, VmEdit, VmInfo, VmSpec } from '@drover/api';
+import type { EvacuationPolicy, Vm, VmCreate, VmEdit, VmInfo, VmSpec, VolumeCreate } from '@drover/api';
 import type { Store } from '../store/index.js';
 import { listEvery } from '../store/paging.js';
 import type { HostRecord, NewEvent, OperationRecord, VmRecord } from '../store/types.js';
@@ -147,7 +147,7 @@ export class VmService {
     o.runner.register('vm.start', {
       ...handler('vm.start', (ctx, vm, host) => this.runStart(ctx, vm, host)),
       // Until QEMU is asked to boot: disks may still be importing; the compensation releases the reservation.
-      cancellable: (op) => op.phase === 'pending' || op.phase === 'prepare',
+      cancellable: (op) => op.phase === 'pending' || op.phase === 'prepare' || op.phase === 'import',
     });
     for (const action of ['stop', 'force-off', 'pause', 'resume', 'reset', 'save', 'restore']) {
       o.runner.register(`vm.${action}`, handler(`vm.${action}`, (ctx, vm, host) => this.runSimple(ctx, vm, host, action)));
@@ -470,12 +470,17 @@ export class VmService {
    * default pool. The volumes are made here; the definition is returned, to
    * travel with the start (`runStart`).
    */
-  private async prepareOnHost(ctx: OperationContext, vm: VmRecord, host: HostRecord): Promise<VmSpec> {
+  private async prepareOnHost(ctx: OperationContext, vm: VmRecord, host: HostRecord, deferred?: VolumeCreate[]): Promise<VmSpec> {
     const spec = specOf(vm);
     // Create what is missing; a 409 means it is already there (listing the pool would
-    // cost a qemu-img call per volume on the host).
+    // cost a qemu-img call per volume on the host). With `deferred`, the volumes are
+    // only collected: the start request asks the host for them (see runStart).
     const ensure = async (body: Record<string, unknown>) => {
       ctx.signal.throwIfAborted(); // a cancelled start stops between imports
+      if (deferred) {
+        deferred.push(body as VolumeCreate);
+        return;
+      }
       try {
         await this.o.link.createVolume(host, pool, body);
       } catch (error) {
@@ -508,16 +513,33 @@ export class VmService {
   private async runStart(ctx: OperationContext, vm: VmRecord, host: HostRecord): Promise<unknown> {
     // Journaled with the operation's creation (the placement), unless it was submitted without it.
     if (ctx.op.phase !== 'prepare') await ctx.phase('prepare', 10, `placed on ${host.name}`);
-    const agentSpec = await this.prepareOnHost(ctx, vm, host);
+    // The volumes the VM needs travel with the start: on a host that has its image, the
+    // start request makes its clones and boots it, with no request of their own.
+    const volumes: VolumeCreate[] = [];
+    const agentSpec = await this.prepareOnHost(ctx, vm, host, volumes);
     // The taps, bridges, leases and rules of the VM's NICs exist on the host before QEMU opens them.
     if (agentSpec.nics?.some((nic) => nic.mode === 'tap')) {
       await ctx.phase('network', 55, 'network state pushed to the host');
       await this.networks.pushHost(host.id);
     }
-    await ctx.phase('boot', 60);
+    // From here a cancel is refused. No commit of its own: a recovery asks the host whether QEMU
+    // runs whatever the phase, so `boot` is journaled with the operation's next write.
+    ctx.mark('boot', 60);
     // One request defines the VM on the host (or rewrites its definition there when it is
     // stopped: an edit, a new cloud-init) and starts it; a running or saved VM is refused as is.
-    const info = await this.o.link.action(host, vm.id, 'start', { spec: agentSpec }, 120_000);
+    const start = (ensure?: VolumeCreate[]) => this.o.link.action(host, vm.id, 'start', { spec: agentSpec, ...(ensure?.length ? { ensure: { pool, volumes: ensure } } : {}) }, 120_000);
+    let info: VmInfo;
+    try {
+      info = await start(volumes);
+    } catch (error) {
+      // The host lacks the image (nothing was started): import it in a step that may be
+      // cancelled again, as a first start on a host always did, then boot.
+      if (!(error instanceof DroverError && error.code === 'not_found' && Array.isArray(error.details.missingVolumes))) throw error;
+      ctx.mark('import', 30, `${host.name} lacks ${(error.details.missingVolumes as string[]).join(', ')}`);
+      await this.prepareOnHost(ctx, vm, host);
+      ctx.mark('boot', 60);
+      info = await start();
+    }
     return this.settle(ctx, vm.id, host, info);
   }
 
