@@ -5,11 +5,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rejectionOf } from '@drover/core';
 import { tempDir } from '@drover/agent/testing';
 import { defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig } from '../config.js';
 import { startManager, type RunningManager } from '../manager.js';
 import { authCall, type AuthAnswer } from '../testing/auth-call.js';
+import { withRequestAudit, type RequestAudit } from './request-audit.js';
 
 /**
  * Users, sessions, API tokens, rate limiting, projects with quotas and the
@@ -256,6 +258,18 @@ describe('audit log', () => {
       await call(admin(), 'GET', `/api/v1/operations/${removed.body['id'] as string}`);
       expect(await auditOf(id)).toEqual([expect.objectContaining({ actor: 'admin', decision: 'allow', status, action: 'DELETE /api/v1/vms/:id' })]);
     }
+    // A VM's definition commits its request's record (201) with it; a refused one writes none.
+    const entry = (status: number) => ({ actor: 'admin', action: 'POST /api/v1/vms', target: '/api/v1/vms', source: '127.0.0.1', decision: 'allow' as const, reason: 'vm.write', status });
+    const defined: RequestAudit = { entry, operationStatus: 202 };
+    let seq = 0;
+    for (let page = await manager.store.audit.list({ limit: 1000 }); page.length > 0; page = await manager.store.audit.list({ after: seq, limit: 1000 })) seq = page.at(-1)!.seq;
+    await withRequestAudit(defined, () => manager.vms.create({ name: 'audit-c', image: 'counter' }, 'admin'));
+    expect(defined.written).toBe(201);
+    expect((await manager.store.audit.list({ after: seq })).map((r) => r.status)).toEqual([201]);
+    const duplicate: RequestAudit = { entry, operationStatus: 202 };
+    expect(await rejectionOf(withRequestAudit(duplicate, () => manager.vms.create({ name: 'audit-c', image: 'counter' }, 'admin')))).toMatchObject({ code: 'conflict' });
+    expect(duplicate.written).toBeUndefined();
+    expect(await manager.store.audit.list({ after: seq + 1 })).toEqual([]);
     // A refused submission writes no operation and is recorded as answered.
     const missing = await call(admin(), 'DELETE', '/api/v1/vms/no-such-vm');
     expect(missing.status).toBe(404);

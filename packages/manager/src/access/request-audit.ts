@@ -6,38 +6,44 @@ import type { Store } from '../store/index.js';
  * A request's audit record, written with the store transaction that does what
  * the request asked instead of in a commit of its own after it.
  *
- * A request that submits an operation is answered 202 (or 200 with `?wait=true`)
- * once the operation exists, whatever the operation later does: its record is
- * known when the operation is created. The HTTP layer (`http/server.ts`,
- * `idempotent`) opens this scope with that record; the operation runner appends it
- * in the transaction that creates the operation (`takeRequestAudit`), and the
- * answer's `onSend` hook then writes no second record, unless the answer's status
- * turned out different (it is then recorded as usual, so the log holds the truth).
- * One fsync fewer per action, and an operation is never committed unaudited.
+ * The HTTP layer (`http/server.ts`, `idempotent`) opens this scope for a change
+ * request. The code that makes the request's one change appends the record in
+ * that change's transaction, with the status the request will be answered with
+ * once that transaction has committed: `OperationRunner.submit` (an operation is
+ * answered 202, or 200 with `?wait=true`, once it exists, whatever it then does)
+ * and `VmService.create` (201). The answer's `onSend` hook then writes no second
+ * record, unless the answer's status turned out different (it is then recorded
+ * as usual, so the log holds the truth). One fsync fewer per such request, and
+ * the change is never committed without its record.
  */
 export interface RequestAudit {
-  entry: NewAuditRecord;
-  /** Set once the transaction holding the record has committed. */
-  written: boolean;
+  /** The record, with the status given. */
+  entry: (status: number) => NewAuditRecord;
+  /** The status a request that submits an operation is answered with. */
+  operationStatus: number;
+  /** The status of the record written, once the transaction holding it has committed. */
+  written?: number;
 }
 
 const scope = new AsyncLocalStorage<RequestAudit>();
 
-/** Runs `fn` with `audit` as the record its first operation submission writes. */
+/** Runs `fn` in the scope of a request whose record may be written by its change (`takeRequestAudit`). */
 export function withRequestAudit<T>(audit: RequestAudit, fn: () => Promise<T>): Promise<T> {
   return scope.run(audit, fn);
 }
 
 /**
- * Inside a transaction: appends the current request's record if it has not been
- * written yet, and returns what to call once the transaction has committed (a
- * rolled-back transaction leaves the record to the answer's hook).
+ * Inside a transaction: appends the current request's record (answered with
+ * `status`, by default the operation status) if none was written yet, and returns
+ * what to call once the transaction has committed (a rolled-back transaction
+ * leaves the record to the answer's hook). Outside a request scope, nothing.
  */
-export async function takeRequestAudit(tx: Store): Promise<() => void> {
+export async function takeRequestAudit(tx: Store, status?: number): Promise<() => void> {
   const audit = scope.getStore();
-  if (!audit || audit.written) return () => undefined;
-  await tx.audit.append(audit.entry);
+  if (!audit || audit.written !== undefined) return () => undefined;
+  const answered = status ?? audit.operationStatus;
+  await tx.audit.append(audit.entry(answered));
   return () => {
-    audit.written = true;
+    audit.written = answered;
   };
 }

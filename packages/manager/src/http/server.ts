@@ -329,7 +329,7 @@ export async function buildManagerServer(o: ManagerServerOptions) {
     }
     if (!reason) reason = request.routeOptions.config?.permission ?? 'no route';
     // Written with the operation the request submitted, as this answer says (access/request-audit.ts).
-    if (request.requestAudit?.written && request.requestAudit.entry.status === status && !denied) return payload;
+    if (request.requestAudit?.written === status && !denied) return payload;
     try {
       await o.store.audit.append(auditRecord(request, status, denied ? 'deny' : status >= 400 ? 'error' : 'allow', reason));
     } catch (error) {
@@ -370,10 +370,10 @@ export async function buildManagerServer(o: ManagerServerOptions) {
         return reply.status(previous.status).header('idempotent-replay', 'true').send(previous.response);
       }
     }
-    // An operation the request submits is answered 202 (200 when waited for): its audit record
-    // commits with the operation (access/request-audit.ts); the onSend hook writes one otherwise.
-    const status = (request.query as { wait?: boolean } | undefined)?.wait ? 200 : 202;
-    request.requestAudit = { entry: auditRecord(request, status, 'allow', request.routeOptions.config?.permission ?? 'no route'), written: false };
+    // The request's audit record commits with its change where that change says so (an operation
+    // it submits, a VM it defines: access/request-audit.ts); the onSend hook writes it otherwise.
+    const permission = request.routeOptions.config?.permission ?? 'no route';
+    request.requestAudit = { entry: (status) => auditRecord(request, status, 'allow', permission), operationStatus: (request.query as { wait?: boolean } | undefined)?.wait ? 200 : 202 };
     const answer = await withRequestAudit(request.requestAudit, () => run(key));
     if (key) await o.store.idempotency.put({ key, actor: actor(request), requestHash, status: answer.status, response: answer.body });
     return reply.status(answer.status).send(answer.body);

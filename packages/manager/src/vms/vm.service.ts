@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { DroverError, errors, placeVm, type HostCandidate, type PlacementRequest } from '@drover/core';
+import { takeRequestAudit } from '../access/request-audit.js';
 import type { EvacuationPolicy, Vm, VmCreate, VmEdit, VmInfo, VmSpec, VolumeCreate } from '@drover/api';
 import type { Store } from '../store/index.js';
 import { listEvery } from '../store/paging.js';
@@ -240,6 +241,7 @@ export class VmService {
     const labels = (await labelsWithSecurity(this.policy, undefined, request.labels, request.securityLabel)) ?? {};
     // STE: a labelled VM may boot only an image it shares a type with.
     if (spec.imageId) await this.policy.checkResourceUse({ name: request.name, labels } as VmRecord, 'image', spec.imageId, `image "${spec.image}"`);
+    let audited = () => undefined as void;
     const { vm, event } = await this.o.store.transaction(async (tx) => {
       const vm = await tx.vms.create({
         name: request.name,
@@ -253,8 +255,11 @@ export class VmService {
       // (STE too: each network must share a type with the VM).
       const nics = await this.networks.bindNewVm(tx, vm, request.networks ?? []);
       await this.checkNetworksUse(tx, vm, nics);
+      // POST /vms is answered 201 once this commits: its audit record commits with it.
+      audited = await takeRequestAudit(tx, 201);
       return { vm, event: await tx.events.append(await this.vmEvent(tx, vm)) };
     });
+    audited();
     this.o.hub.publish(event);
     return vm;
   }
