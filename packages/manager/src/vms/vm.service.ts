@@ -409,8 +409,7 @@ export class VmService {
   async action(ref: string, action: string, params: Record<string, unknown>, actor: string, idempotencyKey?: string): Promise<OperationRecord> {
     const vm = await this.find(ref);
     this.checkState(vm, action === 'snapshot.create' || action === 'snapshot.revert' || action === 'snapshot.delete' ? 'snapshot' : action);
-    const busy = await this.o.runner.busyWith(vm.id);
-    if (busy) throw errors.conflict(`VM "${vm.name}" is busy with operation ${busy.id} (${busy.kind})`, { operationId: busy.id });
+    // A VM busy with another operation is refused by `submit` (409 naming the operation).
     const hostId = vm.hostId;
     const previousState = vm.state;
     // A start's placement and reservation commit with its operation, in one transaction: a refusal (409) leaves nothing.
