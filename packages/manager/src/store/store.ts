@@ -44,67 +44,101 @@ interface TransactionScope {
  * `openSqliteStore` or `openPostgresStore`; one small repository per table.
  */
 export class Store {
-  readonly hosts: HostRepository;
-  readonly vms: VmRepository;
-  readonly pools: PoolRepository;
-  readonly volumes: VolumeRepository;
-  readonly images: ImageRepository;
-  readonly operations: OperationRepository;
-  readonly apiTokens: ApiTokenRepository;
-  readonly joinTokens: JoinTokenRepository;
-  readonly idempotency: IdempotencyRepository;
-  readonly events: EventRepository;
-  readonly reservations: ReservationRepository;
+  get hosts(): HostRepository {
+    return this.#repository('hosts', () => new HostRepository(this.#context));
+  }
+  get vms(): VmRepository {
+    return this.#repository('vms', () => new VmRepository(this.#context));
+  }
+  get pools(): PoolRepository {
+    return this.#repository('pools', () => new PoolRepository(this.#context));
+  }
+  get volumes(): VolumeRepository {
+    return this.#repository('volumes', () => new VolumeRepository(this.#context));
+  }
+  get images(): ImageRepository {
+    return this.#repository('images', () => new ImageRepository(this.#context));
+  }
+  get operations(): OperationRepository {
+    return this.#repository('operations', () => new OperationRepository(this.#context));
+  }
+  get apiTokens(): ApiTokenRepository {
+    return this.#repository('apiTokens', () => new ApiTokenRepository(this.#context));
+  }
+  get joinTokens(): JoinTokenRepository {
+    return this.#repository('joinTokens', () => new JoinTokenRepository(this.#context));
+  }
+  get idempotency(): IdempotencyRepository {
+    return this.#repository('idempotency', () => new IdempotencyRepository(this.#context));
+  }
+  get events(): EventRepository {
+    return this.#repository('events', () => new EventRepository(this.#context));
+  }
+  get reservations(): ReservationRepository {
+    return this.#repository('reservations', () => new ReservationRepository(this.#context));
+  }
   /** The active sHype policy and the security labels of hosts and resources (0003_policy). */
-  readonly security: SecurityRepository;
+  get security(): SecurityRepository {
+    return this.#repository('security', () => new SecurityRepository(this.#context));
+  }
   /** Host power settings, evacuation records, power policy (power/). */
-  readonly power: PowerRepository;
-  readonly users: UserRepository;
-  readonly roles: RoleRepository;
-  readonly projects: ProjectRepository;
-  readonly audit: AuditLogRepository;
+  get power(): PowerRepository {
+    return this.#repository('power', () => new PowerRepository(this.#context));
+  }
+  get users(): UserRepository {
+    return this.#repository('users', () => new UserRepository(this.#context));
+  }
+  get roles(): RoleRepository {
+    return this.#repository('roles', () => new RoleRepository(this.#context));
+  }
+  get projects(): ProjectRepository {
+    return this.#repository('projects', () => new ProjectRepository(this.#context));
+  }
+  get audit(): AuditLogRepository {
+    return this.#repository('audit', () => new AuditLogRepository(this.#context));
+  }
   /** VMcasting: appliance metadata, publisher keys, channels, subscriptions, releases, follows. */
-  readonly vmcast: VmcastRepositories;
+  get vmcast(): VmcastRepositories {
+    return this.#repository('vmcast', () => new VmcastRepositories(this.#context));
+  }
   /** Several managers on one store: managers, leader, operation claims, sealed secrets (0011_cluster_leader). */
-  readonly cluster: ClusterRepository;
+  get cluster(): ClusterRepository {
+    return this.#repository('cluster', () => new ClusterRepository(this.#context));
+  }
   /** Labs: deployments of packages or lab manifests (0009_labs). */
-  readonly labs: LabRepository;
+  get labs(): LabRepository {
+    return this.#repository('labs', () => new LabRepository(this.#context));
+  }
   /** Networks, security groups, VM NICs on networks, host rules (0007_networks). */
-  readonly net: NetworkRepositories;
+  get net(): NetworkRepositories {
+    return this.#repository('net', () => new NetworkRepositories(this.#context));
+  }
   /** Appliance packages and the publisher keys trusted for them (0008_packages). */
-  readonly packages: PackageRepository;
-  readonly packageKeys: PackageTrustedKeyRepository;
+  get packages(): PackageRepository {
+    return this.#repository('packages', () => new PackageRepository(this.#context));
+  }
+  get packageKeys(): PackageTrustedKeyRepository {
+    return this.#repository('packageKeys', () => new PackageTrustedKeyRepository(this.#context));
+  }
 
   readonly #context: StoreContext;
   readonly #scopes: AsyncLocalStorage<TransactionScope>;
+  /** Repositories made on first use: a transaction's store is made for each transaction and uses a few. */
+  readonly #repositories = new Map<string, unknown>();
+
+  #repository<T>(name: string, make: () => T): T {
+    let repository = this.#repositories.get(name) as T | undefined;
+    if (repository === undefined) {
+      repository = make();
+      this.#repositories.set(name, repository);
+    }
+    return repository;
+  }
   #closed = false;
 
   private constructor(context: StoreContext, scopes: AsyncLocalStorage<TransactionScope>) {
     this.#context = context;
     this.#scopes = scopes;
-    this.hosts = new HostRepository(context);
-    this.vms = new VmRepository(context);
-    this.pools = new PoolRepository(context);
-    this.volumes = new VolumeRepository(context);
-    this.images = new ImageRepository(context);
-    this.operations = new OperationRepository(context);
-    this.apiTokens = new ApiTokenRepository(context);
-    this.joinTokens = new JoinTokenRepository(context);
-    this.idempotency = new IdempotencyRepository(context);
-    this.events = new EventRepository(context);
-    this.reservations = new ReservationRepository(context);
-    this.security = new SecurityRepository(context);
-    this.power = new PowerRepository(context);
-    this.users = new UserRepository(context);
-    this.roles = new RoleRepository(context);
-    this.projects = new ProjectRepository(context);
-    this.audit = new AuditLogRepository(context);
-    this.vmcast = new VmcastRepositories(context);
-    this.cluster = new ClusterRepository(context);
-    this.labs = new LabRepository(context);
-    this.net = new NetworkRepositories(context);
-    this.packages = new PackageRepository(context);
-    this.packageKeys = new PackageTrustedKeyRepository(context);
   }
 
   /** Migrates `db` and wraps it. For openSqliteStore / openPostgresStore; closes `db` when migrating fails. */
