@@ -555,7 +555,7 @@ export class VmService {
     ctx.lastPhase('confirm', async (tx) => {
       const updated = await tx.vms.update(vmId, { state, hostId: host.id, lastError: null });
       await tx.reservations.deleteByVm(vmId);
-      return [await this.vmEvent(tx, updated)];
+      return [vmUpdatedEvent(updated, host.name)];
     });
     return { state, host: host.name, ...(info?.pid ? { pid: info.pid } : {}) };
   }
