@@ -3,12 +3,13 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { qemuDhParamsPem } from '@drover/agent';
 import { tempDir, TestNetwork } from '@drover/agent/testing';
 import { buildAppliance, defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
 import { buildQemuArgv, killProcess, QemuImg, QmpClient, waitForExit, type QemuLaunchConfig } from '@drover/qemu';
-import { rawCounterConfig } from './raw-qemu.js';
-import { median, now, report } from './stats.js';
+import { qemuShapeOf, rawCounterConfig } from './raw-qemu.js';
+import { journalPhases, median, medianPhases, now, report } from './stats.js';
 
 /**
  * Live migration through Drover vs the same migration driven by raw QMP, with
@@ -28,10 +29,23 @@ import { median, now, report } from './stats.js';
  *  - where the time goes: Drover's parts from its operation journal (the request until
  *    the operation exists, each phase, the answer), the raw side's parts timed around its
  *    QMP steps; medians.
+ *
+ * Fairness: the rounds alternate (Drover, raw, Drover, raw…: a drift of the machine hits
+ * both), the guest not being moved is paused meanwhile, the raw QEMU gets the agent's
+ * device layout (PCIe root ports, NIC) read from its command line, and both sides' TLS
+ * servers get the same DH group (`qemuDhParamsPem`: without it QEMU generates one at every
+ * server object-add, 0.2–1 s). docs/migration.md ("Benchmark") has the figures.
  */
 export async function runMigrationBench(options: { smoke: boolean }): Promise<boolean> {
-  const rounds = options.smoke ? 1 : 4;
-  const kinds: Array<[string, string]> = options.smoke ? [['idle', '']] : [['idle', ''], ['dirty 32 MiB/s', 'drover.dirty_mib=32']];
+  const rounds = options.smoke ? 1 : Number(process.env.DROVER_BENCH_MIGRATION_ROUNDS ?? 12);
+  // QEMU's downtime-limit on both sides (the product's default is 300 ms; DROVER_BENCH_DOWNTIME_LIMIT_MS to measure others).
+  const downtimeLimitMs = Number(process.env.DROVER_BENCH_DOWNTIME_LIMIT_MS ?? 300);
+  // After a guest is resumed, before its round: its dirtying is steady again.
+  const settleMs = 1000;
+  // DROVER_BENCH_MIGRATION_KINDS=idle (or dirty) runs one kind only.
+  const only = process.env.DROVER_BENCH_MIGRATION_KINDS?.split(',');
+  const all: Array<[string, string]> = options.smoke ? [['idle', '']] : [['idle', ''], ['dirty 32 MiB/s', 'drover.dirty_mib=32']];
+  const kinds = all.filter(([kind]) => !only || only.includes(kind.split(' ')[0]!));
   const network = await TestNetwork.create(2);
   const dataDir = tempDir('bench-mig');
   const shared = tempDir('bench-mig-shared');
@@ -73,67 +87,90 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
     const counter = await buildAppliance('counter', { cacheDir: defaultApplianceCacheDir() });
 
     for (const [kind, cmdline] of kinds) {
-      // ---------------------------------------------------------------- Drover
-      const vm = await api<{ id: string }>('POST', '/api/v1/vms', { name: `bench-${kind.split(' ')[0]}`, image: 'counter', memoryMiB: 256, hostInclude: ['h1'], ...(cmdline ? { cmdline } : {}) });
-      await api('POST', `/api/v1/vms/${vm.id}/start?wait=true`, {});
+      const short = kind.split(' ')[0]!;
+      // Both guests of this kind run side by side; each round migrates one of them, Drover and raw QMP
+      // alternating (D, R, D, R…) so that a drift of the machine hits both. The guest that is not being
+      // migrated is paused meanwhile (a dirtying guest would take a core from the other's migration).
+      // ---------------------------------------------------------------- Drover's guest
+      const vm = await api<{ id: string }>('POST', '/api/v1/vms', { name: `bench-${short}`, image: 'counter', memoryMiB: 256, hostInclude: ['h1'], ...(cmdline ? { cmdline } : {}) });
+      const startOp = await api<{ result?: { pid?: number } }>('POST', `/api/v1/vms/${vm.id}/start?wait=true`, {});
+      // The raw side builds the same machine as the agent's QEMU: its PCIe root ports (their device state
+      // moves at the switchover too) and a NIC only if the agent's QEMU has one.
+      const shape = startOp.result?.pid ? qemuShapeOf(startOp.result.pid) : undefined;
+      if (!shape) throw new Error(`cannot read the device layout of the agent's QEMU (${JSON.stringify(startOp.result)})`);
+      const agentHasNic = readFileSync(`/proc/${startOp.result!.pid!}/cmdline`, 'utf8').split('\0').includes('-netdev');
+      process.stdout.write(`  ${kind}: the agent's QEMU has ${shape.layout.rootPorts.length} PCIe root port(s), ${agentHasNic ? 'a NIC' : 'no NIC'}, ${shape.accel}, ${shape.cpuModel}: the raw side gets the same\n`);
       await waitFor(async () => (await fetch(`${m.url}/api/v1/vms/${vm.id}/console/serial/log`, { headers: { authorization: `Bearer ${m.adminToken}` } }).then((r) => r.text())).includes('DROVER-COUNTER'), 180_000);
-      const droverTotal: number[] = [];
-      const droverDowntime: number[] = [];
-      const droverPhases: Array<Record<string, number>> = [];
-      for (let round = 0; round < rounds; round++) {
-        const to = round % 2 === 0 ? 'h2' : 'h1';
-        const started = now();
-        const wallStarted = Date.now();
-        const op = await api<{ id: string; state: string; result: { qemuDowntimeMs: number }; error: unknown }>('POST', `/api/v1/vms/${vm.id}/migrate?wait=true`, { to });
-        if (op.state !== 'done') throw new Error(`Drover migration ended ${op.state}: ${JSON.stringify(op.error)}`);
-        droverTotal.push(now() - started);
-        droverPhases.push(journalPhases(await m.store.operations.get(op.id), wallStarted, Date.now()));
-        droverDowntime.push(op.result.qemuDowntimeMs);
-      }
-      await api('POST', `/api/v1/vms/${vm.id}/force-off?wait=true`, {});
+      await api('POST', `/api/v1/vms/${vm.id}/pause?wait=true`, {});
 
-      // ---------------------------------------------------------------- raw QMP
+      // ---------------------------------------------------------------- raw QMP's guest
       const tls = network.hosts.map((_, index) => tlsDir(path.join(work, `tls-${index}`), stateDirs[index]!));
-      const disk = path.join(shared, `raw-${kind.split(' ')[0]}.qcow2`);
+      const disk = path.join(shared, `raw-${short}.qcow2`);
       rmSync(disk, { force: true });
       await QemuImg.createThinClone(counter.rootDisk, 'qcow2', disk, { relativeBacking: false });
       const uuid = randomUUID();
       const configOf = (index: number, incoming: boolean): QemuLaunchConfig => {
-        const dir = path.join(work, `${kind.split(' ')[0]}-${index}`);
+        const dir = path.join(work, `${short}-${index}`);
         mkdirSync(dir, { recursive: true });
+        const config = rawCounterConfig({ work: dir, kernel: counter.kernel, initrd: counter.initrd, cmdline: `${counter.cmdline} ${cmdline}`, disks: [{ nodeName: 'disk0', path: disk, format: 'qcow2' }], accel: shape.accel, cpuModel: shape.cpuModel, uuid, mac: '52:54:00:12:34:56', layout: shape.layout });
         return {
-          ...rawCounterConfig({ work: dir, kernel: counter.kernel, initrd: counter.initrd, cmdline: `${counter.cmdline} ${cmdline}`, disks: [{ nodeName: 'disk0', path: disk, format: 'qcow2' }], accel: 'tcg', cpuModel: 'qemu64', uuid, mac: '52:54:00:12:34:56' }),
+          ...config,
+          ...(agentHasNic ? {} : { nics: [] }),
           memoryMiB: 256,
           ...(incoming ? { startPaused: true, incomingDefer: true } : {}),
         };
       };
       let current = await rawStart(network.hosts[0]!.namespace, configOf(0, false), rawPids);
       await waitFor(async () => existsSync(configOf(0, false).serialLog) && readFileSync(configOf(0, false).serialLog, 'utf8').includes('DROVER-COUNTER'), 180_000);
+      await current.qmp.stop();
       let at = 0;
+
+      const droverTotal: number[] = [];
+      const droverDowntime: number[] = [];
+      const droverPhases: Array<Record<string, number>> = [];
       const rawTotal: number[] = [];
       const rawDowntime: number[] = [];
       const rawPhases: Array<Record<string, number>> = [];
       for (let round = 0; round < rounds; round++) {
-        const next = 1 - at;
+        // ------------------------------------------------------------ a Drover round
+        await api('POST', `/api/v1/vms/${vm.id}/resume?wait=true`, {});
+        await new Promise((r) => setTimeout(r, settleMs));
+        const to = round % 2 === 0 ? 'h2' : 'h1';
         const started = now();
-        const mark = phaseClock(started);
+        const wallStarted = Date.now();
+        const op = await api<{ id: string; state: string; result: { qemuDowntimeMs: number }; error: unknown }>('POST', `/api/v1/vms/${vm.id}/migrate?wait=true`, { to, ...(downtimeLimitMs !== 300 ? { downtimeMs: downtimeLimitMs } : {}) });
+        if (op.state !== 'done') throw new Error(`Drover migration ended ${op.state}: ${JSON.stringify(op.error)}`);
+        droverTotal.push(now() - started);
+        droverPhases.push(journalPhases(await m.store.operations.get(op.id), wallStarted, Date.now()));
+        droverDowntime.push(op.result.qemuDowntimeMs);
+        await api('POST', `/api/v1/vms/${vm.id}/pause?wait=true`, {});
+
+        // ------------------------------------------------------------ a raw QMP round
+        await current.qmp.cont();
+        await new Promise((r) => setTimeout(r, settleMs));
+        const next = 1 - at;
+        const rawStarted = now();
+        const mark = phaseClock(rawStarted);
         const dest = await rawStart(network.hosts[next]!.namespace, configOf(next, true), rawPids);
         mark('spawn destination');
         const address = network.hosts[next]!.address;
         const port = 49152 + Math.floor(Math.random() * 10000);
         await dest.qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[next], endpoint: 'server', 'verify-peer': true });
         await dest.qmp.execute('object-add', { 'qom-type': 'authz-simple', id: 'authz0', identity: `CN=${network.hosts[at]!.name}` });
+        mark('destination TLS');
         await dest.qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'late-block-activate': true });
         await dest.qmp.migrateSetParameters({ 'tls-creds': 'tls0', 'tls-authz': 'authz0' });
         await dest.qmp.migrateIncoming(`tcp:${address}:${port}`);
+        mark('destination settings and listen');
         const src = current.qmp;
         await src.execute('object-del', { id: 'tls0' }).catch(() => undefined);
         await src.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[at], endpoint: 'client', 'verify-peer': true });
+        mark('source TLS');
         await src.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': true });
-        await src.migrateSetParameters({ 'downtime-limit': 300, 'max-bandwidth': 1024 ** 3, 'tls-creds': 'tls0', 'tls-hostname': address });
+        await src.migrateSetParameters({ 'downtime-limit': downtimeLimitMs, 'max-bandwidth': 1024 ** 3, 'tls-creds': 'tls0', 'tls-hostname': address });
         const preSwitchover = src.waitForEvent('MIGRATION', (d) => d.status === 'pre-switchover' || d.status === 'failed', 600_000);
         const completed = dest.qmp.waitForEvent('MIGRATION', (d) => d.status === 'completed' || d.status === 'failed', 600_000);
-        mark('TLS and settings');
+        mark('source settings');
         await src.migrate(`tcp:${address}:${port}`);
         if ((await preSwitchover).data.status !== 'pre-switchover') throw new Error('raw migration failed');
         mark('copy to pre-switchover');
@@ -147,12 +184,14 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
         const askMs = now() - asked;
         await src.quit().catch(() => undefined);
         if (!(await waitForExit(current.pid, 5_000))) await killProcess(current.pid, 'SIGKILL');
-        rawTotal.push(now() - started - askMs);
-        rawPhases.push({ ...mark.phases, 'quit source': now() - started - askMs - Object.values(mark.phases).reduce((a, b) => a + b, 0) });
+        rawTotal.push(now() - rawStarted - askMs);
+        rawPhases.push({ ...mark.phases, 'quit source': now() - rawStarted - askMs - Object.values(mark.phases).reduce((a, b) => a + b, 0) });
         rawDowntime.push(typeof info.downtime === 'number' ? info.downtime : Number.NaN);
         current = dest;
         at = next;
+        await current.qmp.stop();
       }
+      await api('POST', `/api/v1/vms/${vm.id}/force-off?wait=true`, {});
       await current.qmp.quit().catch(() => undefined);
       await waitForExit(current.pid, 5_000);
 
@@ -166,6 +205,8 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
         ...(kind === 'idle' ? { atMost: 50 } : {}),
       });
       met = downtimeOk && met;
+      const list = (values: number[]) => values.map((v) => v.toFixed(0)).join(' ');
+      process.stdout.write(`  rounds (ms), Drover total: ${list(droverTotal)}; raw total: ${list(rawTotal)}; Drover downtime: ${list(droverDowntime)}; raw downtime: ${list(rawDowntime)}\n`);
       process.stdout.write(`  where the time goes, Drover (journal, median ms): ${medianPhases(droverPhases)}\n`);
       process.stdout.write(`  where the time goes, raw QMP (median ms): ${medianPhases(rawPhases)}\n`);
     }
@@ -177,22 +218,6 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
   }
   process.stdout.write(`migration benchmark targets: ${met ? 'all met' : 'NOT all met'}\n`);
   return met;
-}
-
-/**
- * Milliseconds of each part of a Drover migration, from the operation's journal: the request
- * until the operation exists, its queueing, each journaled phase until the next, the last one
- * until the operation ended, and the answer until the client had it.
- */
-function journalPhases(op: { createdAt: string; startedAt: string | null; finishedAt: string | null; journal: Array<{ phase: string; at: string }> }, sent: number, answered: number): Record<string, number> {
-  const at = (iso: string | null): number => (iso ? Date.parse(iso) : Number.NaN);
-  const phases: Record<string, number> = { request: at(op.createdAt) - sent, queued: at(op.startedAt) - at(op.createdAt) };
-  op.journal.forEach((entry, index) => {
-    const end = index + 1 < op.journal.length ? at(op.journal[index + 1]!.at) : at(op.finishedAt);
-    phases[entry.phase] = (phases[entry.phase] ?? 0) + end - at(entry.at);
-  });
-  phases.answer = answered - at(op.finishedAt);
-  return phases;
 }
 
 /** Marks consecutive parts of a raw migration: each call names the part that just ended. */
@@ -209,11 +234,6 @@ function phaseClock(started: number): ((name: string) => void) & { phases: Recor
   return mark;
 }
 
-function medianPhases(rounds: Array<Record<string, number>>): string {
-  const names = [...new Set(rounds.flatMap((r) => Object.keys(r)))];
-  return names.map((name) => `${name} ${median(rounds.map((r) => r[name] ?? 0)).toFixed(0)}`).join(', ');
-}
-
 async function waitFor(probe: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
   for (const deadline = Date.now() + timeoutMs; !(await probe()); ) {
     if (Date.now() > deadline) throw new Error('timed out');
@@ -221,13 +241,15 @@ async function waitFor(probe: () => Promise<boolean> | boolean, timeoutMs: numbe
   }
 }
 
-/** QEMU's TLS files from an agent's cluster identity (what Drover hands its QEMUs). */
+/** QEMU's TLS files from an agent's cluster identity and its DH group (what Drover hands its QEMUs). */
 function tlsDir(dir: string, stateDir: string): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const identity = readFileSync(path.join(stateDir, 'tls', 'identity.pem'), 'utf8');
   const key = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]+?-----END [A-Z ]*PRIVATE KEY-----\n?/.exec(identity)![0];
   const cert = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/.exec(identity)![0];
   writeFileSync(path.join(dir, 'ca-cert.pem'), readFileSync(path.join(stateDir, 'tls', 'ca.crt')));
+  // The same DH group Drover's agent hands its QEMUs (without it, every server object-add generates one).
+  writeFileSync(path.join(dir, 'dh-params.pem'), qemuDhParamsPem);
   for (const side of ['server', 'client']) {
     writeFileSync(path.join(dir, `${side}-cert.pem`), cert);
     writeFileSync(path.join(dir, `${side}-key.pem`), key, { mode: 0o600 });
