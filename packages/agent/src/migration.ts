@@ -1,5 +1,6 @@
 import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
-import { readFile, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -8,6 +9,7 @@ import { Type } from 'typebox';
 import type { Logger } from 'pino';
 import { DroverError, errors } from '@drover/core';
 import {
+  ConfirmAnswer,
   ConfirmRequest,
   ErrorBody,
   IncomingReady,
@@ -30,7 +32,7 @@ import type { MigrationInfo, QmpClient, QmpEvent } from '@drover/qemu';
 import type { Account } from './account.js';
 import type { KeyedLock } from './keyed-lock.js';
 import { volumeFormat, type PoolRegistry } from './pools.js';
-import { loadAgentIdentity } from './tls/index.js';
+import { loadAgentIdentity, qemuDhParamsPem } from './tls/index.js';
 import { diskPlacement, type DeviceSlots } from './vm-devices.js';
 import type { Live, VmRecord } from './vm-service.js';
 
@@ -229,13 +231,17 @@ export class MigrationService {
         [`${endpoint}-cert.pem`]: cert,
         [`${endpoint}-key.pem`]: identity.keyPem,
         ...(identity.crlPem ? { 'ca-crl.pem': identity.crlPem } : {}),
+        // A server without it generates DH parameters at object-add: 0.2–1 s of prime search (qemu-dh-params.ts).
+        ...(endpoint === 'server' ? { 'dh-params.pem': qemuDhParamsPem } : {}),
       };
-      for (const [name, content] of Object.entries(files)) {
-        const file = path.join(dir, name);
-        await writeFile(file, content, { mode: 0o640, flag: 'wx' });
-        await chown(file, 0, this.o.account.gid);
-        await chmod(file, 0o640);
-      }
+      await Promise.all(
+        Object.entries(files).map(async ([name, content]) => {
+          const file = path.join(dir, name);
+          await writeFile(file, content, { mode: 0o640, flag: 'wx' });
+          await chown(file, 0, this.o.account.gid);
+          await chmod(file, 0o640);
+        }),
+      );
       await qmp.execute('object-del', { id: tlsObject }).catch(() => undefined);
       await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: tlsObject, dir, endpoint, 'verify-peer': true });
       if (peerName) {
@@ -257,21 +263,30 @@ export class MigrationService {
   async plan(ref: string): Promise<MigrationPlan> {
     const record = this.hooks.find(ref);
     const live = this.hooks.live(record.id);
-    const disks: MigrationDisk[] = [];
-    for (const [index, disk] of record.spec.disks.entries()) {
-      const pool = this.o.pools.get(disk.pool);
-      const info = await this.o.pools.describeVolume(disk.pool, disk.volume);
-      disks.push({
-        nodeName: diskPlacement(record.slots, index, disk).nodeName,
-        pool: disk.pool,
-        volume: disk.volume,
-        format: volumeFormat(disk.volume),
-        sizeBytes: info.virtualBytes,
-        readOnly: disk.readOnly === true || disk.media === 'cdrom',
-        shared: pool.shared,
-        poolPath: pool.path,
-      });
+    // A running QEMU knows the size of every disk it has open (its format node): one QMP read instead
+    // of a `qemu-img info` process per disk. A disk it does not have (or no QEMU) is read from its pool.
+    const sizes = new Map<string, number>();
+    if (live) {
+      const nodes = await live.qmp.execute<Array<{ 'node-name'?: string; image?: { 'virtual-size'?: number } }>>('query-named-block-nodes', { flat: true }).catch(() => []);
+      for (const node of nodes) if (node['node-name'] && typeof node.image?.['virtual-size'] === 'number') sizes.set(node['node-name'], node.image['virtual-size']);
     }
+    const disks: MigrationDisk[] = await Promise.all(
+      record.spec.disks.map(async (disk, index) => {
+        const pool = this.o.pools.get(disk.pool);
+        const nodeName = diskPlacement(record.slots, index, disk).nodeName;
+        const sizeBytes = sizes.get(nodeName) ?? (await this.o.pools.describeVolume(disk.pool, disk.volume)).virtualBytes;
+        return {
+          nodeName,
+          pool: disk.pool,
+          volume: disk.volume,
+          format: volumeFormat(disk.volume),
+          sizeBytes,
+          readOnly: disk.readOnly === true || disk.media === 'cdrom',
+          shared: pool.shared,
+          poolPath: pool.path,
+        };
+      }),
+    );
     return {
       vmId: record.id,
       spec: { ...record.spec, cpuModel: record.spec.cpuModel ?? this.o.defaultCpuModel },
@@ -289,8 +304,9 @@ export class MigrationService {
     const role = record.migration?.role;
     const live = this.hooks.live(record.id);
     if (!live) return { active: record.migration !== undefined, ...(role ? { role } : {}), status: 'gone' };
-    const info = await live.qmp.queryMigrate();
-    const status = { ...statusOf(info, role ?? 'source'), active: record.migration !== undefined, qemuStatus: (await live.qmp.queryStatus()).status };
+    // Asked alongside (QMP answers by id): at pre-switchover the guest waits for this answer.
+    const [info, qemu] = await Promise.all([live.qmp.queryMigrate(), live.qmp.queryStatus()]);
+    const status = { ...statusOf(info, role ?? 'source'), active: record.migration !== undefined, qemuStatus: qemu.status };
     if (role === 'source' && record.migration?.mirrors?.length) {
       const jobs = await live.qmp.execute<Array<{ device: string; status?: string; ready?: boolean; offset: number; len: number }>>('query-block-jobs');
       status.mirrors = record.migration.mirrors.map((m) => {
@@ -461,7 +477,9 @@ export class MigrationService {
       // The status answered is the one just judged: a `pre-switchover` reached in between is
       // only ever answered after the mirrors are finished (the next call does that).
       if (terminal.has(status) || status === 'none' || Date.now() > deadline || signal?.aborted) return { ...(await this.status(record.id)), status };
-      await waiter.catch(() => undefined);
+      // The guest is paused from the `pre-switchover` event on: go on at once, without asking QEMU again.
+      const event = await waiter.catch(() => undefined);
+      if (event?.data.status === 'pre-switchover') break;
     }
     await this.finishMirrors(record, marker, qmp);
     return this.status(record.id);
@@ -494,14 +512,20 @@ export class MigrationService {
     const record = this.hooks.find(ref);
     this.marker(record, 'source');
     const qmp = this.qmp(record);
-    const info = await qmp.queryMigrate();
-    if (info.status === 'pre-switchover') {
-      if (record.migration?.mirrors?.length) throw errors.conflict(`The disk mirrors of ${this.label(record)} are not finished; await the switchover first`);
-      const done = qmp.waitForEvent('MIGRATION', (data) => terminal.has(String(data.status)), timeoutMs);
-      done.catch(() => undefined);
-      await qmp.migrateContinue('pre-switchover');
-      await done.catch(() => undefined);
+    if (record.migration?.mirrors?.length) {
+      const info = await qmp.queryMigrate();
+      if (info.status === 'pre-switchover') throw errors.conflict(`The disk mirrors of ${this.label(record)} are not finished; await the switchover first`);
     }
+    // The guest waits at pre-switchover: `migrate-continue` at once. QEMU refuses it in any other
+    // state ("not in expected state"), which leaves the stream as it was (a second call of a
+    // recovering manager, say): then the state is just read below.
+    const done = qmp.waitForEvent('MIGRATION', (data) => terminal.has(String(data.status)), timeoutMs);
+    done.catch(() => undefined);
+    const continued = await qmp.migrateContinue('pre-switchover').then(
+      () => true,
+      () => false,
+    );
+    if (continued) await done.catch(() => undefined);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const now = await qmp.queryMigrate();
@@ -583,16 +607,20 @@ export class MigrationService {
     return this.hooks.describe(record);
   }
 
-  /** After the destination runs the guest: the source's QEMU ends, its record goes, and its local volumes are deleted. */
-  async confirm(ref: string, request: ConfirmRequest): Promise<void> {
+  /**
+   * After the destination runs the guest: the source's QEMU ends, its record goes, and its local
+   * volumes are deleted. Answers with the serial log's last `serialTailBytes` bytes, read before
+   * the directory goes (the manager's guest-measured downtime).
+   */
+  async confirm(ref: string, request: ConfirmRequest): Promise<ConfirmAnswer> {
     const record = this.hooks.find(ref);
     const live = this.hooks.live(record.id);
     if (live) {
-      const status = (await live.qmp.queryStatus()).status;
+      const [{ status }, info] = await Promise.all([live.qmp.queryStatus(), live.qmp.queryMigrate()]);
       if (status === 'running') throw errors.conflict(`${this.label(record)} is running here: the migration did not hand it over`);
-      const info = await live.qmp.queryMigrate();
       if (info.status !== 'completed') throw errors.conflict(`${this.label(record)} has not completed its migration here (${info.status ?? 'none'})`);
     }
+    const serialTail = request.serialTailBytes ? await this.serialTail(record, request.serialTailBytes) : undefined;
     await this.hooks.handOver(record);
     this.release(record);
     await this.hooks.forget(record);
@@ -602,6 +630,22 @@ export class MigrationService {
       } catch (cause) {
         if (!(cause instanceof DroverError && cause.code === 'not_found')) throw cause;
       }
+    }
+    return serialTail === undefined ? {} : { serialTail };
+  }
+
+  /** The last `bytes` bytes of the VM's serial log (QEMU writes it from its own directory: no link is followed). */
+  private async serialTail(record: VmRecord, bytes: number): Promise<string> {
+    const handle = await open(path.join(this.hooks.files(record.id).run, 'serial.log'), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+    if (!handle) return '';
+    try {
+      const size = (await handle.stat()).size;
+      const length = Math.min(bytes, size);
+      const buffer = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, size - length);
+      return buffer.subarray(0, bytesRead).toString('utf8');
+    } finally {
+      await handle.close();
     }
   }
 
@@ -781,10 +825,9 @@ export async function migrationRoutes(scope: FastifyInstance, migrations: Migrat
   app.post('/v1/vms/:vm/migration/cancel', { schema: { params: VmParams, body: CancelBody, response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
     migrations.cancel(request.params.vm, { resume: request.body.resume ?? true }),
   );
-  app.post('/v1/vms/:vm/migration/confirm', { schema: { params: VmParams, body: ConfirmRequest, response: { ...errorResponses } } }, async (request, reply) => {
-    await migrations.confirm(request.params.vm, request.body);
-    return reply.status(204).send(null);
-  });
+  app.post('/v1/vms/:vm/migration/confirm', { schema: { params: VmParams, body: ConfirmRequest, response: { 200: ConfirmAnswer, ...errorResponses } } }, async (request) =>
+    migrations.confirm(request.params.vm, request.body),
+  );
   app.post('/v1/migrations/incoming', { schema: { body: IncomingRequest, response: { 200: IncomingReady, ...errorResponses } } }, async (request) => migrations.incoming(request.body));
   app.post('/v1/migrations/incoming/:vm/finish', { schema: { params: VmParams, body: FinishRequest, response: { 200: VmInfo, ...errorResponses } } }, async (request) =>
     migrations.finish(request.params.vm, request.body),

@@ -153,8 +153,17 @@ export type FinishRequest = Static<typeof FinishRequest>;
 export const SwitchoverWait = Type.Object({ timeoutMs: Type.Integer({ minimum: 100, maximum: 86_400_000 }) }, { additionalProperties: false });
 export type SwitchoverWait = Static<typeof SwitchoverWait>;
 
-export const ConfirmRequest = Type.Object({ deleteVolumes: Type.Array(Type.Object({ pool: Name, volume: VolumeName })) }, { additionalProperties: false });
+export const ConfirmRequest = Type.Object(
+  {
+    deleteVolumes: Type.Array(Type.Object({ pool: Name, volume: VolumeName })),
+    /** The last bytes of the source's serial log to answer with, read before it goes (the guest-measured downtime). */
+    serialTailBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 65_536 })),
+  },
+  { additionalProperties: false },
+);
 export type ConfirmRequest = Static<typeof ConfirmRequest>;
+export const ConfirmAnswer = Type.Object({ serialTail: Type.Optional(Type.String()) });
+export type ConfirmAnswer = Static<typeof ConfirmAnswer>;
 
 export const MigrationCapabilities = Type.Object({
   postcopy: Type.Object({ available: Type.Boolean(), reason: Type.String() }),

@@ -33,3 +33,4 @@ export {
   type RotationAnswer,
 } from './rotation.js';
 export { runOpenssl, defaultOpensslTimeoutMs } from './openssl.js';
+export { qemuDhParamsPem } from './qemu-dh-params.js';

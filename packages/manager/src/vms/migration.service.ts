@@ -1,13 +1,13 @@
 import type { Logger } from 'pino';
 import { DroverError, errors } from '@drover/core';
-import type { HostFacts, IncomingReady, MigrateRequest, MigrationCapabilities, MigrationMode, MigrationPlan, MigrationStatus, VmInfo } from '@drover/api';
+import type { ConfirmAnswer, HostFacts, IncomingReady, MigrateRequest, MigrationCapabilities, MigrationMode, MigrationPlan, MigrationStatus, VmInfo } from '@drover/api';
 import type { Store } from '../store/index.js';
 import type { HostRecord, OperationRecord, VmRecord } from '../store/types.js';
 import type { EventHub } from '../http/event-hub.js';
 import type { AgentLink } from '../hosts/agent-link.js';
 import type { ImageLibrary } from '../images/image-library.js';
 import { prepareVmMedia } from '../images/vm-media.js';
-import type { OperationContext, OperationRunner } from '../operations/operation-runner.js';
+import { publicOperation, type OperationContext, type OperationRunner } from '../operations/operation-runner.js';
 import { agentToManagedState, vmUpdatedEvent, type ManagedVmSpec, type VmService } from './vm.service.js';
 
 /**
@@ -81,6 +81,12 @@ function specOf(vm: VmRecord): ManagedVmSpec {
   return vm.spec as unknown as ManagedVmSpec;
 }
 
+
+/** A 404 of an agent (the VM is not there) as `undefined`; anything else rethrown. */
+function notFoundAsUndefined(error: unknown): undefined {
+  if (error instanceof DroverError && error.code === 'not_found') return undefined;
+  throw error;
+}
 
 function isUnreachable(error: unknown): boolean {
   return error instanceof DroverError && (error.code === 'unavailable' || error.code === 'timeout') && (error.details as { status?: number } | undefined)?.status === undefined;
@@ -243,42 +249,33 @@ export class MigrationService {
     }
 
     const previousState = vm.state;
-    await this.reserve(vm, dest);
-    await this.o.vms.publish(await store.vms.get(vm.id));
-    try {
-      const params: MigrateParams = {
-        mode,
-        wasRunning: plan.wasRunning ?? mode === 'live',
-        hostId: source.id,
-        destinationId: dest.id,
-        previousState,
-        storage: request.storage === true,
-        downtimeMs: request.downtimeMs ?? defaults.downtimeMs,
-        bandwidth: request.bandwidth ?? defaults.bandwidth,
-        timeoutMs: request.timeoutMs ?? defaults.timeoutMs,
-        stallMs: defaults.stallMs,
-        ...(request.mirrorBandwidth !== undefined ? { mirrorBandwidth: request.mirrorBandwidth } : {}),
-      };
-      return await runner.submit(
-        { kind: 'vm.migrate', targetKind: 'vm', targetId: vm.id, params: params as unknown as Record<string, unknown>, actor, idempotencyKey: idempotencyKey ?? null },
-        `VM "${vm.name}"`,
-      );
-    } catch (error) {
-      await store.reservations.deleteByVm(vm.id);
-      const current = await store.vms.get(vm.id);
-      if (current.state === 'migrating') await this.o.vms.publish(await store.vms.update(vm.id, { state: previousState }));
-      throw error;
-    }
-  }
-
-  /** The scheduler restricted to the destination, and a reservation there, in one store transaction. */
-  private async reserve(vm: VmRecord, dest: HostRecord): Promise<void> {
-    await this.o.store.transaction(async (tx) => {
-      const current = await tx.vms.get(vm.id);
-      if (current.state !== vm.state) throw errors.conflict(`Cannot migrate VM "${vm.name}": it is ${current.state} now`, { state: current.state });
-      await this.o.vms.placeAndReserveIn(tx, vm, { include: [dest.id], exclude: [] }, reservationTtlMs);
-      await tx.vms.update(vm.id, { state: 'migrating', lastError: null });
-    });
+    const params: MigrateParams = {
+      mode,
+      wasRunning: plan.wasRunning ?? mode === 'live',
+      hostId: source.id,
+      destinationId: dest.id,
+      previousState,
+      storage: request.storage === true,
+      downtimeMs: request.downtimeMs ?? defaults.downtimeMs,
+      bandwidth: request.bandwidth ?? defaults.bandwidth,
+      timeoutMs: request.timeoutMs ?? defaults.timeoutMs,
+      stallMs: defaults.stallMs,
+      ...(request.mirrorBandwidth !== undefined ? { mirrorBandwidth: request.mirrorBandwidth } : {}),
+    };
+    // One commit: the capacity check and the reservation on the destination (the scheduler restricted
+    // to it), the VM's `migrating` and its event, and the operation, created running in its first
+    // phase `begin`. A refusal leaves nothing.
+    return runner.submit(
+      { kind: 'vm.migrate', targetKind: 'vm', targetId: vm.id, params: params as unknown as Record<string, unknown>, actor, idempotencyKey: idempotencyKey ?? null },
+      `VM "${vm.name}"`,
+      async (tx) => {
+        const current = await tx.vms.get(vm.id);
+        if (current.state !== vm.state) throw errors.conflict(`Cannot migrate VM "${vm.name}": it is ${current.state} now`, { state: current.state });
+        await this.o.vms.placeAndReserveIn(tx, vm, { include: [dest.id], exclude: [] }, reservationTtlMs);
+        const updated = await tx.vms.update(vm.id, { state: 'migrating', lastError: null });
+        return { events: [vmUpdatedEvent(updated, source.name)], phase: { name: 'begin', progress: 5, note: `${source.name} → ${dest.name}` } };
+      },
+    );
   }
 
   // ------------------------------------------------------------ run
@@ -295,7 +292,8 @@ export class MigrationService {
     const { vm, source, dest } = await this.hosts(ctx.op);
     const path = `/v1/vms/${vm.id}/migration`;
 
-    await ctx.phase('begin', 5, `${source.name} → ${dest.name}`);
+    // Created in `begin` (its journal entry came with the operation); an older operation journals it here.
+    if (!ctx.op.journal.some((entry) => entry.phase === 'begin')) await ctx.phase('begin', 5, `${source.name} → ${dest.name}`);
     // Alongside the source's begin: the destination's facts (read-only) and the import there of the
     // image volumes the VM boots from (kernel, initrd, ISO: shared, read-only, kept like any image
     // import; never the VM's own disks). All are awaited whatever happens, so a failure never
@@ -503,44 +501,50 @@ export class MigrationService {
       return [vmUpdatedEvent(updated, dest.name)];
     });
     await holdForTest('confirm');
-    // The source's last console lines, read before its directory goes (for the guest-measured downtime).
-    // Read alongside the confirm's own reads; the destination's ticks are awaited while the source is cleaned up.
-    const sourceTail = params.mode === 'live' && after === 'run' ? link.serialTail(source, vm.id, 4096).catch(() => undefined) : Promise.resolve(undefined);
-    let guestGap: Promise<number | undefined> = Promise.resolve(undefined);
+    // The source's QEMU ends (its `confirm` answers with the last lines of its console, read before its
+    // directory goes, for the guest-measured downtime); the destination's console is read alongside.
+    const measure = params.mode === 'live' && after === 'run';
+    let sourceTail: string | undefined;
+    let destHead: Promise<string | undefined> = Promise.resolve(undefined);
     let warning: string | undefined;
     let sourceFinal: MigrationStatus | undefined = extra.continued;
     try {
-      const known = sourceFinal;
-      const [finalStatus, sourceInfo] = await Promise.all([
-        known?.downtimeMs ? known : link.call<MigrationStatus>(source, 'GET', `/v1/vms/${vm.id}/migration`, undefined, 10_000).catch(() => known),
-        link.vm(source, vm.id),
-      ]);
-      sourceFinal = finalStatus;
-      if (sourceInfo) {
-        // The disks that were copied: the destination has its own now (known from `begin`, else asked again).
-        let deleteVolumes = extra.deleteVolumes;
-        if (!deleteVolumes) {
-          const [plan, facts] = await Promise.all([
-            link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000),
-            link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
-          ]);
-          deleteVolumes = mirrorSet(plan, facts).map((d) => ({ pool: d.pool, volume: d.volume }));
-        }
-        // The source's console must be read before the confirm removes it.
-        const tail = await sourceTail;
-        guestGap = this.guestGap(vm, dest, tail).catch(() => undefined);
-        await link.call(source, 'POST', `/v1/vms/${vm.id}/migration/confirm`, { deleteVolumes }, agentCallMs);
+      // A recovering manager knows neither the source's figures nor the disks that were copied: it asks.
+      if (!sourceFinal?.downtimeMs) sourceFinal = await link.call<MigrationStatus>(source, 'GET', `/v1/vms/${vm.id}/migration`, undefined, 10_000).catch(() => sourceFinal);
+      let deleteVolumes = extra.deleteVolumes;
+      if (!deleteVolumes) {
+        const [plan, facts] = await Promise.all([
+          link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000).catch(notFoundAsUndefined),
+          link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
+        ]);
+        deleteVolumes = plan ? mirrorSet(plan, facts).map((d) => ({ pool: d.pool, volume: d.volume })) : undefined;
+      }
+      if (deleteVolumes) {
+        if (measure) destHead = link.serialLog(dest, vm.id, 0).then((head) => head.text, () => undefined);
+        // A source without the VM (a recovering manager's second confirm) answers 404: nothing is left there.
+        const confirmed = await link
+          .call<ConfirmAnswer | undefined>(source, 'POST', `/v1/vms/${vm.id}/migration/confirm`, { deleteVolumes, ...(measure ? { serialTailBytes: 4096 } : {}) }, agentCallMs)
+          .catch(notFoundAsUndefined);
+        sourceTail = confirmed?.serialTail;
       }
     } catch (error) {
       warning = `The source host "${source.name}" was not cleaned up: ${(error as Error).message}`;
       ctx.logger.warn({ err: error }, 'confirm on the source failed');
     }
-    const guestMaxGapMs = await guestGap;
+    // The guest-measured gap when the destination's first tick is there already; else it is added to
+    // the operation's result once it is (the answer does not wait for the guest's next tick).
+    const head = await destHead;
+    let guestMaxGapMs: number | undefined;
+    if (sourceTail && head !== undefined) {
+      const last = counterTicks(sourceTail).at(-1);
+      guestMaxGapMs = last && counterTicks(head).some((tick) => tick.gen > last.gen) ? guestGapAroundSwitchover(sourceTail, head) : undefined;
+      if (guestMaxGapMs === undefined && last) this.recordGapLater(ctx.op.id, vm, dest, sourceTail);
+    }
     // The source loses the VM's tap and rules; the destination's state is pushed again without the reservation.
     if (await this.o.vms.networks.hasNics(vm.id)) {
-      for (const host of [source, dest]) {
-        await this.o.vms.networks.pushHost(host.id).catch((error: unknown) => ctx.logger.warn({ err: error, host: host.name }, 'pushing the network state failed'));
-      }
+      await Promise.all(
+        [source, dest].map((host) => this.o.vms.networks.pushHost(host.id).catch((error: unknown) => ctx.logger.warn({ err: error, host: host.name }, 'pushing the network state failed'))),
+      );
     }
     return {
       state,
@@ -557,23 +561,39 @@ export class MigrationService {
   }
 
   /**
-   * The guest-measured downtime (`guestGapAroundSwitchover`), for guests that
-   * print counter ticks: the destination's console is read until the first tick
-   * after the source's last one gives the gap (a garbled tick gives none: the
-   * next is awaited; at most ~1 s, usually at once, the confirm gave it time).
+   * The guest-measured downtime (`guestGapAroundSwitchover`) of a migration that ended before the
+   * destination's first tick after the source's last one: the destination's console is read every
+   * 10 ms for up to 1 s (a garbled tick gives no gap: the next is awaited), and the gap is added to
+   * the operation's result once the operation has ended (with its `operation.updated` event).
    */
-  private async guestGap(vm: VmRecord, dest: HostRecord, sourceTail: string | undefined): Promise<number | undefined> {
-    const last = sourceTail ? counterTicks(sourceTail).at(-1) : undefined;
+  private recordGapLater(operationId: string, vm: VmRecord, dest: HostRecord, sourceTail: string): void {
+    const job = (async () => {
+      const gap = await this.guestGap(vm, dest, sourceTail);
+      if (gap === undefined) return;
+      await this.o.runner.wait(operationId, 60_000);
+      const events = await this.o.store.transaction(async (tx) => {
+        const op = await tx.operations.get(operationId);
+        if (op.state !== 'done' || typeof op.result !== 'object' || op.result === null) return [];
+        const updated = await tx.operations.update(operationId, { result: { ...(op.result as Record<string, unknown>), guestMaxGapMs: gap } });
+        return [await tx.events.append({ type: 'operation.updated', objectKind: 'operation', objectId: operationId, data: publicOperation(updated) as unknown as Record<string, unknown> })];
+      });
+      for (const event of events) this.o.hub.publish(event);
+    })().catch((error: unknown) => this.o.logger.warn({ err: error, operationId }, 'recording the guest-measured downtime failed'));
+    this.cleanups.add(job);
+    void job.finally(() => this.cleanups.delete(job));
+  }
+
+  private async guestGap(vm: VmRecord, dest: HostRecord, sourceTail: string): Promise<number | undefined> {
+    const last = counterTicks(sourceTail).at(-1);
     if (!last) return undefined;
-    for (let attempt = 0; attempt < 10; attempt++) {
+    for (const deadline = Date.now() + 1000; ; ) {
       const head = await this.o.link.serialLog(dest, vm.id, 0).catch(() => undefined);
       if (!head) return undefined;
       // The first tick after the source's last one gives the gap; a garbled one gives none, and the next is awaited.
-      const gap = counterTicks(head.text).some((tick) => tick.gen > last.gen) ? guestGapAroundSwitchover(sourceTail!, head.text) : undefined;
-      if (gap !== undefined || attempt === 9) return gap;
-      await sleep(100);
+      const gap = counterTicks(head.text).some((tick) => tick.gen > last.gen) ? guestGapAroundSwitchover(sourceTail, head.text) : undefined;
+      if (gap !== undefined || Date.now() > deadline) return gap;
+      await sleep(10);
     }
-    return undefined;
   }
 
   /**
