@@ -1,5 +1,6 @@
 import { rmSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { rejectionOf } from '@drover/core';
 import WebSocket from 'ws';
 import { startAgent, type RunningAgent } from '@drover/agent';
 import { freePort, tempDir, testAgentConfig } from '@drover/agent/testing';
@@ -169,6 +170,25 @@ describe('manager with a joined agent', () => {
     expect(phases(starts.at(-1)!)).toEqual(['prepare', 'boot', 'confirm']);
     expect((await agent.vms.get(second.body.id)).state).toBe('running');
     expect((await api<{ state: string }>('POST', '/api/v1/vms/second/force-off?wait=true', {})).body.state).toBe('done');
+  });
+
+  it('refuses (404) an action on a VM deleted since the request read it, creating no operation', async () => {
+    const created = await api<{ id: string }>('POST', '/api/v1/vms', { name: 'gone', image: 'counter' });
+    const stale = await manager.store.vms.get(created.body.id);
+    expect((await api('DELETE', `/api/v1/vms/${stale.id}?wait=true`)).status).toBe(200);
+    // Another manager's request read the VM before that delete ended: its checks passed on what it read.
+    const host = (await manager.store.hosts.list({ limit: 1 })).items[0]!;
+    const find = vi.spyOn(manager.vms, 'find');
+    try {
+      find.mockResolvedValue(stale);
+      expect(await rejectionOf(manager.vms.remove(stale.id, 'admin'))).toMatchObject({ code: 'not_found' });
+      find.mockResolvedValue({ ...stale, state: 'running', hostId: host.id });
+      expect(await rejectionOf(manager.vms.action(stale.id, 'pause', {}, 'admin'))).toMatchObject({ code: 'not_found' });
+    } finally {
+      find.mockRestore();
+    }
+    const ops = (await manager.store.operations.list({ limit: 100, filter: { targetId: stale.id } })).items;
+    expect(ops.map((op) => op.kind)).toEqual(['vm.delete']);
   });
 
   it('streams changes over SSE and WebSocket, and refuses to cancel an ended operation', async () => {

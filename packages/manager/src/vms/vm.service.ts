@@ -408,8 +408,10 @@ export class VmService {
 
   async action(ref: string, action: string, params: Record<string, unknown>, actor: string, idempotencyKey?: string): Promise<OperationRecord> {
     const vm = await this.find(ref);
-    this.checkState(vm, action === 'snapshot.create' || action === 'snapshot.revert' || action === 'snapshot.delete' ? 'snapshot' : action);
-    // A VM busy with another operation is refused by `submit` (409 naming the operation).
+    const checked = action === 'snapshot.create' || action === 'snapshot.revert' || action === 'snapshot.delete' ? 'snapshot' : action;
+    this.checkState(vm, checked);
+    // A VM busy with another operation is refused by `submit` (409 naming the operation); one
+    // deleted or changed since it was read here, by the state check again under the target's lock.
     const hostId = vm.hostId;
     const previousState = vm.state;
     // A start's placement and reservation commit with its operation, in one transaction: a refusal (409) leaves nothing.
@@ -437,7 +439,12 @@ export class VmService {
       return await this.o.runner.submit(
         { kind: `vm.${action}`, targetKind: 'vm', targetId: vm.id, params: { ...params, hostId, previousState }, actor, idempotencyKey: idempotencyKey ?? null },
         `VM "${vm.name}"`,
-        placement,
+        // A start's and a restore's placement reads the VM again itself.
+        placement ??
+          (async (tx) => {
+            this.checkState(await tx.vms.get(vm.id), checked);
+            return {};
+          }),
       );
     } catch (error) {
       if (action === 'start' || action === 'restore') await this.releaseStart(vm.id, previousState);
@@ -448,16 +455,21 @@ export class VmService {
   async remove(ref: string, actor: string, idempotencyKey?: string): Promise<OperationRecord> {
     const vm = await this.find(ref);
     this.checkState(vm, 'delete');
+    // Checked again under the target's lock: another manager may have deleted it since (404).
     return this.o.runner.submit(
       { kind: 'vm.delete', targetKind: 'vm', targetId: vm.id, params: { hostId: vm.hostId }, actor, idempotencyKey: idempotencyKey ?? null },
       `VM "${vm.name}"`,
+      async (tx) => {
+        this.checkState(await tx.vms.get(vm.id), 'delete');
+        return {};
+      },
     );
   }
 
   private async releaseStart(vmId: string, previousState: string): Promise<void> {
     await this.o.store.reservations.deleteByVm(vmId);
-    const vm = await this.o.store.vms.get(vmId);
-    if (vm.state === 'starting') await this.publish(await this.o.store.vms.update(vmId, { state: previousState }));
+    const vm = await this.o.store.vms.tryGet(vmId);
+    if (vm?.state === 'starting') await this.publish(await this.o.store.vms.update(vmId, { state: previousState }));
   }
 
   // ------------------------------------------------------------ operation bodies
