@@ -1,6 +1,5 @@
 import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
-import { open, readFile, stat } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { readFile, stat, type FileHandle } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -78,6 +77,7 @@ export interface MigrationHooks {
   live(id: string): Live | undefined;
   lock: KeyedLock;
   files(id: string): { dir: string; run: string };
+  openSerialLog(id: string): Promise<FileHandle | undefined>;
   persist(record: VmRecord): Promise<void>;
   describe(record: VmRecord): VmInfo;
   /** Defines a VM record from another host's spec (same id), with fields of the source record. */
@@ -634,9 +634,9 @@ export class MigrationService {
     return serialTail === undefined ? {} : { serialTail };
   }
 
-  /** The last `bytes` bytes of the VM's serial log (QEMU writes it from its own directory: no link is followed). */
+  /** The last `bytes` bytes of the VM's serial log. */
   private async serialTail(record: VmRecord, bytes: number): Promise<string> {
-    const handle = await open(path.join(this.hooks.files(record.id).run, 'serial.log'), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+    const handle = await this.hooks.openSerialLog(record.id);
     if (!handle) return '';
     try {
       const size = (await handle.stat()).size;

@@ -432,8 +432,9 @@ export class PoolRegistry {
         try {
           await this.createVolume(poolName, volume);
         } catch (cause) {
-          // Made meanwhile by another request: it is there, which is what the start needs.
-          if (!(isDroverError(cause) && cause.code === 'conflict')) throw cause;
+          // Made meanwhile by another request: it is there, which is what the start needs (any
+          // other refusal, e.g. an iSCSI pool's, is the start's).
+          if (!(isDroverError(cause) && cause.code === 'conflict' && (await this.exists(poolName, volume.name)))) throw cause;
         }
       }),
     );

@@ -1,6 +1,4 @@
 import { timingSafeEqual } from 'node:crypto';
-import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
 import net from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
 import type { Readable } from 'node:stream';
@@ -248,9 +246,7 @@ export async function buildAgentServer(o: AgentServerOptions) {
   // ---------------------------------------------------------------- consoles
   /** The serial log from a byte offset: history that no live stream can replay. */
   app.get('/v1/vms/:vm/console/serial/log', { schema: { params: VmParams, querystring: LogQuery } }, async (request, reply) => {
-    const file = o.vms.serialLogPath(request.params.vm);
-    // QEMU writes this file from its own directory: never follow a link it may have planted.
-    const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+    const handle = await o.vms.openSerialLog(request.params.vm);
     const size = handle ? (await handle.stat()).size : 0;
     const offset = request.query.tail !== undefined ? Math.max(0, size - request.query.tail) : Math.min(request.query.offset ?? 0, size);
     void reply.header('content-type', 'text/plain; charset=utf-8').header('x-log-size', String(size));

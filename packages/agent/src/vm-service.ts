@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, chown, mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DroverError, errors } from '@drover/core';
@@ -902,8 +903,12 @@ export class VmService {
     return this.files(record.id).vnc;
   }
 
-  serialLogPath(ref: string): string {
-    return this.files(this.find(ref).id).serialLog;
+  /**
+   * The VM's serial log, opened for reading, or undefined when there is none. QEMU writes
+   * it from its own directory: a link it may have planted there is never followed.
+   */
+  async openSerialLog(ref: string): Promise<FileHandle | undefined> {
+    return open(this.files(this.find(ref).id).serialLog, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
   }
 
   // ------------------------------------------------------------ migration (migration.ts)
@@ -916,6 +921,7 @@ export class VmService {
       live: (id) => this.live.get(id),
       lock: this.lock,
       files: (id) => this.files(id),
+      openSerialLog: (id) => this.openSerialLog(id),
       persist: (record) => this.persist(record),
       describe: (record) => this.describe(record),
       define: async (spec, extra) => {
