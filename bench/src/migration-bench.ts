@@ -7,7 +7,8 @@ import { qemuDhParamsPem } from '@drover/agent';
 import { tempDir, TestNetwork } from '@drover/agent/testing';
 import { buildAppliance, defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
-import { buildQemuArgv, killProcess, QemuImg, QmpClient, waitForExit, type QemuLaunchConfig } from '@drover/qemu';
+import { downtimeLimitForPass } from '@drover/api';
+import { buildQemuArgv, killProcess, QemuImg, QmpClient, waitForExit, type QmpEvent, type QemuLaunchConfig } from '@drover/qemu';
 import { qemuShapeOf, rawCounterConfig } from './raw-qemu.js';
 import { journalPhases, median, medianPhases, now, report } from './stats.js';
 
@@ -167,12 +168,23 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
         await src.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[at], endpoint: 'client', 'verify-peer': true });
         mark('source TLS');
         await src.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': true });
-        await src.migrateSetParameters({ 'downtime-limit': downtimeLimitMs, 'max-bandwidth': 1024 ** 3, 'tls-creds': 'tls0', 'tls-hostname': address });
+        // The same downtime steps as Drover's agent: a short limit first, raised at each pass that does not converge.
+        let limitSet = downtimeLimitForPass(downtimeLimitMs, 0);
+        await src.migrateSetParameters({ 'downtime-limit': limitSet, 'max-bandwidth': 1024 ** 3, 'tls-creds': 'tls0', 'tls-hostname': address });
+        const onPass = (event: QmpEvent) => {
+          if (event.event !== 'MIGRATION_PASS') return;
+          const wanted = downtimeLimitForPass(downtimeLimitMs, Number(event.data.pass));
+          if (wanted === limitSet) return;
+          limitSet = wanted;
+          src.migrateSetParameters({ 'downtime-limit': wanted }).catch(() => undefined);
+        };
+        src.on('event', onPass);
         const preSwitchover = src.waitForEvent('MIGRATION', (d) => d.status === 'pre-switchover' || d.status === 'failed', 600_000);
         const completed = dest.qmp.waitForEvent('MIGRATION', (d) => d.status === 'completed' || d.status === 'failed', 600_000);
         mark('source settings');
         await src.migrate(`tcp:${address}:${port}`);
         if ((await preSwitchover).data.status !== 'pre-switchover') throw new Error('raw migration failed');
+        src.off('event', onPass);
         mark('copy to pre-switchover');
         await src.migrateContinue('pre-switchover');
         if ((await completed).data.status !== 'completed') throw new Error('raw migration failed on the destination');

@@ -22,6 +22,7 @@ import {
   SwitchoverWait,
   VmInfo,
   FinishRequest,
+  downtimeLimitForPass,
   type MigrationDisk,
   type MigrationMode,
   type SnapshotInfo,
@@ -171,6 +172,8 @@ export async function probePostcopy(account: Account): Promise<{ available: bool
 
 export class MigrationService {
   private readonly releases = new Map<string, () => void>();
+  /** QEMU's downtime-limit last set per outgoing VM (lost with a restart: await-switchover sets it again). */
+  private readonly downtimeLimits = new Map<string, number>();
 
   constructor(private readonly o: MigrationServiceOptions) {}
 
@@ -196,6 +199,7 @@ export class MigrationService {
   private release(record: VmRecord): void {
     this.releases.get(record.id)?.();
     this.releases.delete(record.id);
+    this.downtimeLimits.delete(record.id);
   }
 
   private qmp(record: VmRecord): QmpClient {
@@ -307,6 +311,8 @@ export class MigrationService {
     // Asked alongside (QMP answers by id): at pre-switchover the guest waits for this answer.
     const [info, qemu] = await Promise.all([live.qmp.queryMigrate(), live.qmp.queryStatus()]);
     const status = { ...statusOf(info, role ?? 'source'), active: record.migration !== undefined, qemuStatus: qemu.status };
+    const limit = role === 'source' ? this.downtimeLimits.get(record.id) : undefined;
+    if (limit !== undefined) status.downtimeLimitMs = limit;
     if (role === 'source' && record.migration?.mirrors?.length) {
       const jobs = await live.qmp.execute<Array<{ device: string; status?: string; ready?: boolean; offset: number; len: number }>>('query-block-jobs');
       status.mirrors = record.migration.mirrors.map((m) => {
@@ -427,8 +433,11 @@ export class MigrationService {
     }
     if (!record.migration?.mirrors?.length) await this.addTlsObjects(record, qmp, 'client');
     await qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': request.autoConverge });
+    // The downtime steps (docs/migration.md): a short pause first, raised by await-switchover at each pass that does not converge.
+    const downtimeLimit = downtimeLimitForPass(request.downtimeMs, 0);
+    this.downtimeLimits.set(record.id, downtimeLimit);
     await qmp.migrateSetParameters({
-      'downtime-limit': request.downtimeMs,
+      'downtime-limit': downtimeLimit,
       'max-bandwidth': request.bandwidth,
       'tls-creds': tlsObject,
       'tls-hostname': request.tlsHostname,
@@ -468,21 +477,46 @@ export class MigrationService {
     const marker = this.marker(record, 'source');
     const qmp = this.qmp(record);
     const deadline = Date.now() + request.timeoutMs;
+    let last: MigrationInfo | undefined;
+    let pass = 0;
     for (;;) {
-      const waiter = qmp.waitForEvent('MIGRATION', undefined, Math.max(100, Math.min(1000, deadline - Date.now())));
-      waiter.catch(() => undefined);
+      // A new pass of pre-copy (MIGRATION_PASS) may raise the downtime-limit; a MIGRATION event may be the switchover.
+      const wait = Math.max(100, Math.min(1000, deadline - Date.now()));
+      const waiters = [qmp.waitForEvent('MIGRATION', undefined, wait), ...(request.downtimeMs !== undefined ? [qmp.waitForEvent('MIGRATION_PASS', undefined, wait)] : [])];
+      for (const waiter of waiters) waiter.catch(() => undefined);
       const info = await qmp.queryMigrate();
+      last = info;
       const status = info.status ?? 'none';
       if (status === 'pre-switchover') break;
       // The status answered is the one just judged: a `pre-switchover` reached in between is
       // only ever answered after the mirrors are finished (the next call does that).
       if (terminal.has(status) || status === 'none' || Date.now() > deadline || signal?.aborted) return { ...(await this.status(record.id)), status };
+      if (status === 'active' && request.downtimeMs !== undefined) await this.stepDowntime(record, qmp, request.downtimeMs, info.ram?.['dirty-sync-count'] ?? 0);
       // The guest is paused from the `pre-switchover` event on: go on at once, without asking QEMU again.
-      const event = await waiter.catch(() => undefined);
-      if (event?.data.status === 'pre-switchover') break;
+      const event = await Promise.race(waiters).catch(() => undefined);
+      if (event?.event === 'MIGRATION_PASS') pass = Math.max(pass, Number(event.data.pass) || 0);
+      if (event?.event === 'MIGRATION' && event.data.status === 'pre-switchover') break;
     }
-    await this.finishMirrors(record, marker, qmp);
-    return this.status(record.id);
+    if (marker.mirrors?.length || !last) {
+      await this.finishMirrors(record, marker, qmp);
+      return this.status(record.id);
+    }
+    // The guest waits at pre-switchover for the manager: answer with pre-copy's last figures, without asking QEMU again.
+    const figures = statusOf(last, 'source');
+    const limit = this.downtimeLimits.get(record.id);
+    return { ...figures, active: true, status: 'pre-switchover', dirtySyncCount: Math.max(pass, figures.dirtySyncCount ?? 0), ...(limit !== undefined ? { downtimeLimitMs: limit } : {}) };
+  }
+
+  /**
+   * Sets QEMU's downtime-limit for the pass pre-copy is in (`downtimeLimitForPass`), when it
+   * differs from the one set last. QEMU takes a new limit into its threshold within 100 ms.
+   */
+  private async stepDowntime(record: VmRecord, qmp: QmpClient, maxMs: number, pass: number): Promise<void> {
+    const wanted = downtimeLimitForPass(maxMs, pass);
+    if (this.downtimeLimits.get(record.id) === wanted) return;
+    await qmp.migrateSetParameters({ 'downtime-limit': wanted });
+    this.downtimeLimits.set(record.id, wanted);
+    this.o.logger.info({ vm: record.id, pass, downtimeLimitMs: wanted }, 'pre-copy did not converge: downtime-limit raised');
   }
 
   private async finishMirrors(record: VmRecord, marker: MigrationMarker, qmp: QmpClient): Promise<void> {

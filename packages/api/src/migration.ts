@@ -17,7 +17,7 @@ export const MigrateRequest = Type.Object(
   {
     to: Type.String({ minLength: 1, maxLength: 64, description: 'Destination host: id or name' }),
     storage: Type.Optional(Type.Boolean({ description: 'Copy local disks to the destination (NBD mirror); without it every disk must be on a shared pool' })),
-    downtimeMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 60_000, description: 'Longest pause allowed at switchover (QEMU downtime-limit); default 300' })),
+    downtimeMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 60_000, description: 'Longest pause allowed at switchover, default 300. QEMU\'s downtime-limit starts lower (30 ms, or this if smaller) and doubles with every pass of pre-copy that does not converge, up to this (docs/migration.md, "Downtime steps")' })),
     bandwidth: Type.Optional(Type.Integer({ minimum: 1_048_576, maximum: 1024 ** 4, description: 'Bytes per second for the memory stream (QEMU max-bandwidth), 1 MiB/s to 1 TiB/s; default 1 GiB/s' })),
     mirrorBandwidth: Type.Optional(Type.Integer({ minimum: 1_048_576, maximum: 1024 ** 4, description: 'Bytes per second for the disk mirror (blockdev-mirror speed), so the copy of local disks does not saturate the link; default unlimited' })),
     postcopy: Type.Optional(Type.Boolean({ description: 'Allow switching to post-copy; refused (unavailable) where the destination has no userfaultfd' })),
@@ -26,6 +26,21 @@ export const MigrateRequest = Type.Object(
   { additionalProperties: false },
 );
 export type MigrateRequest = Static<typeof MigrateRequest>;
+
+/** QEMU's `downtime-limit` at the start of pre-copy, when the allowed downtime is larger. */
+export const downtimeStartMs = 30;
+
+/**
+ * QEMU's `downtime-limit` for a pre-copy in its `pass` (QEMU's dirty-sync-count) when
+ * `maxMs` is the longest pause allowed: `downtimeStartMs` (or `maxMs` if smaller) for the
+ * first copy and the first pass over what it dirtied, then doubled with every further pass,
+ * up to `maxMs`. A guest that converges does so at a short pause; one that dirties fast is
+ * allowed more, step by step (Proxmox and OpenStack Nova raise theirs the same way).
+ */
+export function downtimeLimitForPass(maxMs: number, pass: number): number {
+  const start = Math.min(maxMs, downtimeStartMs);
+  return Math.min(maxMs, start * 2 ** Math.min(20, Math.max(0, pass - 2)));
+}
 
 // ---------------------------------------------------------------- agent API
 
@@ -112,6 +127,7 @@ export const PerformRequest = Type.Object(
   {
     uri: Type.String({ pattern: '^tcp:[0-9.]+:[0-9]{1,5}$' }),
     tlsHostname: Address,
+    /** The longest pause allowed: QEMU's downtime-limit starts at `downtimeLimitForPass(downtimeMs, 0)` and is raised by await-switchover. */
     downtimeMs: Type.Integer({ minimum: 1 }),
     bandwidth: Type.Integer({ minimum: 1 }),
     autoConverge: Type.Boolean(),
@@ -138,6 +154,8 @@ export const MigrationStatus = Type.Object({
   totalTimeMs: Type.Optional(Type.Number()),
   setupTimeMs: Type.Optional(Type.Number()),
   dirtySyncCount: Type.Optional(Type.Number()),
+  /** QEMU's downtime-limit in force on the source (it steps up while pre-copy does not converge). */
+  downtimeLimitMs: Type.Optional(Type.Number()),
   mirrors: Type.Optional(Type.Array(Type.Object({ nodeName: Type.String(), status: Type.String(), offset: Type.Number(), length: Type.Number() }))),
   error: Type.Optional(Type.String()),
 });
@@ -150,7 +168,14 @@ export const FinishRequest = Type.Object(
 );
 export type FinishRequest = Static<typeof FinishRequest>;
 
-export const SwitchoverWait = Type.Object({ timeoutMs: Type.Integer({ minimum: 100, maximum: 86_400_000 }) }, { additionalProperties: false });
+export const SwitchoverWait = Type.Object(
+  {
+    timeoutMs: Type.Integer({ minimum: 100, maximum: 86_400_000 }),
+    /** The longest pause allowed (the perform's `downtimeMs`): while waiting, QEMU's downtime-limit follows `downtimeLimitForPass`. */
+    downtimeMs: Type.Optional(Type.Integer({ minimum: 1 })),
+  },
+  { additionalProperties: false },
+);
 export type SwitchoverWait = Static<typeof SwitchoverWait>;
 
 export const ConfirmRequest = Type.Object(

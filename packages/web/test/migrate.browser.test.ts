@@ -138,6 +138,9 @@ describe('Migrate… dialog with a second host', () => {
     const op = await lastMigration();
     expect(op).toMatchObject({ state: 'done', progress: 100 });
     expect(op.result).toMatchObject({ from: 'h1', to: 'h2', storage: false });
+    // The downtime steps: the pause QEMU was allowed at the switchover, as the operation recorded it.
+    expect(typeof op.result.downtimeLimitMs, JSON.stringify(op.result)).toBe('number');
+    expect(await dialog.getByRole('definition').filter({ hasText: `${op.result.downtimeLimitMs} ms at the switchover` }).count()).toBe(1);
 
     // The page learnt of the new host from the event stream, without a reload.
     await until('the VM page showing host h2', async () => (await hostCell().textContent()) === 'h2', 60_000);

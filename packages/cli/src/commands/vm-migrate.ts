@@ -44,7 +44,7 @@ export function registerVmMigrateCommand(cli: Cli, vm: Command): void {
   withWaitOption(apiCommand(vm, 'migrate <vm>', 'Move a running VM to another host without stopping it (live migration)'))
     .requiredOption('--to <host>', 'the destination host (id or name)')
     .option('--storage', 'also copy disks the destination cannot see (local disks, mirrored over NBD)')
-    .option('--downtime-ms <ms>', 'longest pause allowed at the switchover (default 300)', positiveInt('--downtime-ms', 1, 60_000))
+    .option('--downtime-ms <ms>', 'longest pause allowed at the switchover (default 300); QEMU starts at 30 ms and doubles per pass that does not converge', positiveInt('--downtime-ms', 1, 60_000))
     .option('--bandwidth <rate>', 'bytes per second for the memory stream, e.g. 100M (default 1G)', parseBandwidth)
     .option('--mirror-bandwidth <rate>', 'bytes per second for the disk mirror with --storage, e.g. 50M (default unlimited)', parseBandwidth)
     .option('--postcopy', 'allow post-copy (refused where the destination has no userfaultfd)')

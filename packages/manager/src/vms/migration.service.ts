@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { DroverError, errors } from '@drover/core';
 import type { ConfirmAnswer, HostFacts, IncomingReady, MigrateRequest, MigrationCapabilities, MigrationMode, MigrationPlan, MigrationStatus, VmInfo } from '@drover/api';
+import { downtimeLimitForPass } from '@drover/api';
 import type { Store } from '../store/index.js';
 import type { HostRecord, OperationRecord, VmRecord } from '../store/types.js';
 import type { EventHub } from '../http/event-hub.js';
@@ -165,7 +166,7 @@ export function guestGapAroundSwitchover(sourceTail: string, destHead: string): 
 
 /** The figures of a migration status, as the operation's live result and its final one carry them. */
 function figures(status: MigrationStatus): Record<string, unknown> {
-  const keep = ['status', 'transferredBytes', 'remainingBytes', 'totalBytes', 'dirtyBytesPerSecond', 'mbps', 'expectedDowntimeMs', 'downtimeMs', 'totalTimeMs', 'setupTimeMs', 'dirtySyncCount', 'mirrors'] as const;
+  const keep = ['status', 'transferredBytes', 'remainingBytes', 'totalBytes', 'dirtyBytesPerSecond', 'mbps', 'expectedDowntimeMs', 'downtimeMs', 'totalTimeMs', 'setupTimeMs', 'dirtySyncCount', 'downtimeLimitMs', 'mirrors'] as const;
   const out: Record<string, unknown> = {};
   for (const key of keep) if (status[key] !== undefined) out[key] = status[key];
   return out;
@@ -324,7 +325,7 @@ export class MigrationService {
       await holdForTest('mirror');
     }
 
-    await ctx.phase('perform', 40, `downtime-limit ${params.downtimeMs} ms, bandwidth ${params.bandwidth} B/s`);
+    await ctx.phase('perform', 40, `downtime-limit ${downtimeLimitForPass(params.downtimeMs, 0)} ms, stepping up to ${params.downtimeMs} ms; bandwidth ${params.bandwidth} B/s`);
     await link.call(source, 'POST', `${path}/perform`, { uri: ready.uri, tlsHostname: ready.tlsHostname, downtimeMs: params.downtimeMs, bandwidth: params.bandwidth, autoConverge: true }, agentCallMs);
     await holdForTest('perform');
     const preCopy = await this.awaitSwitchover(ctx, vm, source, params);
@@ -385,7 +386,7 @@ export class MigrationService {
       ctx.signal.throwIfAborted();
       let status: MigrationStatus;
       try {
-        status = await raced(this.o.link.call<MigrationStatus>(source, 'POST', `${path}/await-switchover`, { timeoutMs: 1000 }, 30_000), ctx.signal);
+        status = await raced(this.o.link.call<MigrationStatus>(source, 'POST', `${path}/await-switchover`, { timeoutMs: 1000, downtimeMs: params.downtimeMs }, 30_000), ctx.signal);
         unreachableSince = undefined;
       } catch (error) {
         if (ctx.signal.aborted) throw error;
@@ -556,6 +557,8 @@ export class MigrationService {
       ...(sourceFinal ? { qemuDowntimeMs: sourceFinal.downtimeMs, totalTimeMs: sourceFinal.totalTimeMs, setupTimeMs: sourceFinal.setupTimeMs, transferredBytes: sourceFinal.transferredBytes } : {}),
       ...(guestMaxGapMs !== undefined ? { guestMaxGapMs } : {}),
       ...(extra.preCopy?.expectedDowntimeMs !== undefined ? { expectedDowntimeMs: extra.preCopy.expectedDowntimeMs } : {}),
+      ...(extra.preCopy?.downtimeLimitMs !== undefined ? { downtimeLimitMs: extra.preCopy.downtimeLimitMs } : {}),
+      ...(extra.preCopy?.dirtySyncCount !== undefined ? { passes: extra.preCopy.dirtySyncCount } : {}),
       ...(warning ? { warning } : {}),
     };
   }

@@ -21,6 +21,7 @@ interface MigrationFigures {
   totalBytes?: number;
   mbps?: number;
   expectedDowntimeMs?: number;
+  downtimeLimitMs?: number;
   from?: string;
   to?: string;
   qemuDowntimeMs?: number;
@@ -136,7 +137,7 @@ export function VmMigrateDialog({ vm, onClose }: { vm: Vm; onClose: () => void }
           <label htmlFor={`${id}-downtime`}>Downtime limit (ms)</label>
           <input id={`${id}-downtime`} inputMode="numeric" placeholder="300" value={downtime} onChange={(e) => setDowntime(e.target.value)} aria-describedby={`${id}-downtime-help`} autoComplete="off" />
           <p id={`${id}-downtime-help`} className="help">
-            The longest pause allowed at the switchover, 1 to 60000 ms; 300 when empty.
+            The longest pause allowed at the switchover, 1 to 60000 ms; 300 when empty. QEMU aims for 30 ms first and doubles that with every pass that does not converge, up to this.
           </p>
           <label htmlFor={`${id}-bandwidth`}>Bandwidth (per second)</label>
           <input id={`${id}-bandwidth`} placeholder="1G" value={bandwidth} onChange={(e) => setBandwidth(e.target.value)} aria-describedby={`${id}-bandwidth-help`} autoComplete="off" />
@@ -179,6 +180,12 @@ export function VmMigrateDialog({ vm, onClose }: { vm: Vm; onClose: () => void }
                   <>
                     <dt>Rate</dt>
                     <dd>{f.mbps.toFixed(0)} Mbit/s</dd>
+                  </>
+                )}
+                {f.downtimeLimitMs !== undefined && (
+                  <>
+                    <dt>Pause allowed</dt>
+                    <dd>{f.downtimeLimitMs} ms{isActive(op) ? ' now' : ' at the switchover'}</dd>
                   </>
                 )}
               </dl>
