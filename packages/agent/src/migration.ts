@@ -222,6 +222,11 @@ export class MigrationService {
    * `object-add`, then removed: QEMU keeps them in memory.
    */
   private async addTlsObjects(record: VmRecord, qmp: QmpClient, endpoint: 'server' | 'client', peerName?: string): Promise<void> {
+    await this.loadTlsFiles(qmp, this.writeTlsFiles(record, endpoint), endpoint, peerName);
+  }
+
+  /** Writes this host's cluster identity where the VM's QEMU can read it (root:drover 0640), for `loadTlsFiles`. */
+  private async writeTlsFiles(record: VmRecord, endpoint: 'server' | 'client'): Promise<string> {
     const identity = await loadAgentIdentity(this.o.tlsDir);
     if (!identity) throw errors.conflict('This agent has not joined a cluster: it has no certificate to encrypt a migration with');
     const dir = path.join(this.hooks.files(record.id).dir, 'migration-tls');
@@ -246,6 +251,21 @@ export class MigrationService {
           await chmod(file, 0o640);
         }),
       );
+      return dir;
+    } catch (cause) {
+      await rm(dir, { recursive: true, force: true });
+      throw cause;
+    }
+  }
+
+  /**
+   * QEMU loads the files `written` (`writeTlsFiles`, which may still be running: the destination
+   * writes them while its QEMU starts) into its TLS object, and the peer's name into its authz
+   * object; the directory goes at once, whatever happens (QEMU keeps them in memory).
+   */
+  private async loadTlsFiles(qmp: QmpClient, written: Promise<string>, endpoint: 'server' | 'client', peerName?: string): Promise<void> {
+    const dir = await written;
+    try {
       await qmp.execute('object-del', { id: tlsObject }).catch(() => undefined);
       await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: tlsObject, dir, endpoint, 'verify-peer': true });
       if (peerName) {
@@ -427,12 +447,20 @@ export class MigrationService {
     const record = this.hooks.find(ref);
     this.marker(record, 'source');
     const qmp = this.qmp(record);
-    const current = await qmp.queryMigrate();
-    if (current.status && !['none', 'completed', 'failed', 'cancelled'].includes(current.status)) {
-      throw errors.conflict(`${this.label(record)} already has a migration in progress (${current.status})`);
+    // The TLS files are written while QEMU is asked (the mirror's object serves the stream too).
+    const written = record.migration?.mirrors?.length ? undefined : this.writeTlsFiles(record, 'client');
+    written?.catch(() => undefined);
+    try {
+      const current = await qmp.queryMigrate();
+      if (current.status && !['none', 'completed', 'failed', 'cancelled'].includes(current.status)) {
+        throw errors.conflict(`${this.label(record)} already has a migration in progress (${current.status})`);
+      }
+      await qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': request.autoConverge });
+    } catch (cause) {
+      await written?.then((dir) => rm(dir, { recursive: true, force: true }), () => undefined);
+      throw cause;
     }
-    if (!record.migration?.mirrors?.length) await this.addTlsObjects(record, qmp, 'client');
-    await qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': request.autoConverge });
+    if (written) await this.loadTlsFiles(qmp, written, 'client');
     // The downtime steps (docs/migration.md): a short pause first, raised by await-switchover at each pass that does not converge.
     const downtimeLimit = downtimeLimitForPass(request.downtimeMs, 0);
     this.downtimeLimits.set(record.id, downtimeLimit);
@@ -690,6 +718,8 @@ export class MigrationService {
     const { plan } = request;
     const existing = this.hooks.records().find((r) => r.id === plan.vmId);
     if (existing) throw errors.conflict(`VM "${existing.name}" (${plan.vmId}) already exists on this host`);
+    // The image volumes it boots from are here, or nothing is made (the manager imports them, then asks again).
+    if (request.ensure) await this.o.pools.requireVolumes(request.ensure, plan.vmId);
     const created: Array<{ pool: string; volume: string }> = [];
     const mirror = new Set(request.mirror);
     let record: VmRecord | undefined;
@@ -717,9 +747,18 @@ export class MigrationService {
         migration: marker,
       });
       this.releases.set(record.id, this.hooks.lock.hold(record.id, 'migrate-in', this.label(record)));
-      const live = await this.hooks.launchIncoming(record);
+      // The TLS files are written while QEMU starts; they are gone again before this answers, whatever happens.
+      const written = this.writeTlsFiles(record, 'server');
+      written.catch(() => undefined);
+      let live: Live;
+      try {
+        live = await this.hooks.launchIncoming(record);
+      } catch (cause) {
+        await written.then((dir) => rm(dir, { recursive: true, force: true }), () => undefined);
+        throw cause;
+      }
       const qmp = live.qmp;
-      await this.addTlsObjects(record, qmp, 'server', request.sourceName);
+      await this.loadTlsFiles(qmp, written, 'server', request.sourceName);
       await qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'late-block-activate': true });
       await qmp.migrateSetParameters({ 'tls-creds': tlsObject, 'tls-authz': authzObject });
       const address = this.o.address;

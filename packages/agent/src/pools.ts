@@ -3,8 +3,8 @@ import { chmod, chown, mkdir, open, readdir, readFile, rename, rm, stat, statfs,
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { errors, isDroverError } from '@drover/core';
-import type { PoolInfo, PoolSpec, VolumeCreate, VolumeInfo } from '@drover/api';
+import { DroverError, errors, isDroverError } from '@drover/core';
+import type { PoolInfo, PoolSpec, VolumeCreate, VolumeEnsure, VolumeInfo } from '@drover/api';
 import { QemuImg, runQemuImg, type IscsiLun } from '@drover/qemu';
 import type { Account } from './account.js';
 import { resolveImportSource } from './import-source.js';
@@ -439,6 +439,17 @@ export class PoolRegistry {
       }),
     );
     return { missing: [] };
+  }
+
+  /**
+   * `ensureForStart` for a request that needs the volumes (a start, an incoming migration of
+   * `vmRef`): a missing import refuses it with not_found and `details.missingVolumes`, nothing made.
+   */
+  async requireVolumes(ensure: VolumeEnsure, vmRef: string): Promise<void> {
+    const { missing } = await this.ensureForStart(ensure.pool, ensure.volumes);
+    if (missing.length === 0) return;
+    const message = `Pool "${ensure.pool}" lacks ${missing.map((v) => `"${v}"`).join(', ')}, which VM "${vmRef}" needs; import ${missing.length === 1 ? 'it' : 'them'} first`;
+    throw new DroverError('not_found', message, { details: { pool: ensure.pool, missingVolumes: missing } });
   }
 
   /** The import running on this host, which the next one waits for. */

@@ -8,7 +8,7 @@ import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/typ
 import { Type } from 'typebox';
 import type { Logger } from 'pino';
 import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
-import { DroverError, errors } from '@drover/core';
+import { errors } from '@drover/core';
 import {
   errorAnswer,
   ErrorBody,
@@ -205,13 +205,7 @@ export async function buildAgentServer(o: AgentServerOptions) {
   // With a spec: defined (or its definition replaced) and started in one request, as a manager's start does.
   app.post('/v1/vms/:vm/start', { schema: { params: VmParams, body: Type.Optional(StartRequest), response: { 200: VmInfo, ...errorResponses } } }, async (request) => {
     const ensure = request.body?.ensure;
-    if (ensure) {
-      const { missing } = await o.pools.ensureForStart(ensure.pool, ensure.volumes);
-      if (missing.length > 0) {
-        const message = `Pool "${ensure.pool}" lacks ${missing.map((v) => `"${v}"`).join(', ')}, which VM "${request.params.vm}" needs; import ${missing.length === 1 ? 'it' : 'them'} first`;
-        throw new DroverError('not_found', message, { details: { pool: ensure.pool, missingVolumes: missing } });
-      }
-    }
+    if (ensure) await o.pools.requireVolumes(ensure, request.params.vm);
     return o.vms.start(request.params.vm, request.body?.spec);
   });
   app.post('/v1/vms/:vm/stop', { schema: { params: VmParams, body: Type.Optional(StopRequest), response: { 200: VmInfo, ...errorResponses } } }, async (request) =>

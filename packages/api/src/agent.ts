@@ -194,22 +194,25 @@ export type VolumeCreate = Static<typeof VolumeCreate>;
  * the volumes the VM boots from are checked and its own made first, so a start
  * on a host that has the VM's image needs no other request.
  */
+export const VolumeEnsure = Type.Object(
+  {
+    pool: Name,
+    volumes: Type.Array(VolumeCreate, { maxItems: 64 }),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Volumes a start (or an incoming migration) needs, as volume creations: one that exists is left as it is; a missing thin clone or empty disk is made; ' +
+      'a missing import, or a clone whose base is missing, refuses the request with not_found and details.missingVolumes, changing nothing ' +
+      '(imports are slow: the manager makes them in a step of their own, then asks again)',
+  },
+);
+export type VolumeEnsure = Static<typeof VolumeEnsure>;
+
 export const StartRequest = Type.Object(
   {
     spec: Type.Optional(VmSpec),
-    ensure: Type.Optional(Type.Object(
-      {
-        pool: Name,
-        volumes: Type.Array(VolumeCreate, { maxItems: 64 }),
-      },
-      {
-        additionalProperties: false,
-        description:
-          'Volumes the start needs, as volume creations: one that exists is left as it is; a missing thin clone or empty disk is made; ' +
-          'a missing import, or a clone whose base is missing, refuses the start with not_found and details.missingVolumes, changing nothing ' +
-          '(imports are slow: the manager makes them in a step of their own, then starts again)',
-      },
-    )),
+    ensure: Type.Optional(VolumeEnsure),
   },
   { additionalProperties: false },
 );

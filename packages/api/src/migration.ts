@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { Name, VolumeName } from './common.js';
-import { SnapshotInfo, VmSpec } from './agent.js';
+import { SnapshotInfo, VmSpec, VolumeEnsure } from './agent.js';
 
 /**
  * Live migration: the manager's request, and the agent routes it drives on
@@ -92,6 +92,8 @@ export const IncomingRequest = Type.Object(
     sourceName: Type.String({ minLength: 1, maxLength: 63 }),
     /** Node names of the disks to receive over NBD (local on the source); the others must be on shared pools here. */
     mirror: Type.Array(NodeName),
+    /** The image volumes the VM boots from (kernel, initrd, ISO), checked before anything is made: a missing one refuses with not_found and details.missingVolumes. */
+    ensure: Type.Optional(VolumeEnsure),
   },
   { additionalProperties: false },
 );

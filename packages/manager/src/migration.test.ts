@@ -827,4 +827,36 @@ describe('live migration between hosts in network namespaces', () => {
     bHost = to;
     figures.savedRestoredThere = { from, to, totalMs: answer.body.result.totalTimeMs, lastGen: last, firstGenThere: after[0]!.gen };
   }, 900_000);
+
+  // A live move prepares the destination from the plan its request read, alongside the source's begin. Here
+  // the VM changes in between (a NIC hot-plugged on the source agent directly, while the manager holds the
+  // request for 4 s): begin's plan differs, so the destination is prepared again from it. Without that, the
+  // destination's QEMU would lack the NIC, QEMU would refuse the device state, and the move would roll back.
+  it('a VM changed between the request and begin: the destination is prepared again from begin\'s plan, and the move completes', async () => {
+    await allOnline();
+    await killManager();
+    manager = await spawnManager({ DROVER_TEST_HOLD_MIGRATION: 'request:4000' });
+    try {
+      await allOnline();
+      const hosts = await hostRecords();
+      const from = (await api('GET', `/api/v1/vms/${vmA.id}`)).body.hostName as string;
+      const to = from === 'h1' ? 'h2' : 'h1';
+      const before = (await link.vm(hosts.get(from)!, vmA.id))!;
+      const posted = api('POST', `/api/v1/vms/${vmA.id}/migrate`, { to });
+      await new Promise((r) => setTimeout(r, 1500));
+      await link.call(hosts.get(from)!, 'POST', `/v1/vms/${vmA.id}/nics`, { mode: 'user' });
+      const answer = await posted;
+      expect(answer.status, JSON.stringify(answer.body)).toBe(202);
+      const op = await waitOp(answer.body.id);
+      expect(op.state, JSON.stringify(op)).toBe('done');
+      const there = (await link.vm(hosts.get(to)!, vmA.id))!;
+      expect((there.spec.nics ?? []).length).toBe((before.spec.nics ?? []).length + 1);
+      expect(there.qemuStatus).toBe('running');
+      expect(qemusOf(from, vmA.id)).toEqual([]);
+      expect(qemusOf(to, vmA.id).length).toBe(1);
+    } finally {
+      await killManager();
+      manager = await spawnManager();
+    }
+  }, 900_000);
 });

@@ -1,13 +1,13 @@
 import type { Logger } from 'pino';
 import { DroverError, errors } from '@drover/core';
-import type { ConfirmAnswer, HostFacts, IncomingReady, MigrateRequest, MigrationCapabilities, MigrationMode, MigrationPlan, MigrationStatus, VmInfo } from '@drover/api';
+import type { ConfirmAnswer, HostFacts, IncomingReady, MigrateRequest, MigrationCapabilities, MigrationMode, MigrationPlan, MigrationStatus, VmInfo, VolumeCreate } from '@drover/api';
 import { downtimeLimitForPass } from '@drover/api';
 import type { Store } from '../store/index.js';
 import type { HostRecord, OperationRecord, VmRecord } from '../store/types.js';
 import type { EventHub } from '../http/event-hub.js';
 import type { AgentLink } from '../hosts/agent-link.js';
 import type { ImageLibrary } from '../images/image-library.js';
-import { prepareVmMedia } from '../images/vm-media.js';
+import { prepareVmMedia, vmPool } from '../images/vm-media.js';
 import { publicOperation, type OperationContext, type OperationRunner } from '../operations/operation-runner.js';
 import { agentToManagedState, vmUpdatedEvent, type ManagedVmSpec, type VmService } from './vm.service.js';
 
@@ -185,9 +185,19 @@ interface LateFacts {
   deleteVolumes?: Array<{ pool: string; volume: string }>;
 }
 
+/** What the destination's `incoming` is made from: a plan that differs in these needs another. */
+function destinationView(plan: MigrationPlan, mirror: MigrationPlan['disks']): string {
+  return JSON.stringify([plan.vmId, plan.spec, plan.slots ?? null, plan.snapshots, plan.disks, mirror.map((d) => d.nodeName)]);
+}
+
 export class MigrationService {
   /** Background clean-ups of destinations that were unreachable when a migration rolled back. */
   private readonly cleanups = new Set<Promise<void>>();
+  /**
+   * A live move's plan and destination facts as its request read them, by VM, for its run to
+   * prepare the destination alongside the source's `begin` (taken by the run; begin's plan is checked against it).
+   */
+  private readonly requestPlans = new Map<string, { plan: MigrationPlan; facts: HostFacts }>();
 
   constructor(private readonly o: MigrationServiceOptions) {
     o.runner.register('vm.migrate', {
@@ -228,6 +238,7 @@ export class MigrationService {
       link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000),
       link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
     ]);
+    await holdForTest('request');
     if (plan.mode && plan.mode !== mode) throw errors.conflict(`VM "${vm.name}" is ${plan.mode} on host "${source.name}", not ${vm.state} as recorded; try again after the next heartbeat`, { state: vm.state });
     const cpuModel = plan.spec.cpuModel ?? specOf(vm).cpuModel;
     if (cpuModel && !dest.cpuModels.includes(cpuModel)) {
@@ -266,6 +277,7 @@ export class MigrationService {
     // One commit: the capacity check and the reservation on the destination (the scheduler restricted
     // to it), the VM's `migrating` and its event, and the operation, created running in its first
     // phase `begin`. A refusal leaves nothing.
+    if (mode === 'live') this.requestPlans.set(vm.id, { plan, facts: destFacts });
     return runner.submit(
       { kind: 'vm.migrate', targetKind: 'vm', targetId: vm.id, params: params as unknown as Record<string, unknown>, actor, idempotencyKey: idempotencyKey ?? null },
       `VM "${vm.name}"`,
@@ -276,7 +288,10 @@ export class MigrationService {
         const updated = await tx.vms.update(vm.id, { state: 'migrating', lastError: null });
         return { events: [vmUpdatedEvent(updated, source.name)], phase: { name: 'begin', progress: 5, note: `${source.name} → ${dest.name}` } };
       },
-    );
+    ).catch((error: unknown) => {
+      this.requestPlans.delete(vm.id);
+      throw error;
+    });
   }
 
   // ------------------------------------------------------------ run
@@ -295,25 +310,36 @@ export class MigrationService {
 
     // Created in `begin` (its journal entry came with the operation); an older operation journals it here.
     if (!ctx.op.journal.some((entry) => entry.phase === 'begin')) await ctx.phase('begin', 5, `${source.name} → ${dest.name}`);
-    // Alongside the source's begin: the destination's facts (read-only) and the import there of the
-    // image volumes the VM boots from (kernel, initrd, ISO: shared, read-only, kept like any image
-    // import; never the VM's own disks). All are awaited whatever happens, so a failure never
-    // leaves a call in flight behind the roll back.
-    const [begun, facts, images] = await Promise.allSettled([
+    // A live move whose request read the source's plan prepares the destination alongside the
+    // source's begin: begin's plan is the truth, and a destination prepared from a plan that
+    // differs from it is aborted and prepared again. Recovering from `begin` rolls back both
+    // sides whatever they did, so the destination may act before `prepare` is journaled.
+    const early = params.mode === 'live' || params.mode === undefined ? this.requestPlans.get(vm.id) : undefined;
+    this.requestPlans.delete(vm.id);
+    const earlyMirror = early ? mirrorSet(early.plan, early.facts) : [];
+    const withNics = await this.o.vms.networks.hasNics(vm.id);
+    // Alongside the source's begin: the destination's facts (read-only) and, early, its incoming QEMU.
+    // All are awaited whatever happens, so a failure never leaves a call in flight behind the roll back.
+    const [begun, facts, earlyReady] = await Promise.allSettled([
       link.call<MigrationPlan>(source, 'POST', `${path}/begin`, { operationId: ctx.op.id, destination: dest.name, mode: params.mode ?? 'live' }, agentCallMs),
       link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
-      this.prepareImages(ctx, vm, dest),
+      early && (earlyMirror.length === 0 || params.storage) ? this.incoming(ctx, vm, source, dest, early.plan, earlyMirror, withNics) : Promise.resolve(undefined),
     ]);
-    for (const settled of [begun, facts, images]) if (settled.status === 'rejected') throw settled.reason;
+    for (const settled of [begun, facts, earlyReady]) if (settled.status === 'rejected') throw settled.reason;
     const plan = (begun as PromiseFulfilledResult<MigrationPlan>).value;
     const mirrored = mirrorSet(plan, (facts as PromiseFulfilledResult<HostFacts>).value);
     if (mirrored.length > 0 && !params.storage) throw errors.conflict(`VM "${vm.name}" has local disks; migrate with storage`);
     await holdForTest('begin');
 
-    await ctx.phase('prepare', 10, mirrored.length > 0 ? `${mirrored.length} disk(s) to mirror` : 'shared storage: memory only');
-    // The VM's taps, leases and rules exist on the destination (its reservation places it there) before the switchover.
-    if (await this.o.vms.networks.hasNics(vm.id)) await this.o.vms.networks.pushHost(dest.id);
-    const ready = await link.call<IncomingReady>(dest, 'POST', '/v1/migrations/incoming', { operationId: ctx.op.id, plan, sourceName: source.name, mirror: mirrored.map((d) => d.nodeName) }, agentCallMs);
+    // Journaled with the next write: a recovery does the same from `begin` and from `prepare` (roll back).
+    ctx.mark('prepare', 10, mirrored.length > 0 ? `${mirrored.length} disk(s) to mirror` : 'shared storage: memory only');
+    let ready = (earlyReady as PromiseFulfilledResult<IncomingReady | undefined>).value;
+    if (ready && destinationView(early!.plan, earlyMirror) !== destinationView(plan, mirrored)) {
+      ctx.logger.info('the VM changed between the request and begin: the destination is prepared again');
+      await link.call(dest, 'POST', `/v1/migrations/incoming/${vm.id}/abort`, {}, 30_000);
+      ready = undefined;
+    }
+    ready ??= await this.incoming(ctx, vm, source, dest, plan, mirrored, withNics);
     await holdForTest('prepare');
 
     let mirroredBytes = 0;
@@ -356,17 +382,46 @@ export class MigrationService {
     return this.resolveLate(ctx, extra);
   }
 
-  /** Imports the image volumes the VM boots from (kernel, initrd, ISO) on the destination; its own disks come by the migration. */
-  private async prepareImages(ctx: OperationContext, vm: VmRecord, dest: HostRecord): Promise<void> {
+  /**
+   * The destination's QEMU `-incoming`, after the VM's taps, leases and rules are there (its
+   * reservation places it there). The image volumes the VM boots from travel with the request;
+   * a destination that lacks one refuses, and they are imported first.
+   */
+  private async incoming(ctx: OperationContext, vm: VmRecord, source: HostRecord, dest: HostRecord, plan: MigrationPlan, mirror: MigrationPlan['disks'], withNics: boolean): Promise<IncomingReady> {
+    if (withNics) await this.o.vms.networks.pushHost(dest.id);
+    const volumes: VolumeCreate[] = [];
+    await this.imageVolumes(ctx, vm, dest, async (body) => void volumes.push(body));
+    const call = (ensure: boolean) =>
+      this.o.link.call<IncomingReady>(
+        dest,
+        'POST',
+        '/v1/migrations/incoming',
+        { operationId: ctx.op.id, plan, sourceName: source.name, mirror: mirror.map((d) => d.nodeName), ...(ensure && volumes.length ? { ensure: { pool: vmPool, volumes } } : {}) },
+        agentCallMs,
+      );
+    try {
+      return await call(true);
+    } catch (error) {
+      if (!(error instanceof DroverError && error.code === 'not_found' && Array.isArray(error.details.missingVolumes))) throw error;
+      ctx.logger.info({ missing: error.details.missingVolumes }, 'the destination lacks image volumes: importing them');
+      await this.imageVolumes(ctx, vm, dest, async (body) => {
+        try {
+          await this.o.link.createVolume(dest, vmPool, body);
+        } catch (cause) {
+          if (!(cause instanceof DroverError && cause.code === 'conflict')) throw cause;
+        }
+      });
+      return call(false);
+    }
+  }
+
+  /** Hands `use` each image volume the VM boots from (kernel, initrd, ISO); its own disks come by the migration. */
+  private async imageVolumes(ctx: OperationContext, vm: VmRecord, dest: HostRecord, use: (body: VolumeCreate) => Promise<void>): Promise<void> {
     const ensure = async (body: Record<string, unknown>) => {
       ctx.signal.throwIfAborted();
       if ('cloneOf' in body || String(body.name).startsWith(`${vm.id}.`)) return; // the VM's own volumes: mirrored or shared
       if ('sizeBytes' in body) return;
-      try {
-        await this.o.link.createVolume(dest, 'default', body);
-      } catch (error) {
-        if (!(error instanceof DroverError && error.code === 'conflict')) throw error;
-      }
+      await use(body as VolumeCreate);
     };
     await prepareVmMedia({ store: this.o.store, link: this.o.link, images: this.o.images }, dest, vm, specOf(vm), ensure, ctx.signal);
   }
