@@ -15,7 +15,8 @@ import { journalPhases, median, medianPhases, now, report } from './stats.js';
 /**
  * Live migration through Drover vs the same migration driven by raw QMP, with
  * the same settings (TLS with the same cluster certificates, return-path,
- * pause-before-switchover, auto-converge, downtime-limit 300 ms, 1 GiB/s),
+ * pause-before-switchover, auto-converge, 1 GiB/s, and the downtime steps:
+ * downtime-limit 30 ms first, doubled per pass that does not converge, up to 300 ms),
  * between two hosts in network namespaces, of 256 MiB counter guests: idle,
  * and dirtying memory (`drover.dirty_mib`). The disk is on a pool both hosts
  * share, so only memory moves. Both sides copy live, under TCG too: both QEMUs
@@ -39,7 +40,7 @@ import { journalPhases, median, medianPhases, now, report } from './stats.js';
  */
 export async function runMigrationBench(options: { smoke: boolean }): Promise<boolean> {
   const rounds = options.smoke ? 1 : Number(process.env.DROVER_BENCH_MIGRATION_ROUNDS ?? 12);
-  // QEMU's downtime-limit on both sides (the product's default is 300 ms; DROVER_BENCH_DOWNTIME_LIMIT_MS to measure others).
+  // The longest pause allowed on both sides, up to which the downtime steps go (the product's default is 300 ms; DROVER_BENCH_DOWNTIME_LIMIT_MS to measure others).
   const downtimeLimitMs = Number(process.env.DROVER_BENCH_DOWNTIME_LIMIT_MS ?? 300);
   // After a guest is resumed, before its round: its dirtying is steady again.
   const settleMs = 1000;
