@@ -125,6 +125,11 @@ function freePort(host: string): Promise<number> {
   });
 }
 
+/** Removes the TLS files of a `writeTlsFiles` that QEMU will not load (it removed them itself if it failed). */
+async function discardTlsFiles(written: Promise<string>): Promise<void> {
+  await written.then((dir) => rm(dir, { recursive: true, force: true }), () => undefined);
+}
+
 function pemBlocks(text: string): string[] {
   return [...text.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----\n?/g)].map((m) => (m[0].endsWith('\n') ? m[0] : `${m[0]}\n`));
 }
@@ -457,7 +462,7 @@ export class MigrationService {
       }
       await qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': request.autoConverge });
     } catch (cause) {
-      await written?.then((dir) => rm(dir, { recursive: true, force: true }), () => undefined);
+      if (written) await discardTlsFiles(written);
       throw cause;
     }
     if (written) await this.loadTlsFiles(qmp, written, 'client');
@@ -754,7 +759,7 @@ export class MigrationService {
       try {
         live = await this.hooks.launchIncoming(record);
       } catch (cause) {
-        await written.then((dir) => rm(dir, { recursive: true, force: true }), () => undefined);
+        await discardTlsFiles(written);
         throw cause;
       }
       const qmp = live.qmp;

@@ -130,7 +130,7 @@ export const PerformRequest = Type.Object(
     uri: Type.String({ pattern: '^tcp:[0-9.]+:[0-9]{1,5}$' }),
     tlsHostname: Address,
     /** The longest pause allowed: QEMU's downtime-limit starts at `downtimeLimitForPass(downtimeMs, 0)` and is raised by await-switchover. */
-    downtimeMs: Type.Integer({ minimum: 1 }),
+    downtimeMs: Type.Integer({ minimum: 1, maximum: 60_000 }),
     bandwidth: Type.Integer({ minimum: 1 }),
     autoConverge: Type.Boolean(),
   },
@@ -174,7 +174,7 @@ export const SwitchoverWait = Type.Object(
   {
     timeoutMs: Type.Integer({ minimum: 100, maximum: 86_400_000 }),
     /** The longest pause allowed (the perform's `downtimeMs`): while waiting, QEMU's downtime-limit follows `downtimeLimitForPass`. */
-    downtimeMs: Type.Optional(Type.Integer({ minimum: 1 })),
+    downtimeMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 60_000 })),
   },
   { additionalProperties: false },
 );

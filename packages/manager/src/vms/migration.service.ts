@@ -325,16 +325,20 @@ export class MigrationService {
       link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
       early && (earlyMirror.length === 0 || params.storage) ? this.incoming(ctx, vm, source, dest, early.plan, earlyMirror, withNics) : Promise.resolve(undefined),
     ]);
-    for (const settled of [begun, facts, earlyReady]) if (settled.status === 'rejected') throw settled.reason;
+    for (const settled of [begun, facts]) if (settled.status === 'rejected') throw settled.reason;
     const plan = (begun as PromiseFulfilledResult<MigrationPlan>).value;
     const mirrored = mirrorSet(plan, (facts as PromiseFulfilledResult<HostFacts>).value);
+    // The early destination stands only if it was prepared from what begin answered; one from a plan that
+    // changed meanwhile is dropped (a refusal of it too: the destination cleaned up after itself).
+    const planChanged = early !== undefined && destinationView(early.plan, earlyMirror) !== destinationView(plan, mirrored);
+    if (earlyReady.status === 'rejected' && !planChanged) throw earlyReady.reason;
     if (mirrored.length > 0 && !params.storage) throw errors.conflict(`VM "${vm.name}" has local disks; migrate with storage`);
     await holdForTest('begin');
 
     // Journaled with the next write: a recovery does the same from `begin` and from `prepare` (roll back).
     ctx.mark('prepare', 10, mirrored.length > 0 ? `${mirrored.length} disk(s) to mirror` : 'shared storage: memory only');
-    let ready = (earlyReady as PromiseFulfilledResult<IncomingReady | undefined>).value;
-    if (ready && destinationView(early!.plan, earlyMirror) !== destinationView(plan, mirrored)) {
+    let ready = earlyReady.status === 'fulfilled' ? earlyReady.value : undefined;
+    if (planChanged && (ready || earlyReady.status === 'rejected')) {
       ctx.logger.info('the VM changed between the request and begin: the destination is prepared again');
       await link.call(dest, 'POST', `/v1/migrations/incoming/${vm.id}/abort`, {}, 30_000);
       ready = undefined;
@@ -389,8 +393,7 @@ export class MigrationService {
    */
   private async incoming(ctx: OperationContext, vm: VmRecord, source: HostRecord, dest: HostRecord, plan: MigrationPlan, mirror: MigrationPlan['disks'], withNics: boolean): Promise<IncomingReady> {
     if (withNics) await this.o.vms.networks.pushHost(dest.id);
-    const volumes: VolumeCreate[] = [];
-    await this.imageVolumes(ctx, vm, dest, async (body) => void volumes.push(body));
+    const volumes = await this.imageVolumes(ctx, vm, dest);
     const call = (ensure: boolean) =>
       this.o.link.call<IncomingReady>(
         dest,
@@ -404,26 +407,30 @@ export class MigrationService {
     } catch (error) {
       if (!(error instanceof DroverError && error.code === 'not_found' && Array.isArray(error.details.missingVolumes))) throw error;
       ctx.logger.info({ missing: error.details.missingVolumes }, 'the destination lacks image volumes: importing them');
-      await this.imageVolumes(ctx, vm, dest, async (body) => {
-        try {
-          await this.o.link.createVolume(dest, vmPool, body);
-        } catch (cause) {
-          if (!(cause instanceof DroverError && cause.code === 'conflict')) throw cause;
-        }
-      });
+      // All asked for at once: the agent runs its imports one at a time; one made meanwhile is there (409).
+      await Promise.all(
+        volumes.map(async (body) => {
+          ctx.signal.throwIfAborted();
+          await this.o.link.createVolume(dest, vmPool, body).catch((cause: unknown) => {
+            if (!(cause instanceof DroverError && cause.code === 'conflict')) throw cause;
+          });
+        }),
+      );
       return call(false);
     }
   }
 
-  /** Hands `use` each image volume the VM boots from (kernel, initrd, ISO); its own disks come by the migration. */
-  private async imageVolumes(ctx: OperationContext, vm: VmRecord, dest: HostRecord, use: (body: VolumeCreate) => Promise<void>): Promise<void> {
-    const ensure = async (body: Record<string, unknown>) => {
+  /** The image volumes the VM boots from (kernel, initrd, ISO), as volume creations; its own disks come by the migration. */
+  private async imageVolumes(ctx: OperationContext, vm: VmRecord, dest: HostRecord): Promise<VolumeCreate[]> {
+    const volumes: VolumeCreate[] = [];
+    const collect = async (body: Record<string, unknown>) => {
       ctx.signal.throwIfAborted();
       if ('cloneOf' in body || String(body.name).startsWith(`${vm.id}.`)) return; // the VM's own volumes: mirrored or shared
       if ('sizeBytes' in body) return;
-      await use(body as VolumeCreate);
+      volumes.push(body as VolumeCreate);
     };
-    await prepareVmMedia({ store: this.o.store, link: this.o.link, images: this.o.images }, dest, vm, specOf(vm), ensure, ctx.signal);
+    await prepareVmMedia({ store: this.o.store, link: this.o.link, images: this.o.images }, dest, vm, specOf(vm), collect, ctx.signal);
+    return volumes;
   }
 
   /**
