@@ -58,10 +58,13 @@ export async function receiveStateToFile(
       const copy = runDd([`of=${file}`, ...(options.durable ? ['conv=fdatasync'] : [])], [socket, 'ignore'], `Writing the saved state to "${file}"`, timeoutMs);
       // dd holds its own copy of the descriptor; ours must not read a byte.
       socket.destroy();
-      copy.then(async () => {
-        await chmod(file, 0o600);
-        resolve((await stat(file)).size);
-      }, reject);
+      // Every failure rejects `done` (the file may be gone already: a failed save removes it).
+      copy
+        .then(async () => {
+          await chmod(file, 0o600);
+          return (await stat(file)).size;
+        })
+        .then(resolve, reject);
     });
     server.once('error', reject);
   });

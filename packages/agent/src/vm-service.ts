@@ -6,8 +6,10 @@ import type { Logger } from 'pino';
 import { DroverError, errors } from '@drover/core';
 import type { SnapshotInfo, SnapshotRequest, VmDisk, VmInfo, VmNic, VmSpec, VmState } from '@drover/api';
 import {
+  baseMigrationCapabilities,
   buildQemuArgv,
   killProcess,
+  plainMigrationParameters,
   QmpClient,
   QemuImg,
   readProcessInfo,
@@ -483,7 +485,7 @@ export class VmService {
   /** Spawns QEMU for the record and connects to it; on failure nothing is left running. */
   /** Feeds a saved state file into a QEMU started with `-incoming defer`; resolves when QEMU reports the load complete. */
   private async loadSavedState(live: Live, socket: string, file: string): Promise<void> {
-    await live.qmp.migrateSetCapabilities([{ capability: 'events', state: true }]);
+    await live.qmp.migrateSetCapabilities(baseMigrationCapabilities);
     const completed = waitForMigration(live.qmp, this.o.qmpTimeoutMs * 30);
     await live.qmp.migrateIncoming(`unix:${socket}`);
     await sendFileToState(socket, file, this.o.qmpTimeoutMs * 30);
@@ -729,9 +731,10 @@ export class VmService {
       const receiver = await receiveStateToFile(f.saveSocket, partial, { owner: this.o.account, timeoutMs: this.o.qmpTimeoutMs * 30, durable: this.o.durableSaves });
       try {
         if (wasRunning) await live.qmp.stop();
-        await live.qmp.migrateSetCapabilities([{ capability: 'events', state: true }]);
+        // All of them: a QEMU that migrated before (in, or out and rolled back) keeps that stream's settings.
+        await live.qmp.migrateSetCapabilities(baseMigrationCapabilities);
         // The default 128 MiB/s cap also throttles saves to a file.
-        await live.qmp.migrateSetParameters({ 'max-bandwidth': 64 * 1024 ** 3 });
+        await live.qmp.migrateSetParameters({ ...plainMigrationParameters, 'max-bandwidth': 64 * 1024 ** 3 });
         const completed = waitForMigration(live.qmp, this.o.qmpTimeoutMs * 30);
         await live.qmp.migrate(`unix:${f.saveSocket}`);
         await completed;

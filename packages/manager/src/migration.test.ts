@@ -377,6 +377,36 @@ describe('live migration between hosts in network namespaces', () => {
     dest.close();
   }, 600_000);
 
+  // QEMU keeps a stream's capabilities and parameters for its life: a save that did not set all of its own would
+  // inherit the move's (return-path, pause-before-switchover, the TLS credentials deleted at finish) and fail.
+  it('a VM that came by live migration saves and restores on its new host: the counter goes on from where it was saved', async () => {
+    const log = new SerialTail(serialLog('h2', vmA.id));
+    await until('the counter on h2', async () => {
+      log.poll();
+      return counterGens(log.text).length > 2;
+    }, 60_000, 200);
+    const save = await api('POST', `/api/v1/vms/${vmA.id}/save?wait=true`, {});
+    expect(save.body.state, JSON.stringify(save.body)).toBe('done');
+    expect((await api('GET', `/api/v1/vms/${vmA.id}`)).body.state).toBe('saved');
+    expect(qemusOf('h2', vmA.id)).toEqual([]);
+    log.poll();
+    const savedAt = log.text.length;
+    const last = counterGens(log.text).at(-1)!.gen;
+    const restore = await api('POST', `/api/v1/vms/${vmA.id}/restore?wait=true`, {});
+    expect(restore.body.state, JSON.stringify(restore.body)).toBe('done');
+    expect((await api('GET', `/api/v1/vms/${vmA.id}`)).body).toMatchObject({ state: 'running', hostName: 'h2' });
+    const after = await until('the counter after the restore', async () => {
+      log.poll();
+      const lines = counterGens(log.text.slice(savedAt));
+      return lines.length > 2 ? lines : undefined;
+    }, 120_000, 200);
+    // Resumed, not rebooted: the next generation, and no boot in between.
+    expect(after[0]!.gen).toBe(last + 1);
+    expect(log.text.slice(savedAt)).not.toContain('DROVER-READY');
+    expect(qemusOf('h2', vmA.id).length).toBe(1);
+    log.close();
+  }, 300_000);
+
   it('moves a running counter whose root is a LUN of a shared iSCSI pool (QEMU\'s own initiator): memory only, no gap, no repeat, the disk intact', async () => {
     // LUN 1: the counter appliance's root file system, raw, served by tgtd on the bridge address.
     const counterImage = await buildAppliance('counter', { cacheDir: defaultApplianceCacheDir() });

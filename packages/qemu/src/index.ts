@@ -31,6 +31,8 @@ export {
 export { deletedDeviceId, plugDisk, plugNic, releaseDiskNodes, releaseNicBackend, unplugDevice } from './hotplug.js';
 
 export {
+  baseMigrationCapabilities,
+  plainMigrationParameters,
   QmpClient,
   QmpCommandError,
   QmpJobError,

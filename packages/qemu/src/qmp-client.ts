@@ -124,6 +124,23 @@ export interface MigrationParameters {
   [key: string]: unknown;
 }
 
+/**
+ * Every migration capability Drover uses, off, and `events` on: the base each stream's capabilities
+ * are spread over. QEMU keeps capabilities and parameters for the life of its process, so a stream
+ * that does not set them inherits the last one's: a save to a file after a live migration would wait
+ * for a return path (`return-path`) or at pre-switchover (`pause-before-switchover`) forever.
+ */
+export const baseMigrationCapabilities: Readonly<Record<string, boolean>> = Object.freeze({
+  events: true,
+  'return-path': false,
+  'pause-before-switchover': false,
+  'auto-converge': false,
+  'late-block-activate': false,
+});
+
+/** The parameters of a stream without TLS: a save after a live migration would otherwise want TLS with credentials long deleted. */
+export const plainMigrationParameters: Readonly<MigrationParameters> = Object.freeze({ 'tls-creds': '', 'tls-hostname': '', 'tls-authz': '' });
+
 export interface BlockImageInfo {
   filename: string;
   format: string;
