@@ -28,7 +28,7 @@ import {
   type SnapshotInfo,
   type VmSpec,
 } from '@drover/api';
-import type { MigrationInfo, QmpClient, QmpEvent } from '@drover/qemu';
+import { baseMigrationCapabilities, type MigrationInfo, type QmpClient, type QmpEvent } from '@drover/qemu';
 import type { Account } from './account.js';
 import type { KeyedLock } from './keyed-lock.js';
 import { volumeFormat, type PoolRegistry } from './pools.js';
@@ -90,8 +90,8 @@ export interface MigrationHooks {
   /** A saved VM's state loaded into a paused QEMU; the saved file stays until the move is confirmed. */
   restorePaused(record: VmRecord): Promise<Live>;
   killAndForget(record: VmRecord): Promise<void>;
-  /** Ends the source's QEMU after the handover (quit, then SIGKILL). */
-  handOver(record: VmRecord): Promise<void>;
+  /** Ends the source's QEMU after the handover (quit, then SIGKILL); with `forgotten`, the record is not written again (`forget` follows). */
+  handOver(record: VmRecord, options?: { forgotten?: boolean }): Promise<void>;
   /** Removes the record and its directory. */
   forget(record: VmRecord): Promise<void>;
 }
@@ -221,13 +221,25 @@ export class MigrationService {
   // ------------------------------------------------------------ TLS
 
   /**
-   * Gives QEMU its TLS credentials: the agent's certificate and key, the
-   * cluster CA and CRL, written root:drover 0640 in a root-owned directory
-   * (QEMU must not be able to plant links where root writes), loaded by
-   * `object-add`, then removed: QEMU keeps them in memory.
+   * The source's side of a stream, set at `begin` while the destination's QEMU starts (`perform`
+   * then only points QEMU at the destination): no stream in progress, every capability the stream
+   * uses, and this host's TLS identity as a client (`loadTlsFiles`). Capabilities and the TLS
+   * object left by a move that does not happen are harmless: a save sets its own (`baseMigrationCapabilities`).
    */
-  private async addTlsObjects(record: VmRecord, qmp: QmpClient, endpoint: 'server' | 'client', peerName?: string): Promise<void> {
-    await this.loadTlsFiles(qmp, this.writeTlsFiles(record, endpoint), endpoint, peerName);
+  private async prepareOutgoing(record: VmRecord, qmp: QmpClient, autoConverge: boolean): Promise<void> {
+    const written = this.writeTlsFiles(record, 'client');
+    written.catch(() => undefined);
+    try {
+      const current = await qmp.queryMigrate();
+      if (current.status && !['none', 'completed', 'failed', 'cancelled'].includes(current.status)) {
+        throw errors.conflict(`${this.label(record)} already has a migration in progress (${current.status})`);
+      }
+      await qmp.migrateSetCapabilities({ ...baseMigrationCapabilities, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': autoConverge });
+    } catch (cause) {
+      await discardTlsFiles(written);
+      throw cause;
+    }
+    await (await this.loadTlsFiles(qmp, written, 'client')).removed;
   }
 
   /** Writes this host's cluster identity where the VM's QEMU can read it (root:drover 0640), for `loadTlsFiles`. */
@@ -266,20 +278,35 @@ export class MigrationService {
   /**
    * QEMU loads the files `written` (`writeTlsFiles`, which may still be running: the destination
    * writes them while its QEMU starts) into its TLS object, and the peer's name into its authz
-   * object; the directory goes at once, whatever happens (QEMU keeps them in memory).
+   * object (a `fresh` QEMU has neither yet: no object-del first). The directory's removal starts
+   * as soon as QEMU has answered, whatever it answered (it keeps the files in memory); `removed`
+   * is that removal, which the caller awaits before it answers.
    */
-  private async loadTlsFiles(qmp: QmpClient, written: Promise<string>, endpoint: 'server' | 'client', peerName?: string): Promise<void> {
+  private async loadTlsFiles(qmp: QmpClient, written: Promise<string>, endpoint: 'server' | 'client', options: { peerName?: string; fresh?: boolean } = {}): Promise<{ removed: Promise<void> }> {
     const dir = await written;
-    try {
-      await qmp.execute('object-del', { id: tlsObject }).catch(() => undefined);
-      await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: tlsObject, dir, endpoint, 'verify-peer': true });
-      if (peerName) {
-        await qmp.execute('object-del', { id: authzObject }).catch(() => undefined);
+    const { peerName, fresh = false } = options;
+    const loaded = Promise.all([
+      (async () => {
+        if (!fresh) await qmp.execute('object-del', { id: tlsObject }).catch(() => undefined);
+        await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: tlsObject, dir, endpoint, 'verify-peer': true });
+      })(),
+      (async () => {
+        if (!peerName) return;
+        if (!fresh) await qmp.execute('object-del', { id: authzObject }).catch(() => undefined);
         await qmp.execute('object-add', { 'qom-type': 'authz-simple', id: authzObject, identity: `CN=${peerName}` });
-      }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
+      })(),
+    ]);
+    const removed = loaded.then(
+      () => undefined,
+      () => undefined,
+    ).then(() => rm(dir, { recursive: true, force: true }));
+    try {
+      await loaded;
+    } catch (cause) {
+      await removed;
+      throw cause;
     }
+    return { removed };
   }
 
   // ------------------------------------------------------------ both sides
@@ -376,6 +403,7 @@ export class MigrationService {
         live = mode === 'saved' ? await this.hooks.restorePaused(record) : await this.hooks.launchPaused(record);
         launched = true;
       }
+      await this.prepareOutgoing(record, live.qmp, request.autoConverge ?? true);
       record.migration = { role: 'source', operationId: request.operationId, mode, peer: request.destination, since: new Date().toISOString(), wasRunning };
       await this.hooks.persist(record);
       this.releases.set(record.id, release);
@@ -393,7 +421,7 @@ export class MigrationService {
     const record = this.hooks.find(ref);
     const marker = this.marker(record, 'source');
     const qmp = this.qmp(record);
-    await this.addTlsObjects(record, qmp, 'client');
+    // The TLS object `begin` loaded encrypts the NBD connections and then the stream.
     marker.mirrors = request.nbd.exports.map((e) => ({ nodeName: e.nodeName, job: `mig-${e.nodeName}`, target: `mig-${e.nodeName}-nbd` }));
     await this.hooks.persist(record);
     const timeoutMs = request.timeoutMs ?? 30 * 60_000;
@@ -452,20 +480,7 @@ export class MigrationService {
     const record = this.hooks.find(ref);
     this.marker(record, 'source');
     const qmp = this.qmp(record);
-    // The TLS files are written while QEMU is asked (the mirror's object serves the stream too).
-    const written = record.migration?.mirrors?.length ? undefined : this.writeTlsFiles(record, 'client');
-    written?.catch(() => undefined);
-    try {
-      const current = await qmp.queryMigrate();
-      if (current.status && !['none', 'completed', 'failed', 'cancelled'].includes(current.status)) {
-        throw errors.conflict(`${this.label(record)} already has a migration in progress (${current.status})`);
-      }
-      await qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': request.autoConverge });
-    } catch (cause) {
-      if (written) await discardTlsFiles(written);
-      throw cause;
-    }
-    if (written) await this.loadTlsFiles(qmp, written, 'client');
+    // The capabilities and the TLS object are QEMU's since `begin`: here it is told where to, and starts.
     // The downtime steps (docs/migration.md): a short pause first, raised by await-switchover at each pass that does not converge.
     const downtimeLimit = downtimeLimitForPass(request.downtimeMs, 0);
     this.downtimeLimits.set(record.id, downtimeLimit);
@@ -489,7 +504,16 @@ export class MigrationService {
         live.qemuStatus = 'paused';
       }
     }
-    await qmp.migrate(request.uri);
+    try {
+      await qmp.migrate(request.uri);
+    } catch (cause) {
+      // A second perform of the same move (a manager asking again): QEMU refuses the second stream.
+      const current = await qmp.queryMigrate().catch(() => undefined);
+      if (current?.status && !['none', 'completed', 'failed', 'cancelled'].includes(current.status)) {
+        throw errors.conflict(`${this.label(record)} already has a migration in progress (${current.status})`);
+      }
+      throw cause;
+    }
     return this.status(record.id);
   }
 
@@ -688,7 +712,7 @@ export class MigrationService {
       if (info.status !== 'completed') throw errors.conflict(`${this.label(record)} has not completed its migration here (${info.status ?? 'none'})`);
     }
     const serialTail = request.serialTailBytes ? await this.serialTail(record, request.serialTailBytes) : undefined;
-    await this.hooks.handOver(record);
+    await this.hooks.handOver(record, { forgotten: true });
     this.release(record);
     await this.hooks.forget(record);
     for (const v of request.deleteVolumes) {
@@ -763,9 +787,14 @@ export class MigrationService {
         throw cause;
       }
       const qmp = live.qmp;
-      await this.loadTlsFiles(qmp, written, 'server', request.sourceName);
-      await qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'late-block-activate': true });
-      await qmp.migrateSetParameters({ 'tls-creds': tlsObject, 'tls-authz': authzObject });
+      // Sent at once (QEMU runs them in order): the stream's settings, then the TLS objects once the files are written.
+      const settings = Promise.all([
+        qmp.migrateSetCapabilities({ ...baseMigrationCapabilities, 'return-path': true, 'late-block-activate': true }),
+        qmp.migrateSetParameters({ 'tls-creds': tlsObject, 'tls-authz': authzObject }),
+      ]);
+      settings.catch(() => undefined);
+      const tlsFiles = await this.loadTlsFiles(qmp, written, 'server', { peerName: request.sourceName, fresh: true });
+      await settings;
       const address = this.o.address;
       let nbd: IncomingReady['nbd'];
       if (mirror.size > 0) {
@@ -781,7 +810,7 @@ export class MigrationService {
       const port = await freePort(address);
       const uri = `tcp:${address}:${port}`;
       await qmp.migrateIncoming(uri);
-      await this.hooks.persist(record);
+      await Promise.all([this.hooks.persist(record), tlsFiles.removed]);
       return { uri, tlsHostname: address, ...(nbd ? { nbd } : {}) };
     } catch (cause) {
       if (record) await this.abort(record.id).catch((error: unknown) => this.o.logger.error({ err: error }, 'cleaning up a failed incoming migration'));

@@ -659,7 +659,7 @@ export class VmService {
     return this.describe(record);
   }
 
-  private async forceOff(record: VmRecord, live: Live): Promise<void> {
+  private async forceOff(record: VmRecord, live: Live, options: { forgotten?: boolean } = {}): Promise<void> {
     live.expectingExit = true;
     try {
       await live.qmp.quit();
@@ -670,14 +670,16 @@ export class VmService {
       await killProcess(record.runtime!.pid, 'SIGKILL');
       await this.awaitExit(record, 10_000);
     }
-    await this.forgetExited(record, live);
+    await this.forgetExited(record, live, options);
   }
 
-  private async forgetExited(record: VmRecord, live: Live): Promise<void> {
+  /** Drops a QEMU that has exited: its sockets and the runtime in its record (written again, unless the record is `forgotten` next). */
+  private async forgetExited(record: VmRecord, live: Live, options: { forgotten?: boolean } = {}): Promise<void> {
     if (this.live.get(record.id) === live) this.live.delete(record.id);
     live.serial.close();
     live.qmp.close();
     delete record.runtime;
+    if (options.forgotten) return;
     await this.cleanSockets(record);
     // A concurrent abort of the same migration may have removed the VM's directory already.
     await this.persist(record).catch((error: NodeJS.ErrnoException) => {
@@ -959,9 +961,9 @@ export class VmService {
         return live;
       },
       killAndForget: (record) => this.killAndForget(record),
-      handOver: async (record) => {
+      handOver: async (record, options) => {
         const live = this.live.get(record.id);
-        if (live) await this.forceOff(record, live);
+        if (live) await this.forceOff(record, live, options);
         else if (record.runtime) await this.killAndForget(record);
       },
       forget: async (record) => {

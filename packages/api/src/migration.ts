@@ -79,7 +79,13 @@ export const MigrationPlan = Type.Object({
 export type MigrationPlan = Static<typeof MigrationPlan>;
 
 export const MigrationBegin = Type.Object(
-  { operationId: Type.String({ maxLength: 64 }), destination: Type.String({ maxLength: 64 }), mode: Type.Optional(MigrationMode) },
+  {
+    operationId: Type.String({ maxLength: 64 }),
+    destination: Type.String({ maxLength: 64 }),
+    mode: Type.Optional(MigrationMode),
+    /** QEMU's auto-converge (throttles a guest that dirties memory faster than it is sent); default true. Set with the other capabilities at begin. */
+    autoConverge: Type.Optional(Type.Boolean()),
+  },
   { additionalProperties: false },
 );
 export type MigrationBegin = Static<typeof MigrationBegin>;
@@ -132,7 +138,6 @@ export const PerformRequest = Type.Object(
     /** The longest pause allowed: QEMU's downtime-limit starts at `downtimeLimitForPass(downtimeMs, 0)` and is raised by await-switchover. */
     downtimeMs: Type.Integer({ minimum: 1, maximum: 60_000 }),
     bandwidth: Type.Integer({ minimum: 1 }),
-    autoConverge: Type.Boolean(),
   },
   { additionalProperties: false },
 );

@@ -66,10 +66,12 @@ const agentCallMs = 120_000;
  * manager stops for good right after that phase's work, so a test can kill it
  * exactly there. Unset in any real deployment.
  */
-async function holdForTest(phase: string): Promise<void> {
+async function holdForTest(phase: string, after?: Promise<unknown>): Promise<void> {
   // `<phase>` holds for good; `<phase>:<ms>` holds that long, then goes on (a window for a fault at that moment).
   const [held, ms] = (process.env.DROVER_TEST_HOLD_MIGRATION ?? '').split(':');
   if (held !== phase) return;
+  // A phase whose work runs alongside its commit holds once the commit is done.
+  await after;
   if (ms === undefined) await new Promise(() => undefined);
   else await sleep(Number(ms));
 }
@@ -194,10 +196,10 @@ export class MigrationService {
   /** Background clean-ups of destinations that were unreachable when a migration rolled back. */
   private readonly cleanups = new Set<Promise<void>>();
   /**
-   * A live move's plan and destination facts as its request read them, by VM, for its run to
-   * prepare the destination alongside the source's `begin` (taken by the run; begin's plan is checked against it).
+   * A live move's plan, destination facts and image volumes as its request read them, by VM, for its run
+   * to prepare the destination alongside the source's `begin` (taken by the run; begin's plan is checked against it).
    */
-  private readonly requestPlans = new Map<string, { plan: MigrationPlan; facts: HostFacts }>();
+  private readonly requestPlans = new Map<string, { plan: MigrationPlan; facts: HostFacts; volumes?: VolumeCreate[] }>();
 
   constructor(private readonly o: MigrationServiceOptions) {
     o.runner.register('vm.migrate', {
@@ -233,10 +235,12 @@ export class MigrationService {
     // A host in maintenance is being evacuated: its VMs may leave it.
     if (source.state !== 'online' && source.state !== 'maintenance') throw errors.conflict(`The source host "${source.name}" is ${source.state}`, { reason: 'host-state', hostState: source.state });
 
-    // Both read-only: asked alongside (one round trip of waiting, not two).
-    const [plan, destFacts] = await Promise.all([
+    // All read-only: asked alongside (one round trip of waiting, not two). A live move's run prepares the
+    // destination with the image volumes read here too (or reads them itself, if this read failed).
+    const [plan, destFacts, volumes] = await Promise.all([
       link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000),
       link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
+      mode === 'live' ? this.imageVolumes(vm, dest).catch(() => undefined) : undefined,
     ]);
     await holdForTest('request');
     if (plan.mode && plan.mode !== mode) throw errors.conflict(`VM "${vm.name}" is ${plan.mode} on host "${source.name}", not ${vm.state} as recorded; try again after the next heartbeat`, { state: vm.state });
@@ -277,7 +281,7 @@ export class MigrationService {
     // One commit: the capacity check and the reservation on the destination (the scheduler restricted
     // to it), the VM's `migrating` and its event, and the operation, created running in its first
     // phase `begin`. A refusal leaves nothing.
-    if (mode === 'live') this.requestPlans.set(vm.id, { plan, facts: destFacts });
+    if (mode === 'live') this.requestPlans.set(vm.id, { plan, facts: destFacts, ...(volumes ? { volumes } : {}) });
     return runner.submit(
       { kind: 'vm.migrate', targetKind: 'vm', targetId: vm.id, params: params as unknown as Record<string, unknown>, actor, idempotencyKey: idempotencyKey ?? null },
       `VM "${vm.name}"`,
@@ -323,7 +327,7 @@ export class MigrationService {
     const [begun, facts, earlyReady] = await Promise.allSettled([
       link.call<MigrationPlan>(source, 'POST', `${path}/begin`, { operationId: ctx.op.id, destination: dest.name, mode: params.mode ?? 'live' }, agentCallMs),
       link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
-      early && (earlyMirror.length === 0 || params.storage) ? this.incoming(ctx, vm, source, dest, early.plan, earlyMirror, withNics) : Promise.resolve(undefined),
+      early && (earlyMirror.length === 0 || params.storage) ? this.incoming(ctx, vm, source, dest, early.plan, earlyMirror, withNics, early.volumes) : Promise.resolve(undefined),
     ]);
     for (const settled of [begun, facts]) if (settled.status === 'rejected') throw settled.reason;
     const plan = (begun as PromiseFulfilledResult<MigrationPlan>).value;
@@ -343,7 +347,7 @@ export class MigrationService {
       await link.call(dest, 'POST', `/v1/migrations/incoming/${vm.id}/abort`, {}, 30_000);
       ready = undefined;
     }
-    ready ??= await this.incoming(ctx, vm, source, dest, plan, mirrored, withNics);
+    ready ??= await this.incoming(ctx, vm, source, dest, plan, mirrored, withNics, early?.volumes);
     await holdForTest('prepare');
 
     let mirroredBytes = 0;
@@ -356,7 +360,7 @@ export class MigrationService {
     }
 
     await ctx.phase('perform', 40, `downtime-limit ${downtimeLimitForPass(params.downtimeMs, 0)} ms, stepping up to ${params.downtimeMs} ms; bandwidth ${params.bandwidth} B/s`);
-    await link.call(source, 'POST', `${path}/perform`, { uri: ready.uri, tlsHostname: ready.tlsHostname, downtimeMs: params.downtimeMs, bandwidth: params.bandwidth, autoConverge: true }, agentCallMs);
+    await link.call(source, 'POST', `${path}/perform`, { uri: ready.uri, tlsHostname: ready.tlsHostname, downtimeMs: params.downtimeMs, bandwidth: params.bandwidth }, agentCallMs);
     await holdForTest('perform');
     const preCopy = await this.awaitSwitchover(ctx, vm, source, params);
 
@@ -391,9 +395,8 @@ export class MigrationService {
    * reservation places it there). The image volumes the VM boots from travel with the request;
    * a destination that lacks one refuses, and they are imported first.
    */
-  private async incoming(ctx: OperationContext, vm: VmRecord, source: HostRecord, dest: HostRecord, plan: MigrationPlan, mirror: MigrationPlan['disks'], withNics: boolean): Promise<IncomingReady> {
-    if (withNics) await this.o.vms.networks.pushHost(dest.id);
-    const volumes = await this.imageVolumes(ctx, vm, dest);
+  private async incoming(ctx: OperationContext, vm: VmRecord, source: HostRecord, dest: HostRecord, plan: MigrationPlan, mirror: MigrationPlan['disks'], withNics: boolean, known?: VolumeCreate[]): Promise<IncomingReady> {
+    const [, volumes] = await Promise.all([withNics ? this.o.vms.networks.pushHost(dest.id) : undefined, known ?? this.imageVolumes(vm, dest, ctx.signal)]);
     const call = (ensure: boolean) =>
       this.o.link.call<IncomingReady>(
         dest,
@@ -421,15 +424,15 @@ export class MigrationService {
   }
 
   /** The image volumes the VM boots from (kernel, initrd, ISO), as volume creations; its own disks come by the migration. */
-  private async imageVolumes(ctx: OperationContext, vm: VmRecord, dest: HostRecord): Promise<VolumeCreate[]> {
+  private async imageVolumes(vm: VmRecord, dest: HostRecord, signal?: AbortSignal): Promise<VolumeCreate[]> {
     const volumes: VolumeCreate[] = [];
     const collect = async (body: Record<string, unknown>) => {
-      ctx.signal.throwIfAborted();
+      signal?.throwIfAborted();
       if ('cloneOf' in body || String(body.name).startsWith(`${vm.id}.`)) return; // the VM's own volumes: mirrored or shared
       if ('sizeBytes' in body) return;
       volumes.push(body as VolumeCreate);
     };
-    await prepareVmMedia({ store: this.o.store, link: this.o.link, images: this.o.images }, dest, vm, specOf(vm), collect, ctx.signal);
+    await prepareVmMedia({ store: this.o.store, link: this.o.link, images: this.o.images }, dest, vm, specOf(vm), collect, signal);
     return volumes;
   }
 
@@ -556,14 +559,15 @@ export class MigrationService {
     const info = await link.call<VmInfo>(dest, 'POST', `/v1/migrations/incoming/${vm.id}/finish`, { timeoutMs: 60_000, after }, 90_000);
     await holdForTest('finish');
     const state = agentToManagedState(info);
-    // One commit: the VM's state there, its reservation's end, its event and the `confirm` journal entry
-    // (a manager that dies before it recovers from `finish`, whose `finish` call answers again at once).
-    await ctx.phase('confirm', 96, `ending the source QEMU on ${source.name}`, async (tx) => {
+    // One commit: the VM's state there, its reservation's end, its event and the `confirm` journal entry.
+    // The source's teardown goes alongside it: a manager that dies before the commit recovers from `finish`,
+    // whose calls answer again (the destination's `finish` at once, the source's `confirm` 404: nothing is left there).
+    const committed = ctx.phase('confirm', 96, `ending the source QEMU on ${source.name}`, async (tx) => {
       const updated = await tx.vms.update(vm.id, { state, hostId: dest.id, lastError: null });
       await tx.reservations.deleteByVm(vm.id);
       return [vmUpdatedEvent(updated, dest.name)];
     });
-    await holdForTest('confirm');
+    committed.catch(() => undefined);
     // The source's QEMU ends (its `confirm` answers with the last lines of its console, read before its
     // directory goes, for the guest-measured downtime); the destination's console is read alongside.
     const measure = params.mode === 'live' && after === 'run';
@@ -572,6 +576,8 @@ export class MigrationService {
     let warning: string | undefined;
     let sourceFinal: MigrationStatus | undefined = extra.continued;
     try {
+      // A test holds here until `confirm` is journaled and kills the manager: its recovery tears the source down.
+      await holdForTest('confirm', committed);
       // A recovering manager knows neither the source's figures nor the disks that were copied: it asks.
       if (!sourceFinal?.downtimeMs) sourceFinal = await link.call<MigrationStatus>(source, 'GET', `/v1/vms/${vm.id}/migration`, undefined, 10_000).catch(() => sourceFinal);
       let deleteVolumes = extra.deleteVolumes;
@@ -594,6 +600,7 @@ export class MigrationService {
       warning = `The source host "${source.name}" was not cleaned up: ${(error as Error).message}`;
       ctx.logger.warn({ err: error }, 'confirm on the source failed');
     }
+    await committed;
     // The guest-measured gap when the destination's first tick is there already; else it is added to
     // the operation's result once it is (the answer does not wait for the guest's next tick).
     const head = await destHead;
