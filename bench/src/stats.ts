@@ -23,6 +23,45 @@ export function percentile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
+/**
+ * How far a median (`medianInterval`) or the ratio of two (`ratioInterval`: `figure` / `baseline`)
+ * moves with the rounds drawn: its `confidence` interval over `resamples` bootstrap resamples (the
+ * rounds drawn again with replacement). Seeded, so the same rounds give the same interval.
+ */
+export function ratioInterval(figure: number[], baseline: number[], options: BootstrapOptions = {}): [number, number] {
+  return bootstrap([figure, baseline], ([f, b]) => median(f!) / median(b!), options);
+}
+
+export function medianInterval(values: number[], options: BootstrapOptions = {}): [number, number] {
+  return bootstrap([values], ([v]) => median(v!), options);
+}
+
+export interface BootstrapOptions {
+  confidence?: number;
+  resamples?: number;
+  seed?: number;
+}
+
+function bootstrap(samples: number[][], statistic: (drawn: number[][]) => number, options: BootstrapOptions): [number, number] {
+  const { confidence = 0.9, resamples = 2000 } = options;
+  if (samples.some((values) => values.length === 0)) return [Number.NaN, Number.NaN];
+  // mulberry32: a small seeded generator, enough to draw rounds.
+  let state = (options.seed ?? 0x5eed) >>> 0;
+  const random = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const values: number[] = [];
+  for (let i = 0; i < resamples; i++) values.push(statistic(samples.map((sample) => sample.map(() => sample[Math.floor(random() * sample.length)]!))));
+  values.sort((a, b) => a - b);
+  const tail = (1 - confidence) / 2;
+  const at = (q: number) => values[Math.min(values.length - 1, Math.max(0, Math.round(q * (values.length - 1))))]!;
+  return [at(tail), at(1 - tail)];
+}
+
 export interface Comparison {
   name: string;
   figure: number;
@@ -34,6 +73,9 @@ export interface Comparison {
   /** An absolute target on the figure itself (e.g. at least 2,000 req/s, at most 20 ms). */
   atLeast?: number;
   atMost?: number;
+  /** The figure's 90% interval (`medianInterval`) and the ratio's (`ratioInterval`), printed after each (rounds spread widely on a small machine). */
+  figureInterval?: [number, number];
+  ratioInterval?: [number, number];
 }
 
 /** Prints one comparison line and returns whether its target is met. */
@@ -45,8 +87,10 @@ export function report(c: Comparison): boolean {
   if (c.atMost !== undefined) targets.push([`≤ ${c.atMost} ${c.unit}`, c.figure <= c.atMost]);
   const met = targets.every(([, ok]) => ok);
   const target = targets.length === 0 ? 'no target' : `target ${targets.map(([t]) => t).join(', ')} → ${met ? 'MET' : 'NOT MET'}`;
+  const figureInterval = c.figureInterval ? ` (90%: ${c.figureInterval[0].toFixed(1)}–${c.figureInterval[1].toFixed(1)})` : '';
+  const ratioInterval = c.ratioInterval ? ` (90%: ${c.ratioInterval[0].toFixed(2)}–${c.ratioInterval[1].toFixed(2)}×)` : '';
   process.stdout.write(
-    `${c.name.padEnd(34)} ${c.figure.toFixed(1).padStart(9)} ${c.unit}  vs ${c.baselineName} ${c.baseline.toFixed(1)} ${c.unit}  ratio ${ratio.toFixed(2)}×  ${target}\n`,
+    `${c.name.padEnd(34)} ${c.figure.toFixed(1).padStart(9)} ${c.unit}${figureInterval}  vs ${c.baselineName} ${c.baseline.toFixed(1)} ${c.unit}  ratio ${ratio.toFixed(2)}×${ratioInterval}  ${target}\n`,
   );
   return met;
 }
