@@ -322,11 +322,12 @@ export class MigrationService {
     this.requestPlans.delete(vm.id);
     const earlyMirror = early ? mirrorSet(early.plan, early.facts) : [];
     const withNics = await this.o.vms.networks.hasNics(vm.id);
-    // Alongside the source's begin: the destination's facts (read-only) and, early, its incoming QEMU.
+    // Alongside the source's begin: the destination's facts (read-only; the request's, read moments ago, for an
+    // early move: the destination checks the disks it is told are shared itself) and, early, its incoming QEMU.
     // All are awaited whatever happens, so a failure never leaves a call in flight behind the roll back.
     const [begun, facts, earlyReady] = await Promise.allSettled([
       link.call<MigrationPlan>(source, 'POST', `${path}/begin`, { operationId: ctx.op.id, destination: dest.name, mode: params.mode ?? 'live' }, agentCallMs),
-      link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
+      early ? Promise.resolve(early.facts) : link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
       early && (earlyMirror.length === 0 || params.storage) ? this.incoming(ctx, vm, source, dest, early.plan, earlyMirror, withNics, early.volumes) : Promise.resolve(undefined),
     ]);
     for (const settled of [begun, facts]) if (settled.status === 'rejected') throw settled.reason;
