@@ -42,7 +42,7 @@ import { journalPhases, median, medianInterval, medianPhases, now, ratioInterval
  * server object-add, 0.2–1 s). docs/migration.md ("Benchmark") has the figures.
  */
 export async function runMigrationBench(options: { smoke: boolean }): Promise<boolean> {
-  // Single rounds spread by ±30 % on 2 cores under TCG: 30 rounds a side keep the medians' ratio within a few hundredths (its 90 % interval is printed).
+  // Single rounds spread by ±30 % on 2 cores under TCG: 30 rounds a side, and each figure's 90 % interval is printed (about ±0.1× for the ratio).
   const rounds = options.smoke ? 1 : Number(process.env.DROVER_BENCH_MIGRATION_ROUNDS ?? 30);
   // The longest pause allowed on both sides, up to which the downtime steps go (the product's default is 300 ms; DROVER_BENCH_DOWNTIME_LIMIT_MS to measure others).
   const downtimeLimitMs = Number(process.env.DROVER_BENCH_DOWNTIME_LIMIT_MS ?? 300);
