@@ -44,6 +44,9 @@ import { journalPhases, median, medianInterval, medianPhases, now, ratioInterval
 export async function runMigrationBench(options: { smoke: boolean }): Promise<boolean> {
   // Single rounds spread by ±30 % on 2 cores under TCG: 30 rounds a side, and each figure's 90 % interval is printed (about ±0.1× for the ratio).
   const rounds = options.smoke ? 1 : Number(process.env.DROVER_BENCH_MIGRATION_ROUNDS ?? 30);
+  // Over this many pairs of guests (DROVER_BENCH_MIGRATION_PAIRS), each booted anew: 3 × 10 rounds by default.
+  const pairs = options.smoke ? 1 : Math.max(1, Number(process.env.DROVER_BENCH_MIGRATION_PAIRS ?? 3));
+  const roundsPerPair = Math.max(1, Math.ceil(rounds / pairs));
   // The longest pause allowed on both sides, up to which the downtime steps go (the product's default is 300 ms; DROVER_BENCH_DOWNTIME_LIMIT_MS to measure others).
   const downtimeLimitMs = Number(process.env.DROVER_BENCH_DOWNTIME_LIMIT_MS ?? 300);
   // After a guest is resumed, before its round: its dirtying is steady again.
@@ -98,120 +101,131 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
       // Both guests of this kind run side by side; each round migrates one of them, Drover and raw QMP
       // alternating (D, R, D, R…) so that a drift of the machine hits both. The guest that is not being
       // migrated is paused meanwhile (a dirtying guest would take a core from the other's migration).
-      // ---------------------------------------------------------------- Drover's guest
-      const vm = await api<{ id: string }>('POST', '/api/v1/vms', { name: `bench-${short}`, image: 'counter', memoryMiB: 256, hostInclude: ['h1'], ...(cmdline ? { cmdline } : {}) });
-      const startOp = await api<{ result?: { pid?: number } }>('POST', `/api/v1/vms/${vm.id}/start?wait=true`, {});
-      // The raw side builds the same machine as the agent's QEMU: its PCIe root ports (their device state
-      // moves at the switchover too) and a NIC only if the agent's QEMU has one.
-      const shape = startOp.result?.pid ? qemuShapeOf(startOp.result.pid) : undefined;
-      if (!shape) throw new Error(`cannot read the device layout of the agent's QEMU (${JSON.stringify(startOp.result)})`);
-      const agentHasNic = readFileSync(`/proc/${startOp.result!.pid!}/cmdline`, 'utf8').split('\0').includes('-netdev');
-      process.stdout.write(`  ${kind}: the agent's QEMU has ${shape.layout.rootPorts.length} PCIe root port(s), ${agentHasNic ? 'a NIC' : 'no NIC'}, ${shape.accel}, ${shape.cpuModel}: the raw side gets the same\n`);
-      await waitFor(async () => (await fetch(`${m.url}/api/v1/vms/${vm.id}/console/serial/log`, { headers: { authorization: `Bearer ${m.adminToken}` } }).then((r) => r.text())).includes('DROVER-COUNTER'), 180_000);
-      await api('POST', `/api/v1/vms/${vm.id}/pause?wait=true`, {});
-
-      // ---------------------------------------------------------------- raw QMP's guest
-      const tls = network.hosts.map((_, index) => tlsDir(path.join(work, `tls-${index}`), stateDirs[index]!));
-      const disk = path.join(shared, `raw-${short}.qcow2`);
-      rmSync(disk, { force: true });
-      await QemuImg.createThinClone(counter.rootDisk, 'qcow2', disk, { relativeBacking: false });
-      const uuid = randomUUID();
-      const configOf = (index: number, incoming: boolean): QemuLaunchConfig => {
-        const dir = path.join(work, `${short}-${index}`);
-        mkdirSync(dir, { recursive: true });
-        const config = rawCounterConfig({ work: dir, kernel: counter.kernel, initrd: counter.initrd, cmdline: `${counter.cmdline} ${cmdline}`, disks: [{ nodeName: 'disk0', path: disk, format: 'qcow2' }], accel: shape.accel, cpuModel: shape.cpuModel, uuid, mac: '52:54:00:12:34:56', layout: shape.layout });
-        return {
-          ...config,
-          ...(agentHasNic ? {} : { nics: [] }),
-          memoryMiB: 256,
-          ...(incoming ? { startPaused: true, incomingDefer: true } : {}),
-        };
-      };
-      let current = await rawStart(network.hosts[0]!.namespace, configOf(0, false), rawPids);
-      await waitFor(async () => existsSync(configOf(0, false).serialLog) && readFileSync(configOf(0, false).serialLog, 'utf8').includes('DROVER-COUNTER'), 180_000);
-      await current.qmp.stop();
-      let at = 0;
-
+      // The rounds are spread over `pairs` pairs of guests, each booted anew: a guest's copy speed holds
+      // for all its rounds (its memory, its dirtying), so rounds over one pair do not average it out.
       const droverTotal: number[] = [];
       const droverDowntime: number[] = [];
       const droverPhases: Array<Record<string, number>> = [];
       const rawTotal: number[] = [];
       const rawDowntime: number[] = [];
       const rawPhases: Array<Record<string, number>> = [];
-      for (let round = 0; round < rounds; round++) {
-        // ------------------------------------------------------------ a Drover round
-        await api('POST', `/api/v1/vms/${vm.id}/resume?wait=true`, {});
-        await new Promise((r) => setTimeout(r, settleMs));
-        const to = round % 2 === 0 ? 'h2' : 'h1';
-        const started = now();
-        const wallStarted = Date.now();
-        const op = await api<{ id: string; state: string; result: { qemuDowntimeMs: number }; error: unknown }>('POST', `/api/v1/vms/${vm.id}/migrate?wait=true`, { to, ...(downtimeLimitMs !== 300 ? { downtimeMs: downtimeLimitMs } : {}) });
-        if (op.state !== 'done') throw new Error(`Drover migration ended ${op.state}: ${JSON.stringify(op.error)}`);
-        droverTotal.push(now() - started);
-        droverPhases.push(journalPhases(await m.store.operations.get(op.id), wallStarted, Date.now()));
-        droverDowntime.push(op.result.qemuDowntimeMs);
+      const perPair: string[] = [];
+      for (let pair = 0; pair < pairs; pair++) {
+        const firstRound = droverTotal.length;
+        // ---------------------------------------------------------------- Drover's guest
+        const vm = await api<{ id: string }>('POST', '/api/v1/vms', { name: `bench-${short}-${pair + 1}`, image: 'counter', memoryMiB: 256, hostInclude: ['h1'], ...(cmdline ? { cmdline } : {}) });
+        const startOp = await api<{ result?: { pid?: number } }>('POST', `/api/v1/vms/${vm.id}/start?wait=true`, {});
+        // The raw side builds the same machine as the agent's QEMU: its PCIe root ports (their device state
+        // moves at the switchover too) and a NIC only if the agent's QEMU has one.
+        const shape = startOp.result?.pid ? qemuShapeOf(startOp.result.pid) : undefined;
+        if (!shape) throw new Error(`cannot read the device layout of the agent's QEMU (${JSON.stringify(startOp.result)})`);
+        const agentHasNic = readFileSync(`/proc/${startOp.result!.pid!}/cmdline`, 'utf8').split('\0').includes('-netdev');
+        if (pair === 0) process.stdout.write(`  ${kind}: the agent's QEMU has ${shape.layout.rootPorts.length} PCIe root port(s), ${agentHasNic ? 'a NIC' : 'no NIC'}, ${shape.accel}, ${shape.cpuModel}: the raw side gets the same\n`);
+        await waitFor(async () => (await fetch(`${m.url}/api/v1/vms/${vm.id}/console/serial/log`, { headers: { authorization: `Bearer ${m.adminToken}` } }).then((r) => r.text())).includes('DROVER-COUNTER'), 180_000);
         await api('POST', `/api/v1/vms/${vm.id}/pause?wait=true`, {});
 
-        // ------------------------------------------------------------ a raw QMP round
-        await current.qmp.cont();
-        await new Promise((r) => setTimeout(r, settleMs));
-        const next = 1 - at;
-        const rawStarted = now();
-        const mark = phaseClock(rawStarted);
-        const dest = await rawStart(network.hosts[next]!.namespace, configOf(next, true), rawPids);
-        mark('spawn destination');
-        const address = network.hosts[next]!.address;
-        const port = 49152 + Math.floor(Math.random() * 10000);
-        await dest.qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[next], endpoint: 'server', 'verify-peer': true });
-        await dest.qmp.execute('object-add', { 'qom-type': 'authz-simple', id: 'authz0', identity: `CN=${network.hosts[at]!.name}` });
-        mark('destination TLS');
-        await dest.qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'late-block-activate': true });
-        await dest.qmp.migrateSetParameters({ 'tls-creds': 'tls0', 'tls-authz': 'authz0' });
-        await dest.qmp.migrateIncoming(`tcp:${address}:${port}`);
-        mark('destination settings and listen');
-        const src = current.qmp;
-        await src.execute('object-del', { id: 'tls0' }).catch(() => undefined);
-        await src.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[at], endpoint: 'client', 'verify-peer': true });
-        mark('source TLS');
-        await src.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': true });
-        // The same downtime steps as Drover's agent: a short limit first, raised at each pass that does not converge.
-        let limitSet = downtimeLimitForPass(downtimeLimitMs, 0);
-        await src.migrateSetParameters({ 'downtime-limit': limitSet, 'max-bandwidth': 1024 ** 3, 'tls-creds': 'tls0', 'tls-hostname': address });
-        const onPass = (event: QmpEvent) => {
-          if (event.event !== 'MIGRATION_PASS') return;
-          const wanted = downtimeLimitForPass(downtimeLimitMs, Number(event.data.pass));
-          if (wanted === limitSet) return;
-          limitSet = wanted;
-          src.migrateSetParameters({ 'downtime-limit': wanted }).catch(() => undefined);
+        // ---------------------------------------------------------------- raw QMP's guest
+        const tls = network.hosts.map((_, index) => tlsDir(path.join(work, `tls-${index}`), stateDirs[index]!));
+        const disk = path.join(shared, `raw-${short}-${pair + 1}.qcow2`);
+        rmSync(disk, { force: true });
+        await QemuImg.createThinClone(counter.rootDisk, 'qcow2', disk, { relativeBacking: false });
+        const uuid = randomUUID();
+        const configOf = (index: number, incoming: boolean): QemuLaunchConfig => {
+          const dir = path.join(work, `${short}-${pair + 1}-${index}`);
+          mkdirSync(dir, { recursive: true });
+          const config = rawCounterConfig({ work: dir, kernel: counter.kernel, initrd: counter.initrd, cmdline: `${counter.cmdline} ${cmdline}`, disks: [{ nodeName: 'disk0', path: disk, format: 'qcow2' }], accel: shape.accel, cpuModel: shape.cpuModel, uuid, mac: '52:54:00:12:34:56', layout: shape.layout });
+          return {
+            ...config,
+            ...(agentHasNic ? {} : { nics: [] }),
+            memoryMiB: 256,
+            ...(incoming ? { startPaused: true, incomingDefer: true } : {}),
+          };
         };
-        src.on('event', onPass);
-        const preSwitchover = src.waitForEvent('MIGRATION', (d) => d.status === 'pre-switchover' || d.status === 'failed', 600_000);
-        const completed = dest.qmp.waitForEvent('MIGRATION', (d) => d.status === 'completed' || d.status === 'failed', 600_000);
-        mark('source settings');
-        await src.migrate(`tcp:${address}:${port}`);
-        if ((await preSwitchover).data.status !== 'pre-switchover') throw new Error('raw migration failed');
-        src.off('event', onPass);
-        mark('copy to pre-switchover');
-        await src.migrateContinue('pre-switchover');
-        if ((await completed).data.status !== 'completed') throw new Error('raw migration failed on the destination');
-        await dest.qmp.cont();
-        mark('switchover and cont');
-        // QEMU's downtime, read from the source before it quits; the read is not counted in the total.
-        const asked = now();
-        const info = await src.queryMigrate();
-        const askMs = now() - asked;
-        await src.quit().catch(() => undefined);
-        if (!(await waitForExit(current.pid, 5_000))) await killProcess(current.pid, 'SIGKILL');
-        rawTotal.push(now() - rawStarted - askMs);
-        rawPhases.push({ ...mark.phases, 'quit source': now() - rawStarted - askMs - Object.values(mark.phases).reduce((a, b) => a + b, 0) });
-        rawDowntime.push(typeof info.downtime === 'number' ? info.downtime : Number.NaN);
-        current = dest;
-        at = next;
+        let current = await rawStart(network.hosts[0]!.namespace, configOf(0, false), rawPids);
+        await waitFor(async () => existsSync(configOf(0, false).serialLog) && readFileSync(configOf(0, false).serialLog, 'utf8').includes('DROVER-COUNTER'), 180_000);
         await current.qmp.stop();
+        let at = 0;
+
+        for (let round = 0; round < roundsPerPair; round++) {
+          // ------------------------------------------------------------ a Drover round
+          await api('POST', `/api/v1/vms/${vm.id}/resume?wait=true`, {});
+          await new Promise((r) => setTimeout(r, settleMs));
+          const to = round % 2 === 0 ? 'h2' : 'h1';
+          const started = now();
+          const wallStarted = Date.now();
+          const op = await api<{ id: string; state: string; result: { qemuDowntimeMs: number }; error: unknown }>('POST', `/api/v1/vms/${vm.id}/migrate?wait=true`, { to, ...(downtimeLimitMs !== 300 ? { downtimeMs: downtimeLimitMs } : {}) });
+          if (op.state !== 'done') throw new Error(`Drover migration ended ${op.state}: ${JSON.stringify(op.error)}`);
+          droverTotal.push(now() - started);
+          droverPhases.push(journalPhases(await m.store.operations.get(op.id), wallStarted, Date.now()));
+          droverDowntime.push(op.result.qemuDowntimeMs);
+          await api('POST', `/api/v1/vms/${vm.id}/pause?wait=true`, {});
+
+          // ------------------------------------------------------------ a raw QMP round
+          await current.qmp.cont();
+          await new Promise((r) => setTimeout(r, settleMs));
+          const next = 1 - at;
+          const rawStarted = now();
+          const mark = phaseClock(rawStarted);
+          const dest = await rawStart(network.hosts[next]!.namespace, configOf(next, true), rawPids);
+          mark('spawn destination');
+          const address = network.hosts[next]!.address;
+          const port = 49152 + Math.floor(Math.random() * 10000);
+          await dest.qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[next], endpoint: 'server', 'verify-peer': true });
+          await dest.qmp.execute('object-add', { 'qom-type': 'authz-simple', id: 'authz0', identity: `CN=${network.hosts[at]!.name}` });
+          mark('destination TLS');
+          await dest.qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'late-block-activate': true });
+          await dest.qmp.migrateSetParameters({ 'tls-creds': 'tls0', 'tls-authz': 'authz0' });
+          await dest.qmp.migrateIncoming(`tcp:${address}:${port}`);
+          mark('destination settings and listen');
+          const src = current.qmp;
+          await src.execute('object-del', { id: 'tls0' }).catch(() => undefined);
+          await src.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[at], endpoint: 'client', 'verify-peer': true });
+          mark('source TLS');
+          await src.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': true });
+          // The same downtime steps as Drover's agent: a short limit first, raised at each pass that does not converge.
+          let limitSet = downtimeLimitForPass(downtimeLimitMs, 0);
+          await src.migrateSetParameters({ 'downtime-limit': limitSet, 'max-bandwidth': 1024 ** 3, 'tls-creds': 'tls0', 'tls-hostname': address });
+          const onPass = (event: QmpEvent) => {
+            if (event.event !== 'MIGRATION_PASS') return;
+            const wanted = downtimeLimitForPass(downtimeLimitMs, Number(event.data.pass));
+            if (wanted === limitSet) return;
+            limitSet = wanted;
+            src.migrateSetParameters({ 'downtime-limit': wanted }).catch(() => undefined);
+          };
+          src.on('event', onPass);
+          const preSwitchover = src.waitForEvent('MIGRATION', (d) => d.status === 'pre-switchover' || d.status === 'failed', 600_000);
+          const completed = dest.qmp.waitForEvent('MIGRATION', (d) => d.status === 'completed' || d.status === 'failed', 600_000);
+          mark('source settings');
+          await src.migrate(`tcp:${address}:${port}`);
+          if ((await preSwitchover).data.status !== 'pre-switchover') throw new Error('raw migration failed');
+          src.off('event', onPass);
+          mark('copy to pre-switchover');
+          await src.migrateContinue('pre-switchover');
+          if ((await completed).data.status !== 'completed') throw new Error('raw migration failed on the destination');
+          await dest.qmp.cont();
+          mark('switchover and cont');
+          // QEMU's downtime, read from the source before it quits; the read is not counted in the total.
+          const asked = now();
+          const info = await src.queryMigrate();
+          const askMs = now() - asked;
+          await src.quit().catch(() => undefined);
+          if (!(await waitForExit(current.pid, 5_000))) await killProcess(current.pid, 'SIGKILL');
+          rawTotal.push(now() - rawStarted - askMs);
+          rawPhases.push({ ...mark.phases, 'quit source': now() - rawStarted - askMs - Object.values(mark.phases).reduce((a, b) => a + b, 0) });
+          rawDowntime.push(typeof info.downtime === 'number' ? info.downtime : Number.NaN);
+          current = dest;
+          at = next;
+          await current.qmp.stop();
+        }
+        await api('POST', `/api/v1/vms/${vm.id}/force-off?wait=true`, {});
+        await current.qmp.quit().catch(() => undefined);
+        await waitForExit(current.pid, 5_000);
+        rmSync(disk, { force: true });
+        const pairDrover = median(droverTotal.slice(firstRound));
+        const pairRaw = median(rawTotal.slice(firstRound));
+        perPair.push(`${pairDrover.toFixed(0)} vs ${pairRaw.toFixed(0)} (${(pairDrover / pairRaw).toFixed(2)}×)`);
       }
-      await api('POST', `/api/v1/vms/${vm.id}/force-off?wait=true`, {});
-      await current.qmp.quit().catch(() => undefined);
-      await waitForExit(current.pid, 5_000);
+      process.stdout.write(`  ${kind}: ${pairs} pair(s) of guests, ${roundsPerPair} round(s) a side each; each pair's medians (ms): ${perPair.join(', ')}\n`);
 
       met =
         report({
