@@ -32,8 +32,9 @@ import { journalPhases, median, medianInterval, medianPhases, now, ratioInterval
  *    the operation exists, each phase, the answer), the raw side's parts timed around its
  *    QMP steps; medians.
  *
- * Rounds: 30 of each side per guest (DROVER_BENCH_MIGRATION_ROUNDS); single rounds spread by ±30 %,
- * so each figure is printed with its 90 % bootstrap interval (stats.ts).
+ * Rounds: 30 of each side per kind (DROVER_BENCH_MIGRATION_ROUNDS) over 3 pairs of guests booted
+ * anew (DROVER_BENCH_MIGRATION_PAIRS: a guest's copy speed holds for all its rounds); single rounds
+ * spread by ±30 %, so each figure is printed with its 90 % bootstrap interval (stats.ts).
  *
  * Fairness: the rounds alternate (Drover, raw, Drover, raw…: a drift of the machine hits
  * both), the guest not being moved is paused meanwhile, the raw QEMU gets the agent's
