@@ -114,6 +114,11 @@ const tlsObject = 'drover-mig-tls';
 const authzObject = 'drover-mig-authz';
 const terminal = new Set(['completed', 'failed', 'cancelled']);
 
+/** Whether QEMU's migration status is a stream under way (not none, and not ended). */
+function inProgress(status: string | undefined): boolean {
+  return status !== undefined && status !== 'none' && !terminal.has(status);
+}
+
 function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
@@ -231,7 +236,7 @@ export class MigrationService {
     written.catch(() => undefined);
     try {
       const current = await qmp.queryMigrate();
-      if (current.status && !['none', 'completed', 'failed', 'cancelled'].includes(current.status)) {
+      if (inProgress(current.status)) {
         throw errors.conflict(`${this.label(record)} already has a migration in progress (${current.status})`);
       }
       await qmp.migrateSetCapabilities({ ...baseMigrationCapabilities, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': autoConverge });
@@ -508,9 +513,9 @@ export class MigrationService {
       await qmp.migrate(request.uri);
     } catch (cause) {
       // A second perform of the same move (a manager asking again): QEMU refuses the second stream.
-      const current = await qmp.queryMigrate().catch(() => undefined);
-      if (current?.status && !['none', 'completed', 'failed', 'cancelled'].includes(current.status)) {
-        throw errors.conflict(`${this.label(record)} already has a migration in progress (${current.status})`);
+      const status = (await qmp.queryMigrate().catch(() => undefined))?.status;
+      if (inProgress(status)) {
+        throw errors.conflict(`${this.label(record)} already has a migration in progress (${status})`);
       }
       throw cause;
     }
@@ -658,7 +663,7 @@ export class MigrationService {
     if (live) {
       const qmp = live.qmp;
       let info = await qmp.queryMigrate();
-      if (info.status && !['none', 'completed', 'failed', 'cancelled'].includes(info.status)) {
+      if (inProgress(info.status)) {
         await qmp.migrateCancel().catch(() => undefined);
         for (let i = 0; i < 30; i++) {
           info = await qmp.queryMigrate();

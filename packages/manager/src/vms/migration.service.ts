@@ -66,12 +66,10 @@ const agentCallMs = 120_000;
  * manager stops for good right after that phase's work, so a test can kill it
  * exactly there. Unset in any real deployment.
  */
-async function holdForTest(phase: string, after?: Promise<unknown>): Promise<void> {
+async function holdForTest(phase: string): Promise<void> {
   // `<phase>` holds for good; `<phase>:<ms>` holds that long, then goes on (a window for a fault at that moment).
   const [held, ms] = (process.env.DROVER_TEST_HOLD_MIGRATION ?? '').split(':');
   if (held !== phase) return;
-  // A phase whose work runs alongside its commit holds once the commit is done.
-  await after;
   if (ms === undefined) await new Promise(() => undefined);
   else await sleep(Number(ms));
 }
@@ -560,15 +558,14 @@ export class MigrationService {
     const info = await link.call<VmInfo>(dest, 'POST', `/v1/migrations/incoming/${vm.id}/finish`, { timeoutMs: 60_000, after }, 90_000);
     await holdForTest('finish');
     const state = agentToManagedState(info);
-    // One commit: the VM's state there, its reservation's end, its event and the `confirm` journal entry.
-    // The source's teardown goes alongside it: a manager that dies before the commit recovers from `finish`,
-    // whose calls answer again (the destination's `finish` at once, the source's `confirm` 404: nothing is left there).
-    const committed = ctx.phase('confirm', 96, `ending the source QEMU on ${source.name}`, async (tx) => {
+    // One commit: the VM's state there, its reservation's end, its event and the `confirm` journal entry
+    // (a manager that dies before it recovers from `finish`, whose `finish` call answers again at once).
+    await ctx.phase('confirm', 96, `ending the source QEMU on ${source.name}`, async (tx) => {
       const updated = await tx.vms.update(vm.id, { state, hostId: dest.id, lastError: null });
       await tx.reservations.deleteByVm(vm.id);
       return [vmUpdatedEvent(updated, dest.name)];
     });
-    committed.catch(() => undefined);
+    await holdForTest('confirm');
     // The source's QEMU ends (its `confirm` answers with the last lines of its console, read before its
     // directory goes, for the guest-measured downtime); the destination's console is read alongside.
     const measure = params.mode === 'live' && after === 'run';
@@ -577,8 +574,6 @@ export class MigrationService {
     let warning: string | undefined;
     let sourceFinal: MigrationStatus | undefined = extra.continued;
     try {
-      // A test holds here until `confirm` is journaled and kills the manager: its recovery tears the source down.
-      await holdForTest('confirm', committed);
       // A recovering manager knows neither the source's figures nor the disks that were copied: it asks.
       if (!sourceFinal?.downtimeMs) sourceFinal = await link.call<MigrationStatus>(source, 'GET', `/v1/vms/${vm.id}/migration`, undefined, 10_000).catch(() => sourceFinal);
       let deleteVolumes = extra.deleteVolumes;
@@ -601,7 +596,6 @@ export class MigrationService {
       warning = `The source host "${source.name}" was not cleaned up: ${(error as Error).message}`;
       ctx.logger.warn({ err: error }, 'confirm on the source failed');
     }
-    await committed;
     // The guest-measured gap when the destination's first tick is there already; else it is added to
     // the operation's result once it is (the answer does not wait for the guest's next tick).
     const head = await destHead;
