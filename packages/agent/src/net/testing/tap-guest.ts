@@ -139,8 +139,11 @@ export class TapGuest {
       const match = pattern.exec(text);
       if (match) {
         // The previous command's prompt ("[root@NAME ~]# ") may arrive after its marker, i.e. in this output: drop it.
-        const body = text
-          .slice(0, match.index)
+        // It may also be cut in two where this output starts ("[" before, "root@NAME ~]# " after): its first
+        // part joins this output's first line, so the whole prompt is dropped.
+        const before = this.output.slice(0, start).replace(/\r/g, '');
+        const cut = before.slice(before.lastIndexOf('\n') + 1);
+        const body = ((/^\[[^\]\n]*(\]([#$] ?)?)?$/.test(cut) ? cut : '') + text.slice(0, match.index))
           .split('\n')
           .filter((l) => !l.includes(`"@@"${id}"@@`))
           .map((l) => l.replace(/^(\[[^\]\n]*@[^\]\n]*\][#$] )+/, ''))
