@@ -626,14 +626,15 @@ export class MigrationService {
     for (;;) {
       const now = await qmp.queryMigrate();
       if (terminal.has(now.status ?? '') || Date.now() > deadline) {
-        // Right after `completed` QEMU may still report total-time 0 (its thread sets it just after): ask again for the figures, briefly.
-        let final = now;
-        for (let i = 0; final.status === 'completed' && !final['total-time'] && i < 30; i++) {
-          await new Promise((r) => setTimeout(r, 10));
-          final = await qmp.queryMigrate();
+        // The guest waits for the destination's `cont`: answer at once. Right after `completed` QEMU may
+        // still report total-time and downtime 0 (its thread sets them just after the event): those are
+        // left out, and `confirm` answers with them.
+        const status = statusOf(now, 'source');
+        if (status.status === 'completed' && !status.totalTimeMs) {
+          delete status.totalTimeMs;
+          delete status.downtimeMs;
         }
-        if (final !== now) return statusOf(final, 'source');
-        return statusOf(now, 'source');
+        return status;
       }
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -711,10 +712,12 @@ export class MigrationService {
   async confirm(ref: string, request: ConfirmRequest): Promise<ConfirmAnswer> {
     const record = this.hooks.find(ref);
     const live = this.hooks.live(record.id);
+    let migration: MigrationStatus | undefined;
     if (live) {
       const [{ status }, info] = await Promise.all([live.qmp.queryStatus(), live.qmp.queryMigrate()]);
       if (status === 'running') throw errors.conflict(`${this.label(record)} is running here: the migration did not hand it over`);
       if (info.status !== 'completed') throw errors.conflict(`${this.label(record)} has not completed its migration here (${info.status ?? 'none'})`);
+      migration = { ...statusOf(info, 'source'), active: false };
     }
     const serialTail = request.serialTailBytes ? await this.serialTail(record, request.serialTailBytes) : undefined;
     await this.hooks.handOver(record, { forgotten: true });
@@ -727,7 +730,7 @@ export class MigrationService {
         if (!(cause instanceof DroverError && cause.code === 'not_found')) throw cause;
       }
     }
-    return serialTail === undefined ? {} : { serialTail };
+    return { ...(serialTail === undefined ? {} : { serialTail }), ...(migration ? { migration } : {}) };
   }
 
   /** The last `bytes` bytes of the VM's serial log. */
@@ -848,17 +851,22 @@ export class MigrationService {
       if (Date.now() > deadline) throw errors.timeout(`The incoming migration of ${this.label(record)} did not complete within ${timeoutMs} ms (${info.status ?? 'none'})`);
       await waiter.catch(() => undefined);
     }
-    for (const id of marker.exports ?? []) await qmp.execute('block-export-del', { id }).catch(() => undefined);
-    if (marker.exports?.length) await qmp.execute('nbd-server-stop').catch(() => undefined);
-    await qmp.execute('object-del', { id: tlsObject }).catch(() => undefined);
+    // Sent at once, answered in order (QEMU runs one monitor's commands one after another): the NBD
+    // exports and server, the TLS object, then `cont` and the status; a clean-up that fails is left.
+    const cleanups = [
+      ...(marker.exports ?? []).map((id) => qmp.execute('block-export-del', { id })),
+      ...(marker.exports?.length ? [qmp.execute('nbd-server-stop')] : []),
+      qmp.execute('object-del', { id: tlsObject }),
+    ].map((step) => step.catch(() => undefined));
     if (after === 'stop') {
       // A stopped VM moved cold: its disks are here now, its QEMU has done its job.
+      await Promise.all(cleanups);
       await this.hooks.handOver(record);
     } else {
       // `cont` runs the guest and activates the images (late-block-activate); a guest saved
       // paused stays paused, its images inactive until it is resumed.
-      if (after === 'run') await qmp.cont();
-      live.qemuStatus = (await qmp.queryStatus()).status;
+      const [, , status] = await Promise.all([Promise.all(cleanups), after === 'run' ? qmp.cont() : undefined, qmp.queryStatus()]);
+      live.qemuStatus = status.status;
     }
     delete record.migration;
     await this.hooks.persist(record);

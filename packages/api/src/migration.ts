@@ -194,7 +194,11 @@ export const ConfirmRequest = Type.Object(
   { additionalProperties: false },
 );
 export type ConfirmRequest = Static<typeof ConfirmRequest>;
-export const ConfirmAnswer = Type.Object({ serialTail: Type.Optional(Type.String()) });
+export const ConfirmAnswer = Type.Object({
+  serialTail: Type.Optional(Type.String()),
+  /** The source's last `query-migrate` (its downtime and total time, which `continue` may answer before QEMU has them), read before QEMU quits. */
+  migration: Type.Optional(MigrationStatus),
+});
 export type ConfirmAnswer = Static<typeof ConfirmAnswer>;
 
 export const MigrationCapabilities = Type.Object({

@@ -25,12 +25,13 @@ export interface OperationContext {
   /** Reports progress within a phase (not journaled): the percentage, and live figures shown as the running operation's `result`. */
   progress(progress: number, detail?: Record<string, unknown>): Promise<void>;
   /**
-   * The handler's last step, when all that is left is to record the outcome:
-   * `also`'s store writes and the journal entry of phase `name` commit with the
-   * operation's end (`done`), in one transaction, once the handler returns.
-   * Nothing acts after it, so nothing needs it persisted sooner.
+   * The handler's last phase, when nothing a recovery would do differently is left: the
+   * operation is in phase `name` at once (as `mark`: the API shows it), and `also`'s store
+   * writes and the phase's journal entry commit with the operation's end (`done`), in one
+   * transaction, once the handler returns. A recovery finds the phase before it, and does
+   * what is left again (a start's `confirm` reads the host; a migration's tears the source down).
    */
-  lastPhase(name: string, also: JoinedWrites): void;
+  lastPhase(name: string, also: JoinedWrites, progress?: number): void;
   /** Aborted when a user cancels the operation; `phase` then throws (while the kind is still cancellable), and long steps may pass it on. */
   signal: AbortSignal;
   logger: Logger;
@@ -264,8 +265,9 @@ export class OperationRunner {
       progress: async (progress, detail) => {
         await save({ progress: Math.max(0, Math.min(100, Math.round(progress))), ...(detail ? { result: detail } : {}) });
       },
-      lastPhase: (name, also) => {
+      lastPhase: (name, also, progress) => {
         last = { name, at: new Date().toISOString(), also };
+        op = { ...op, phase: name, ...(progress !== undefined ? { progress: Math.max(0, Math.min(100, Math.round(progress))) } : {}) };
       },
     };
     try {

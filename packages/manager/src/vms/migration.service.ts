@@ -18,8 +18,9 @@ import { agentToManagedState, vmUpdatedEvent, type ManagedVmSpec, type VmService
  *   begin (source) → prepare (destination) → mirror (source, local disks) →
  *   perform (source, pre-copy with progress) → switchover (owner flipped in the
  *   store while the guest is paused at pre-switchover) → finish (destination:
- *   its `completed` is the truth, then `cont`) → confirm (source: QEMU ends,
- *   local volumes deleted)
+ *   its `completed` is the truth, then `cont`; alongside it the source's QEMU
+ *   ends and the volumes copied are deleted there, as it is never resumed
+ *   once `finish` is journaled) → confirm (the outcome recorded, with the end)
  *
  * Until switchover every failure, cancel or manager restart rolls back: the
  * source keeps running, the destination QEMU and its volumes go, the
@@ -358,7 +359,9 @@ export class MigrationService {
       await holdForTest('mirror');
     }
 
-    await ctx.phase('perform', 40, `downtime-limit ${downtimeLimitForPass(params.downtimeMs, 0)} ms, stepping up to ${params.downtimeMs} ms; bandwidth ${params.bandwidth} B/s`);
+    // Journaled with its first progress report (within a second) or the switchover: a recovery does the same
+    // from `begin`, `prepare`, `mirror` and `perform` (roll back, the source's `cancel` ends a stream under way).
+    ctx.mark('perform', 40, `downtime-limit ${downtimeLimitForPass(params.downtimeMs, 0)} ms, stepping up to ${params.downtimeMs} ms; bandwidth ${params.bandwidth} B/s`);
     await link.call(source, 'POST', `${path}/perform`, { uri: ready.uri, tlsHostname: ready.tlsHostname, downtimeMs: params.downtimeMs, bandwidth: params.bandwidth }, agentCallMs);
     await holdForTest('perform');
     const preCopy = await this.awaitSwitchover(ctx, vm, source, params);
@@ -552,49 +555,46 @@ export class MigrationService {
 
   private async forward(ctx: OperationContext, vm: VmRecord, source: HostRecord, dest: HostRecord, extra: LateFacts): Promise<unknown> {
     const { link } = this.o;
-    await ctx.phase('finish', 92, `${dest.name} completed; starting the guest there`);
+    await ctx.phase('finish', 92, `${dest.name} completed; starting the guest there while the source QEMU on ${source.name} ends`);
     const params = paramsOf(ctx.op);
     const after = params.mode === 'stopped' ? 'stop' : params.wasRunning === false ? 'pause' : 'run';
-    const info = await link.call<VmInfo>(dest, 'POST', `/v1/migrations/incoming/${vm.id}/finish`, { timeoutMs: 60_000, after }, 90_000);
+    const measure = params.mode === 'live' && after === 'run';
+    // From `finish` on the source is never resumed (the recovery table), so its QEMU ends while the
+    // destination starts the guest (libvirt's Confirm waits for Finish because its source may resume).
+    // Both are awaited whatever happens: a failed finish leaves no call in flight behind it.
+    const [finished, confirmed] = await Promise.allSettled([
+      link.call<VmInfo>(dest, 'POST', `/v1/migrations/incoming/${vm.id}/finish`, { timeoutMs: 60_000, after }, 90_000),
+      this.confirmSource(vm, source, dest, extra, measure),
+    ]);
+    if (finished.status === 'rejected') throw finished.reason;
+    const info = finished.value;
+    // The destination's console from its start, for the guest-measured downtime (its first tick after the source's last).
+    const destHead = measure ? link.serialLog(dest, vm.id, 0).then((head) => head.text, () => undefined) : Promise.resolve(undefined);
     await holdForTest('finish');
     const state = agentToManagedState(info);
-    // One commit: the VM's state there, its reservation's end, its event and the `confirm` journal entry
-    // (a manager that dies before it recovers from `finish`, whose `finish` call answers again at once).
-    await ctx.phase('confirm', 96, `ending the source QEMU on ${source.name}`, async (tx) => {
-      const updated = await tx.vms.update(vm.id, { state, hostId: dest.id, lastError: null });
-      await tx.reservations.deleteByVm(vm.id);
-      return [vmUpdatedEvent(updated, dest.name)];
-    });
+    // The VM's state there, its reservation's end, its event and the `confirm` journal entry commit with
+    // the operation's end: one commit. A manager that dies before it recovers from `finish` (its
+    // `finish` call answers again at once; the source, gone, answers 404) and confirms again.
+    ctx.lastPhase(
+      'confirm',
+      async (tx) => {
+        const updated = await tx.vms.update(vm.id, { state, hostId: dest.id, lastError: null });
+        await tx.reservations.deleteByVm(vm.id);
+        return [vmUpdatedEvent(updated, dest.name)];
+      },
+      96,
+    );
     await holdForTest('confirm');
-    // The source's QEMU ends (its `confirm` answers with the last lines of its console, read before its
-    // directory goes, for the guest-measured downtime); the destination's console is read alongside.
-    const measure = params.mode === 'live' && after === 'run';
     let sourceTail: string | undefined;
-    let destHead: Promise<string | undefined> = Promise.resolve(undefined);
     let warning: string | undefined;
     let sourceFinal: MigrationStatus | undefined = extra.continued;
-    try {
-      // A recovering manager knows neither the source's figures nor the disks that were copied: it asks.
-      if (!sourceFinal?.downtimeMs) sourceFinal = await link.call<MigrationStatus>(source, 'GET', `/v1/vms/${vm.id}/migration`, undefined, 10_000).catch(() => sourceFinal);
-      let deleteVolumes = extra.deleteVolumes;
-      if (!deleteVolumes) {
-        const [plan, facts] = await Promise.all([
-          link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000).catch(notFoundAsUndefined),
-          link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
-        ]);
-        deleteVolumes = plan ? mirrorSet(plan, facts).map((d) => ({ pool: d.pool, volume: d.volume })) : undefined;
-      }
-      if (deleteVolumes) {
-        if (measure) destHead = link.serialLog(dest, vm.id, 0).then((head) => head.text, () => undefined);
-        // A source without the VM (a recovering manager's second confirm) answers 404: nothing is left there.
-        const confirmed = await link
-          .call<ConfirmAnswer | undefined>(source, 'POST', `/v1/vms/${vm.id}/migration/confirm`, { deleteVolumes, ...(measure ? { serialTailBytes: 4096 } : {}) }, agentCallMs)
-          .catch(notFoundAsUndefined);
-        sourceTail = confirmed?.serialTail;
-      }
-    } catch (error) {
-      warning = `The source host "${source.name}" was not cleaned up: ${(error as Error).message}`;
-      ctx.logger.warn({ err: error }, 'confirm on the source failed');
+    if (confirmed.status === 'fulfilled') {
+      sourceTail = confirmed.value?.serialTail;
+      // QEMU's final figures come with the source's `confirm` (its `continue` answers at `completed`, often before QEMU has them).
+      if (confirmed.value?.migration?.downtimeMs !== undefined) sourceFinal = confirmed.value.migration;
+    } else {
+      warning = `The source host "${source.name}" was not cleaned up: ${(confirmed.reason as Error).message}`;
+      ctx.logger.warn({ err: confirmed.reason }, 'confirm on the source failed');
     }
     // The guest-measured gap when the destination's first tick is there already; else it is added to
     // the operation's result once it is (the answer does not wait for the guest's next tick).
@@ -625,6 +625,29 @@ export class MigrationService {
       ...(extra.preCopy?.dirtySyncCount !== undefined ? { passes: extra.preCopy.dirtySyncCount } : {}),
       ...(warning ? { warning } : {}),
     };
+  }
+
+  /**
+   * The source's QEMU ends, its record goes and the volumes copied to the destination are deleted
+   * (`confirm`); it answers with the last lines of its console, read before its directory goes (the
+   * guest-measured downtime), and QEMU's final figures. A source without the VM (a recovering
+   * manager's second confirm) answers 404: nothing is left there (undefined).
+   */
+  private async confirmSource(vm: VmRecord, source: HostRecord, dest: HostRecord, extra: LateFacts, measure: boolean): Promise<ConfirmAnswer | undefined> {
+    const { link } = this.o;
+    // A recovering manager does not know the disks that were copied: it asks.
+    let deleteVolumes = extra.deleteVolumes;
+    if (!deleteVolumes) {
+      const [plan, facts] = await Promise.all([
+        link.call<MigrationPlan>(source, 'GET', `/v1/vms/${vm.id}/migration/plan`, undefined, 30_000).catch(notFoundAsUndefined),
+        link.call<HostFacts>(dest, 'GET', '/v1/host', undefined, 10_000),
+      ]);
+      if (!plan) return undefined;
+      deleteVolumes = mirrorSet(plan, facts).map((d) => ({ pool: d.pool, volume: d.volume }));
+    }
+    return link
+      .call<ConfirmAnswer | undefined>(source, 'POST', `/v1/vms/${vm.id}/migration/confirm`, { deleteVolumes, ...(measure ? { serialTailBytes: 4096 } : {}) }, agentCallMs)
+      .catch(notFoundAsUndefined);
   }
 
   /**
