@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { median, medianInterval, ratioInterval } from './stats.js';
+import { bootstrapInterval, median, medianInterval, ratioInterval } from './stats.js';
 
 describe('bootstrap intervals of medians', () => {
   const base = [900, 950, 1000, 1050, 1100, 1200, 800, 1000, 980, 1020];
@@ -34,5 +34,18 @@ describe('bootstrap intervals of medians', () => {
     expect(high).toBeGreaterThanOrEqual(median(base));
     expect(low).toBeGreaterThanOrEqual(Math.min(...base));
     expect(high).toBeLessThanOrEqual(Math.max(...base));
+  });
+
+  it('any statistic: rounds drawn as indices stay whole (paired figures move together)', () => {
+    const totals = [1000, 1200, 900, 1100, 1300];
+    const parts = totals.map((t) => t - 800);
+    const indices = totals.map((_, i) => i);
+    // total − part is 800 in every round: drawn whole, the difference never moves.
+    const [low, high] = bootstrapInterval([indices], ([drawn]) => median(drawn!.map((i) => totals[i]!)) - median(drawn!.map((i) => parts[i]!)));
+    expect(low).toBe(800);
+    expect(high).toBe(800);
+    // Drawn apart, it does.
+    const apart = bootstrapInterval([totals, parts], ([t, p]) => median(t!) - median(p!));
+    expect(apart[1] - apart[0]).toBeGreaterThan(0);
   });
 });

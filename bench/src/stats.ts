@@ -42,6 +42,11 @@ export interface BootstrapOptions {
   seed?: number;
 }
 
+/** The `confidence` interval of any `statistic` of several samples, each drawn again with replacement (`ratioInterval`, `medianInterval`). */
+export function bootstrapInterval(samples: number[][], statistic: (drawn: number[][]) => number, options: BootstrapOptions = {}): [number, number] {
+  return bootstrap(samples, statistic, options);
+}
+
 function bootstrap(samples: number[][], statistic: (drawn: number[][]) => number, options: BootstrapOptions): [number, number] {
   const { confidence = 0.9, resamples = 2000 } = options;
   if (samples.some((values) => values.length === 0)) return [Number.NaN, Number.NaN];
