@@ -126,8 +126,10 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
         // moves at the switchover too) and a NIC only if the agent's QEMU has one.
         const shape = startOp.result?.pid ? qemuShapeOf(startOp.result.pid) : undefined;
         if (!shape) throw new Error(`cannot read the device layout of the agent's QEMU (${JSON.stringify(startOp.result)})`);
-        const agentHasNic = readFileSync(`/proc/${startOp.result!.pid!}/cmdline`, 'utf8').split('\0').includes('-netdev');
-        if (pair === 0) process.stdout.write(`  ${kind}: the agent's QEMU has ${shape.layout.rootPorts.length} PCIe root port(s), ${agentHasNic ? 'a NIC' : 'no NIC'}, ${shape.accel}, ${shape.cpuModel}: the raw side gets the same\n`);
+        const agentArgv = readFileSync(`/proc/${startOp.result!.pid!}/cmdline`, 'utf8').split('\0');
+        const agentHasNic = agentArgv.includes('-netdev');
+        const agentSandboxed = agentArgv.includes('-sandbox');
+        if (pair === 0) process.stdout.write(`  ${kind}: the agent's QEMU has ${shape.layout.rootPorts.length} PCIe root port(s), ${agentHasNic ? 'a NIC' : 'no NIC'}, ${shape.accel}, ${shape.cpuModel}${agentSandboxed ? ', the seccomp sandbox' : ''}: the raw side gets the same\n`);
         await waitFor(async () => (await fetch(`${m.url}/api/v1/vms/${vm.id}/console/serial/log`, { headers: { authorization: `Bearer ${m.adminToken}` } }).then((r) => r.text())).includes('DROVER-COUNTER'), 180_000);
         await api('POST', `/api/v1/vms/${vm.id}/pause?wait=true`, {});
 
@@ -144,6 +146,8 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
           return {
             ...config,
             ...(agentHasNic ? {} : { nics: [] }),
+            // The agent's QEMU runs under QEMU's seccomp sandbox: so does this one (the same process, but for its user).
+            ...(agentSandboxed ? { sandbox: true } : {}),
             memoryMiB: 256,
             ...(incoming ? { startPaused: true, incomingDefer: true } : {}),
           };
@@ -250,9 +254,9 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
         return (median(rt) + median(d!.filter(Number.isFinite)) - median(rawRounds!.map((i) => rawBeyond[i]!).filter(Number.isFinite))) / median(rt);
       };
       const rawRounds = rawTotal.map((_, i) => i);
-      const [low, high] = rounds > 1 ? bootstrapInterval([droverBeyond, rawRounds], equalCopies) : [Number.NaN, Number.NaN];
+      const [low, high] = rounds > 1 ? bootstrapInterval([droverBeyond, rawRounds], equalCopies) : [0, 0];
       process.stdout.write(
-        `  ${kind}: beyond the pre-copy (medians): Drover ${median(droverBeyond.filter(Number.isFinite)).toFixed(0)} ms, raw ${median(rawBeyond.filter(Number.isFinite)).toFixed(0)} ms: with equal pre-copies Drover would be ${equalCopies([droverBeyond, rawRounds]).toFixed(2)}× (90%: ${low.toFixed(2)}–${high.toFixed(2)}×) raw's total\n`,
+        `  ${kind}: beyond the pre-copy (medians): Drover ${median(droverBeyond.filter(Number.isFinite)).toFixed(0)} ms, raw ${median(rawBeyond.filter(Number.isFinite)).toFixed(0)} ms: with equal pre-copies Drover would be ${equalCopies([droverBeyond, rawRounds]).toFixed(2)}×${rounds > 1 ? ` (90%: ${low.toFixed(2)}–${high.toFixed(2)}×)` : ''} raw's total\n`,
       );
       met =
         report({
@@ -331,7 +335,7 @@ function tlsDir(dir: string, stateDir: string): string {
   return dir;
 }
 
-/** A raw QEMU (root, no sandbox, like the other baselines) in a host's namespace, QMP connected. */
+/** A raw QEMU (root; the seccomp sandbox when its config asks, as the agent's QEMU has it) in a host's namespace, QMP connected. */
 async function rawStart(namespace: string, config: QemuLaunchConfig, pids: number[]): Promise<{ pid: number; qmp: QmpClient }> {
   rmSync(config.qmpSocket, { force: true });
   const argv = buildQemuArgv(config);

@@ -359,9 +359,8 @@ export class MigrationService {
       await holdForTest('mirror');
     }
 
-    // Journaled with its first progress report (within a second) or the switchover: a recovery does the same
-    // from `begin`, `prepare`, `mirror` and `perform` (roll back, the source's `cancel` ends a stream under way).
-    ctx.mark('perform', 40, `downtime-limit ${downtimeLimitForPass(params.downtimeMs, 0)} ms, stepping up to ${params.downtimeMs} ms; bandwidth ${params.bandwidth} B/s`);
+    // Committed before the stream starts: other managers (and a recovering leader) see the phase in the store.
+    await ctx.phase('perform', 40, `downtime-limit ${downtimeLimitForPass(params.downtimeMs, 0)} ms, stepping up to ${params.downtimeMs} ms; bandwidth ${params.bandwidth} B/s`);
     await link.call(source, 'POST', `${path}/perform`, { uri: ready.uri, tlsHostname: ready.tlsHostname, downtimeMs: params.downtimeMs, bandwidth: params.bandwidth }, agentCallMs);
     await holdForTest('perform');
     const preCopy = await this.awaitSwitchover(ctx, vm, source, params);
