@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- loosely typed JSON answers of the API and agents, read field by field */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { qemuDhParamsPem } from '@drover/agent';
@@ -26,28 +26,30 @@ import { bootstrapInterval, journalPhases, median, medianInterval, medianPhases,
  *
  *  - total time: Drover's `POST /vms/:id/migrate?wait=true` (begin, destination
  *    QEMU, migration, finish, source ended) vs raw: spawn the destination
- *    QEMU, the QMP sequence, `cont` there, `quit` the source. Target ≤ 1.15×.
+ *    QEMU, the QMP sequence, `cont` there, the figures, `quit` the source. Target ≤ 1.15×.
  *  - downtime: QEMU's own figure; target ≤ 50 ms for the idle guest.
  *  - where the time goes: Drover's parts from its operation journal (the request until
  *    the operation exists, each phase, the answer), the raw side's parts timed around its
  *    QMP steps; medians.
  *
- * Rounds: 30 of each side per kind (DROVER_BENCH_MIGRATION_ROUNDS) over 6 pairs of guests booted
+ * Rounds: 30 of each side per kind (DROVER_BENCH_MIGRATION_ROUNDS) over 10 pairs of guests booted
  * anew (DROVER_BENCH_MIGRATION_PAIRS: a guest's copy speed holds for all its rounds); single rounds
  * spread by ±30 %, so each figure is printed with its 90 % bootstrap interval (stats.ts).
  *
  * Fairness: the rounds alternate (Drover, raw, Drover, raw…: a drift of the machine hits
  * both), the guest not being moved is paused meanwhile, the raw QEMU gets the agent's
- * device layout (PCIe root ports, NIC) read from its command line, and both sides' TLS
+ * device layout (PCIe root ports, NIC) read from its command line, its seccomp sandbox and
+ * its account (uid, gid: root's raw QEMU copied faster), both sides read QEMU's figures
+ * (`query-migrate`) before the source quits, and both sides' TLS
  * servers get the same DH group (`qemuDhParamsPem`: without it QEMU generates one at every
  * server object-add, 0.2–1 s). docs/migration.md ("Benchmark") has the figures.
  */
 export async function runMigrationBench(options: { smoke: boolean }): Promise<boolean> {
   // Single rounds spread by ±30 % on 2 cores under TCG: 30 rounds a side, and each figure's 90 % interval is printed (about ±0.1× for the ratio).
   const rounds = options.smoke ? 1 : Number(process.env.DROVER_BENCH_MIGRATION_ROUNDS ?? 30);
-  // Over this many pairs of guests (DROVER_BENCH_MIGRATION_PAIRS), each booted anew: 6 × 5 rounds by default. Two guests
+  // Over this many pairs of guests (DROVER_BENCH_MIGRATION_PAIRS), each booted anew: 10 × 3 rounds by default. Two guests
   // send the same bytes but copy at speeds up to 40 % apart for all their rounds: more pairs average that out.
-  const pairs = options.smoke ? 1 : Math.max(1, Number(process.env.DROVER_BENCH_MIGRATION_PAIRS ?? 6));
+  const pairs = options.smoke ? 1 : Math.max(1, Number(process.env.DROVER_BENCH_MIGRATION_PAIRS ?? 10));
   const roundsPerPair = Math.max(1, Math.ceil(rounds / pairs));
   // The longest pause allowed on both sides, up to which the downtime steps go (the product's default is 300 ms; DROVER_BENCH_DOWNTIME_LIMIT_MS to measure others).
   const downtimeLimitMs = Number(process.env.DROVER_BENCH_DOWNTIME_LIMIT_MS ?? 300);
@@ -129,7 +131,9 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
         const agentArgv = readFileSync(`/proc/${startOp.result!.pid!}/cmdline`, 'utf8').split('\0');
         const agentHasNic = agentArgv.includes('-netdev');
         const agentSandboxed = agentArgv.includes('-sandbox');
-        if (pair === 0) process.stdout.write(`  ${kind}: the agent's QEMU has ${shape.layout.rootPorts.length} PCIe root port(s), ${agentHasNic ? 'a NIC' : 'no NIC'}, ${shape.accel}, ${shape.cpuModel}${agentSandboxed ? ', the seccomp sandbox' : ''}: the raw side gets the same\n`);
+        // The account the agent's QEMU runs as (the agent's `drover` user): the raw QEMU runs as it too.
+        const account = accountOf(startOp.result!.pid!);
+        if (pair === 0) process.stdout.write(`  ${kind}: the agent's QEMU has ${shape.layout.rootPorts.length} PCIe root port(s), ${agentHasNic ? 'a NIC' : 'no NIC'}, ${shape.accel}, ${shape.cpuModel}${agentSandboxed ? ', the seccomp sandbox' : ''}, uid ${account.uid}: the raw side gets the same\n`);
         await waitFor(async () => (await fetch(`${m.url}/api/v1/vms/${vm.id}/console/serial/log`, { headers: { authorization: `Bearer ${m.adminToken}` } }).then((r) => r.text())).includes('DROVER-COUNTER'), 180_000);
         await api('POST', `/api/v1/vms/${vm.id}/pause?wait=true`, {});
 
@@ -138,10 +142,13 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
         const disk = path.join(shared, `raw-${short}-${pair + 1}.qcow2`);
         rmSync(disk, { force: true });
         await QemuImg.createThinClone(counter.rootDisk, 'qcow2', disk, { relativeBacking: false });
+        chownTree(work, account);
+        chownSync(disk, account.uid, account.gid);
         const uuid = randomUUID();
         const configOf = (index: number, incoming: boolean): QemuLaunchConfig => {
           const dir = path.join(work, `${short}-${pair + 1}-${index}`);
           mkdirSync(dir, { recursive: true });
+          chownSync(dir, account.uid, account.gid);
           const config = rawCounterConfig({ work: dir, kernel: counter.kernel, initrd: counter.initrd, cmdline: `${counter.cmdline} ${cmdline}`, disks: [{ nodeName: 'disk0', path: disk, format: 'qcow2' }], accel: shape.accel, cpuModel: shape.cpuModel, uuid, mac: '52:54:00:12:34:56', layout: shape.layout });
           return {
             ...config,
@@ -152,7 +159,7 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
             ...(incoming ? { startPaused: true, incomingDefer: true } : {}),
           };
         };
-        let current = await rawStart(network.hosts[0]!.namespace, configOf(0, false), rawPids);
+        let current = await rawStart(network.hosts[0]!.namespace, configOf(0, false), rawPids, account);
         await waitFor(async () => existsSync(configOf(0, false).serialLog) && readFileSync(configOf(0, false).serialLog, 'utf8').includes('DROVER-COUNTER'), 180_000);
         await current.qmp.stop();
         let at = 0;
@@ -178,7 +185,7 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
           const next = 1 - at;
           const rawStarted = now();
           const mark = phaseClock(rawStarted);
-          const dest = await rawStart(network.hosts[next]!.namespace, configOf(next, true), rawPids);
+          const dest = await rawStart(network.hosts[next]!.namespace, configOf(next, true), rawPids, account);
           mark('spawn destination');
           const address = network.hosts[next]!.address;
           const port = 49152 + Math.floor(Math.random() * 10000);
@@ -216,14 +223,14 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
           if ((await completed).data.status !== 'completed') throw new Error('raw migration failed on the destination');
           await dest.qmp.cont();
           mark('switchover and cont');
-          // QEMU's downtime, read from the source before it quits; the read is not counted in the total.
-          const asked = now();
+          // QEMU's figures (downtime, total-time), read from the source before it quits, as Drover's `confirm`
+          // reads them for its result: counted on both sides (QEMU answers once its clean-up after the stream is done).
           const info = await src.queryMigrate();
-          const askMs = now() - asked;
+          mark('figures');
           await src.quit().catch(() => undefined);
           if (!(await waitForExit(current.pid, 5_000))) await killProcess(current.pid, 'SIGKILL');
-          rawTotal.push(now() - rawStarted - askMs);
-          rawPhases.push({ ...mark.phases, 'quit source': now() - rawStarted - askMs - Object.values(mark.phases).reduce((a, b) => a + b, 0) });
+          rawTotal.push(now() - rawStarted);
+          rawPhases.push({ ...mark.phases, 'quit source': now() - rawStarted - Object.values(mark.phases).reduce((a, b) => a + b, 0) });
           rawDowntime.push(typeof info.downtime === 'number' ? info.downtime : Number.NaN);
           rawCopy.push({ ms: info['total-time'] ?? Number.NaN, bytes: info.ram?.transferred ?? Number.NaN });
           current = dest;
@@ -336,10 +343,11 @@ function tlsDir(dir: string, stateDir: string): string {
 }
 
 /** A raw QEMU (root; the seccomp sandbox when its config asks, as the agent's QEMU has it) in a host's namespace, QMP connected. */
-async function rawStart(namespace: string, config: QemuLaunchConfig, pids: number[]): Promise<{ pid: number; qmp: QmpClient }> {
+async function rawStart(namespace: string, config: QemuLaunchConfig, pids: number[], account: Account): Promise<{ pid: number; qmp: QmpClient }> {
   rmSync(config.qmpSocket, { force: true });
   const argv = buildQemuArgv(config);
-  const child = spawn('ip', ['netns', 'exec', namespace, ...argv], { stdio: 'ignore', detached: true });
+  // As the agent's QEMU: that account, no supplementary groups (as Node's spawn with a uid leaves it).
+  const child = spawn('ip', ['netns', 'exec', namespace, 'setpriv', `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', ...argv], { stdio: 'ignore', detached: true });
   child.unref();
   pids.push(child.pid!);
   for (;;) {
@@ -355,4 +363,24 @@ async function rawStart(namespace: string, config: QemuLaunchConfig, pids: numbe
     }
     await new Promise((r) => setTimeout(r, 1));
   }
+}
+
+interface Account {
+  uid: number;
+  gid: number;
+}
+
+/** The real uid and gid a process runs as (/proc/PID/status). */
+function accountOf(pid: number): Account {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const id = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? Number.NaN);
+  const account = { uid: id('Uid'), gid: id('Gid') };
+  if (!Number.isInteger(account.uid) || !Number.isInteger(account.gid)) throw new Error(`cannot read the account of process ${pid}`);
+  return account;
+}
+
+/** Gives a directory and everything in it to an account (the raw QEMU's files: its TLS identity, sockets, logs). */
+function chownTree(dir: string, account: Account): void {
+  chownSync(dir, account.uid, account.gid);
+  for (const entry of readdirSync(dir, { recursive: true }) as string[]) chownSync(path.join(dir, entry), account.uid, account.gid);
 }

@@ -184,6 +184,8 @@ export class MigrationService {
   private readonly releases = new Map<string, () => void>();
   /** QEMU's downtime-limit last set per outgoing VM (lost with a restart: await-switchover sets it again). */
   private readonly downtimeLimits = new Map<string, number>();
+  /** Whether a live move's QEMU must be paused for its copy (`perform`), asked at `begin` while the destination starts. */
+  private readonly pauseForCopy = new Map<string, Promise<boolean>>();
 
   constructor(private readonly o: MigrationServiceOptions) {}
 
@@ -210,6 +212,7 @@ export class MigrationService {
     this.releases.get(record.id)?.();
     this.releases.delete(record.id);
     this.downtimeLimits.delete(record.id);
+    this.pauseForCopy.delete(record.id);
   }
 
   private qmp(record: VmRecord): QmpClient {
@@ -408,7 +411,11 @@ export class MigrationService {
         live = mode === 'saved' ? await this.hooks.restorePaused(record) : await this.hooks.launchPaused(record);
         launched = true;
       }
+      // Asked now, alongside the stream's settings, so that `perform` only points QEMU at the destination.
+      const pause = mode === 'live' && record.runtime?.accel === 'tcg' ? this.tcgCopyLosesPages(live.qmp) : Promise.resolve(false);
+      pause.catch(() => undefined);
       await this.prepareOutgoing(record, live.qmp, request.autoConverge ?? true);
+      this.pauseForCopy.set(record.id, pause);
       record.migration = { role: 'source', operationId: request.operationId, mode, peer: request.destination, since: new Date().toISOString(), wasRunning };
       await this.hooks.persist(record);
       this.releases.set(record.id, release);
@@ -502,7 +509,8 @@ export class MigrationService {
     // page-by-page path, and the copy stays live. A QEMU started before that (an aligned RAM size
     // under TCG) is still paused while its memory is copied: it continues on the destination (or
     // here again after a cancel: `wasRunning` is in the marker). KVM tracks dirty pages itself.
-    if (record.migration?.mode === 'live' && record.runtime?.accel === 'tcg' && (await this.tcgCopyLosesPages(qmp))) {
+    // (Asked at `begin`; again here after an agent restart.)
+    if (record.migration?.mode === 'live' && record.runtime?.accel === 'tcg' && (await (this.pauseForCopy.get(record.id) ?? this.tcgCopyLosesPages(qmp)))) {
       const live = this.hooks.live(record.id)!;
       if ((await qmp.queryStatus()).status === 'running') {
         await qmp.stop();
@@ -713,13 +721,16 @@ export class MigrationService {
     const record = this.hooks.find(ref);
     const live = this.hooks.live(record.id);
     let migration: MigrationStatus | undefined;
+    // The console's tail is read while QEMU is asked (the guest here is paused since the switchover: it writes no more).
+    const tail = request.serialTailBytes ? this.serialTail(record, request.serialTailBytes) : Promise.resolve(undefined);
+    tail.catch(() => undefined);
     if (live) {
       const [{ status }, info] = await Promise.all([live.qmp.queryStatus(), live.qmp.queryMigrate()]);
       if (status === 'running') throw errors.conflict(`${this.label(record)} is running here: the migration did not hand it over`);
       if (info.status !== 'completed') throw errors.conflict(`${this.label(record)} has not completed its migration here (${info.status ?? 'none'})`);
       migration = { ...statusOf(info, 'source'), active: false };
     }
-    const serialTail = request.serialTailBytes ? await this.serialTail(record, request.serialTailBytes) : undefined;
+    const serialTail = await tail;
     await this.hooks.handOver(record, { forgotten: true });
     this.release(record);
     await this.hooks.forget(record);

@@ -561,14 +561,16 @@ export class MigrationService {
     // From `finish` on the source is never resumed (the recovery table), so its QEMU ends while the
     // destination starts the guest (libvirt's Confirm waits for Finish because its source may resume).
     // Both are awaited whatever happens: a failed finish leaves no call in flight behind it.
-    const [finished, confirmed] = await Promise.allSettled([
-      link.call<VmInfo>(dest, 'POST', `/v1/migrations/incoming/${vm.id}/finish`, { timeoutMs: 60_000, after }, 90_000),
-      this.confirmSource(vm, source, dest, extra, measure),
-    ]);
+    const finishing = link.call<VmInfo>(dest, 'POST', `/v1/migrations/incoming/${vm.id}/finish`, { timeoutMs: 60_000, after }, 90_000);
+    // The destination's console from its start, for the guest-measured downtime (its first tick after the source's
+    // last), read as soon as the guest runs there: while the source's QEMU may still be ending.
+    const destHead = finishing.then(
+      () => (measure ? link.serialLog(dest, vm.id, 0).then((head) => head.text, () => undefined) : undefined),
+      () => undefined,
+    );
+    const [finished, confirmed] = await Promise.allSettled([finishing, this.confirmSource(vm, source, dest, extra, measure)]);
     if (finished.status === 'rejected') throw finished.reason;
     const info = finished.value;
-    // The destination's console from its start, for the guest-measured downtime (its first tick after the source's last).
-    const destHead = measure ? link.serialLog(dest, vm.id, 0).then((head) => head.text, () => undefined) : Promise.resolve(undefined);
     await holdForTest('finish');
     const state = agentToManagedState(info);
     // The VM's state there, its reservation's end, its event and the `confirm` journal entry commit with
