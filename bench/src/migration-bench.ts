@@ -7,14 +7,14 @@ import { qemuDhParamsPem } from '@drover/agent';
 import { tempDir, TestNetwork } from '@drover/agent/testing';
 import { buildAppliance, defaultApplianceCacheDir } from '@drover/appliances';
 import { defaultManagerConfig, startManager, type RunningManager } from '@drover/manager';
-import { downtimeLimitForPass } from '@drover/api';
+import { downtimeLimitForPass, migrationMultifdChannels } from '@drover/api';
 import { buildQemuArgv, killProcess, QemuImg, QmpClient, waitForExit, type QmpEvent, type QemuLaunchConfig } from '@drover/qemu';
 import { qemuShapeOf, rawCounterConfig } from './raw-qemu.js';
 import { bootstrapInterval, journalPhases, median, medianInterval, medianPhases, now, ratioInterval, report } from './stats.js';
 
 /**
  * Live migration through Drover vs the same migration driven by raw QMP, with
- * the same settings (TLS with the same cluster certificates, return-path,
+ * the same settings (TLS with the same cluster certificates, multifd over 2 channels, return-path,
  * pause-before-switchover, auto-converge, 1 GiB/s, and the downtime steps:
  * downtime-limit 30 ms first, doubled per pass that does not converge, up to 300 ms),
  * between two hosts in network namespaces, of 256 MiB counter guests: idle,
@@ -192,18 +192,18 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
           await dest.qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[next], endpoint: 'server', 'verify-peer': true });
           await dest.qmp.execute('object-add', { 'qom-type': 'authz-simple', id: 'authz0', identity: `CN=${network.hosts[at]!.name}` });
           mark('destination TLS');
-          await dest.qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'late-block-activate': true });
-          await dest.qmp.migrateSetParameters({ 'tls-creds': 'tls0', 'tls-authz': 'authz0' });
+          await dest.qmp.migrateSetCapabilities({ events: true, 'return-path': true, 'late-block-activate': true, multifd: true });
+          await dest.qmp.migrateSetParameters({ 'tls-creds': 'tls0', 'tls-authz': 'authz0', 'multifd-channels': migrationMultifdChannels });
           await dest.qmp.migrateIncoming(`tcp:${address}:${port}`);
           mark('destination settings and listen');
           const src = current.qmp;
           await src.execute('object-del', { id: 'tls0' }).catch(() => undefined);
           await src.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: tls[at], endpoint: 'client', 'verify-peer': true });
           mark('source TLS');
-          await src.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': true });
+          await src.migrateSetCapabilities({ events: true, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': true, multifd: true });
           // The same downtime steps as Drover's agent: a short limit first, raised at each pass that does not converge.
           let limitSet = downtimeLimitForPass(downtimeLimitMs, 0);
-          await src.migrateSetParameters({ 'downtime-limit': limitSet, 'max-bandwidth': 1024 ** 3, 'tls-creds': 'tls0', 'tls-hostname': address });
+          await src.migrateSetParameters({ 'downtime-limit': limitSet, 'max-bandwidth': 1024 ** 3, 'tls-creds': 'tls0', 'tls-hostname': address, 'multifd-channels': migrationMultifdChannels });
           const onPass = (event: QmpEvent) => {
             if (event.event !== 'MIGRATION_PASS') return;
             const wanted = downtimeLimitForPass(downtimeLimitMs, Number(event.data.pass));

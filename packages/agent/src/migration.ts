@@ -23,6 +23,7 @@ import {
   VmInfo,
   FinishRequest,
   downtimeLimitForPass,
+  migrationMultifdChannels,
   type MigrationDisk,
   type MigrationMode,
   type SnapshotInfo,
@@ -148,6 +149,7 @@ export function statusOf(info: MigrationInfo, role: 'source' | 'destination'): M
     role,
     status: info.status ?? 'none',
     ...(ram?.transferred !== undefined ? { transferredBytes: ram.transferred } : {}),
+    ...(ram?.['multifd-bytes'] !== undefined ? { multifdBytes: ram['multifd-bytes'] } : {}),
     ...(ram?.remaining !== undefined ? { remainingBytes: ram.remaining } : {}),
     ...(ram?.total !== undefined ? { totalBytes: ram.total } : {}),
     ...(ram?.['dirty-pages-rate'] !== undefined ? { dirtyBytesPerSecond: ram['dirty-pages-rate'] * pageSize } : {}),
@@ -242,7 +244,7 @@ export class MigrationService {
       if (inProgress(current.status)) {
         throw errors.conflict(`${this.label(record)} already has a migration in progress (${current.status})`);
       }
-      await qmp.migrateSetCapabilities({ ...baseMigrationCapabilities, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': autoConverge });
+      await qmp.migrateSetCapabilities({ ...baseMigrationCapabilities, 'return-path': true, 'pause-before-switchover': true, 'auto-converge': autoConverge, multifd: true });
     } catch (cause) {
       await discardTlsFiles(written);
       throw cause;
@@ -501,6 +503,7 @@ export class MigrationService {
       'max-bandwidth': request.bandwidth,
       'tls-creds': tlsObject,
       'tls-hostname': request.tlsHostname,
+      'multifd-channels': migrationMultifdChannels,
     });
     // Under TCG, QEMU 7.2 loses guest writes during a live copy when the guest's RAM block is a
     // multiple of 256 KiB (its dirty-bitmap fast path does not re-arm the vCPU's TLB write
@@ -808,8 +811,8 @@ export class MigrationService {
       const qmp = live.qmp;
       // Sent at once (QEMU runs them in order): the stream's settings, then the TLS objects once the files are written.
       const settings = Promise.all([
-        qmp.migrateSetCapabilities({ ...baseMigrationCapabilities, 'return-path': true, 'late-block-activate': true }),
-        qmp.migrateSetParameters({ 'tls-creds': tlsObject, 'tls-authz': authzObject }),
+        qmp.migrateSetCapabilities({ ...baseMigrationCapabilities, 'return-path': true, 'late-block-activate': true, multifd: true }),
+        qmp.migrateSetParameters({ 'tls-creds': tlsObject, 'tls-authz': authzObject, 'multifd-channels': migrationMultifdChannels }),
       ]);
       settings.catch(() => undefined);
       const tlsFiles = await this.loadTlsFiles(qmp, written, 'server', { peerName: request.sourceName, fresh: true });

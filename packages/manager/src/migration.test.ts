@@ -350,6 +350,9 @@ describe('live migration between hosts in network namespaces', () => {
     const op = (await api('GET', `/api/v1/operations/${answer.body.id}`)).body;
     expect(op.result).toMatchObject({ from: 'h1', to: 'h2', storage: false });
     expect(typeof op.result.qemuDowntimeMs).toBe('number');
+    // RAM pages went over the multifd connections (zero pages and device state over the main one).
+    expect(op.result.multifdBytes, JSON.stringify(op.result)).toBeGreaterThan(0);
+    expect(op.result.multifdBytes).toBeLessThan(op.result.transferredBytes);
     // The downtime steps: QEMU's limit started at 30 ms and was at most the one for the pass pre-copy converged in
     // (30 ms for a guest that converges at once), not the 300 ms allowed.
     expect(op.result.passes, JSON.stringify(op.result)).toBeGreaterThanOrEqual(2);

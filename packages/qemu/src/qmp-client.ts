@@ -136,6 +136,7 @@ export const baseMigrationCapabilities: Readonly<Record<string, boolean>> = Obje
   'pause-before-switchover': false,
   'auto-converge': false,
   'late-block-activate': false,
+  multifd: false,
 });
 
 /** The parameters of a stream without TLS: a save after a live migration would otherwise want TLS with credentials long deleted. */

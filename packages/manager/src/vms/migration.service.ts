@@ -167,7 +167,7 @@ export function guestGapAroundSwitchover(sourceTail: string, destHead: string): 
 
 /** The figures of a migration status, as the operation's live result and its final one carry them. */
 function figures(status: MigrationStatus): Record<string, unknown> {
-  const keep = ['status', 'transferredBytes', 'remainingBytes', 'totalBytes', 'dirtyBytesPerSecond', 'mbps', 'expectedDowntimeMs', 'downtimeMs', 'totalTimeMs', 'setupTimeMs', 'dirtySyncCount', 'downtimeLimitMs', 'mirrors'] as const;
+  const keep = ['status', 'transferredBytes', 'multifdBytes', 'remainingBytes', 'totalBytes', 'dirtyBytesPerSecond', 'mbps', 'expectedDowntimeMs', 'downtimeMs', 'totalTimeMs', 'setupTimeMs', 'dirtySyncCount', 'downtimeLimitMs', 'mirrors'] as const;
   const out: Record<string, unknown> = {};
   for (const key of keep) if (status[key] !== undefined) out[key] = status[key];
   return out;
@@ -619,7 +619,7 @@ export class MigrationService {
       to: dest.name,
       storage: extra.storage ?? false,
       ...(extra.mirroredBytes ? { mirroredBytes: extra.mirroredBytes } : {}),
-      ...(sourceFinal ? { qemuDowntimeMs: sourceFinal.downtimeMs, totalTimeMs: sourceFinal.totalTimeMs, setupTimeMs: sourceFinal.setupTimeMs, transferredBytes: sourceFinal.transferredBytes } : {}),
+      ...(sourceFinal ? { qemuDowntimeMs: sourceFinal.downtimeMs, totalTimeMs: sourceFinal.totalTimeMs, setupTimeMs: sourceFinal.setupTimeMs, transferredBytes: sourceFinal.transferredBytes, multifdBytes: sourceFinal.multifdBytes } : {}),
       ...(guestMaxGapMs !== undefined ? { guestMaxGapMs } : {}),
       ...(extra.preCopy?.expectedDowntimeMs !== undefined ? { expectedDowntimeMs: extra.preCopy.expectedDowntimeMs } : {}),
       ...(extra.preCopy?.downtimeLimitMs !== undefined ? { downtimeLimitMs: extra.preCopy.downtimeLimitMs } : {}),
