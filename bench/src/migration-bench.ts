@@ -224,7 +224,7 @@ export async function runMigrationBench(options: { smoke: boolean }): Promise<bo
           await dest.qmp.cont();
           mark('switchover and cont');
           // QEMU's figures (downtime, total-time), read from the source before it quits, as Drover's `confirm`
-          // reads them for its result: counted on both sides (QEMU answers once its clean-up after the stream is done).
+          // reads them for its result: counted on both sides.
           const info = await src.queryMigrate();
           mark('figures');
           await src.quit().catch(() => undefined);
@@ -342,7 +342,7 @@ function tlsDir(dir: string, stateDir: string): string {
   return dir;
 }
 
-/** A raw QEMU (root; the seccomp sandbox when its config asks, as the agent's QEMU has it) in a host's namespace, QMP connected. */
+/** A raw QEMU in a host's namespace, as `account` (the agent QEMU's; the seccomp sandbox when its config asks), QMP connected. */
 async function rawStart(namespace: string, config: QemuLaunchConfig, pids: number[], account: Account): Promise<{ pid: number; qmp: QmpClient }> {
   rmSync(config.qmpSocket, { force: true });
   const argv = buildQemuArgv(config);

@@ -414,7 +414,7 @@ export class MigrationService {
         launched = true;
       }
       // Asked now, alongside the stream's settings, so that `perform` only points QEMU at the destination.
-      const pause = mode === 'live' && record.runtime?.accel === 'tcg' ? this.tcgCopyLosesPages(live.qmp) : Promise.resolve(false);
+      const pause = this.mustPauseForCopy(record, mode, live.qmp);
       pause.catch(() => undefined);
       await this.prepareOutgoing(record, live.qmp, request.autoConverge ?? true);
       this.pauseForCopy.set(record.id, pause);
@@ -513,7 +513,7 @@ export class MigrationService {
     // under TCG) is still paused while its memory is copied: it continues on the destination (or
     // here again after a cancel: `wasRunning` is in the marker). KVM tracks dirty pages itself.
     // (Asked at `begin`; again here after an agent restart.)
-    if (record.migration?.mode === 'live' && record.runtime?.accel === 'tcg' && (await (this.pauseForCopy.get(record.id) ?? this.tcgCopyLosesPages(qmp)))) {
+    if (await (this.pauseForCopy.get(record.id) ?? this.mustPauseForCopy(record, record.migration?.mode, qmp))) {
       const live = this.hooks.live(record.id)!;
       if ((await qmp.queryStatus()).status === 'running') {
         await qmp.stop();
@@ -533,8 +533,10 @@ export class MigrationService {
     return this.status(record.id);
   }
 
-  /** Whether this TCG QEMU's RAM is a multiple of 256 KiB, the size QEMU 7.2 cannot copy live under TCG (see `perform`). */
-  private async tcgCopyLosesPages(qmp: QmpClient): Promise<boolean> {
+  /** Whether a live move's QEMU must be paused for its copy: under TCG with a RAM size QEMU 7.2 cannot copy live (see `perform`). */
+  private async mustPauseForCopy(record: VmRecord, mode: MigrationMode | undefined, qmp: QmpClient): Promise<boolean> {
+    if (mode !== 'live' || record.runtime?.accel !== 'tcg') return false;
+    // A multiple of 256 KiB takes QEMU's dirty-bitmap fast path, which loses writes under TCG.
     const summary = await qmp.execute<{ 'base-memory': number }>('query-memory-size-summary');
     return summary['base-memory'] % (256 * 1024) === 0;
   }
